@@ -1,0 +1,234 @@
+//! Embedding tables outside the tape. A batch gathers the rows it names; their gradients are
+//! summed per distinct row ([`RowGrads`]) and only those rows are updated (row-wise lazy rule),
+//! so the step costs the same whatever the table size. Small tables can instead be updated
+//! densely, which reproduces PyTorch's dense `nn.Embedding` + Adam exactly (momentum keeps
+//! moving rows a batch did not touch, and an L2 term decays every row every step).
+
+use crate::init;
+use crate::optim::OptimizerKind;
+use rand::Rng;
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+/// How a table's rows are updated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateMode {
+    /// Only the rows in the batch (lazy Adam / Adagrad): cost independent of table size.
+    Sparse,
+    /// Every row, every step: PyTorch's dense semantics.
+    Dense,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmbeddingOptimizer {
+    pub kind: OptimizerKind,
+    pub mode: UpdateMode,
+    /// L2 coefficient λ of `(λ/2)·‖W‖²`: adds `λ·w` to the gradient of each updated row.
+    pub l2: f32,
+}
+
+/// A `[rows × dim]` table with its optimizer state.
+#[derive(Clone, Debug)]
+pub struct EmbeddingTable {
+    pub rows: usize,
+    pub dim: usize,
+    pub weight: Vec<f32>,
+    pub state1: Vec<f32>,
+    pub state2: Vec<f32>,
+}
+
+/// Gradients summed per distinct row, in first-seen order (deterministic).
+#[derive(Clone, Debug, Default)]
+pub struct RowGrads {
+    pub dim: usize,
+    pub rows: Vec<u32>,
+    pub grads: Vec<f32>,
+    index: HashMap<u32, usize>,
+}
+
+impl RowGrads {
+    pub fn new(dim: usize) -> Self {
+        RowGrads { dim, ..Default::default() }
+    }
+
+    /// Adds `scale · g` to row `row`'s gradient.
+    #[inline]
+    pub fn add(&mut self, row: u32, g: &[f32], scale: f32) {
+        let dim = self.dim;
+        let slot = *self.index.entry(row).or_insert_with(|| {
+            self.rows.push(row);
+            self.grads.resize(self.grads.len() + dim, 0.0);
+            self.rows.len() - 1
+        });
+        self.grads[slot * dim..(slot + 1) * dim].iter_mut().zip(g).for_each(|(a, b)| *a += scale * b);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+impl EmbeddingTable {
+    /// N(0, std) rows with row 0 (padding) zeroed, as FuxiCTR initializes embeddings.
+    pub fn new(rows: usize, dim: usize, std: f32, kind: OptimizerKind, rng: &mut impl Rng) -> Self {
+        let mut weight = init::normal(rng, rows, dim, std).data;
+        let pad = dim.min(weight.len());
+        weight[..pad].fill(0.0);
+        Self::from_weight(rows, dim, weight, kind)
+    }
+
+    pub fn from_weight(rows: usize, dim: usize, weight: Vec<f32>, kind: OptimizerKind) -> Self {
+        assert_eq!(weight.len(), rows * dim);
+        let slots = kind.state_slots();
+        EmbeddingTable {
+            rows,
+            dim,
+            weight,
+            state1: if slots >= 1 { vec![0.0; rows * dim] } else { vec![] },
+            state2: if slots >= 2 { vec![0.0; rows * dim] } else { vec![] },
+        }
+    }
+
+    #[inline]
+    pub fn row(&self, r: u32) -> &[f32] {
+        let r = r as usize;
+        &self.weight[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// Squared norm of the gradient this step will apply (before clipping): the batch
+    /// gradient plus the L2 term on the rows the mode updates.
+    pub fn grad_norm_sq(&self, g: &RowGrads, opt: &EmbeddingOptimizer) -> f64 {
+        let d = self.dim;
+        let mut touched = 0.0f64;
+        let mut touched_l2_only = 0.0f64;
+        for (i, &r) in g.rows.iter().enumerate() {
+            let w = self.row(r);
+            for k in 0..d {
+                let v = g.grads[i * d + k] + opt.l2 * w[k];
+                touched += (v as f64) * (v as f64);
+                touched_l2_only += ((opt.l2 * w[k]) as f64).powi(2);
+            }
+        }
+        match opt.mode {
+            UpdateMode::Sparse => touched,
+            UpdateMode::Dense if opt.l2 > 0.0 => {
+                let all: f64 = self.weight.iter().map(|&w| ((opt.l2 * w) as f64).powi(2)).sum();
+                all - touched_l2_only + touched
+            }
+            UpdateMode::Dense => touched,
+        }
+    }
+
+    /// Applies one optimizer step: `scale` multiplies the batch gradient (clipping); `step`
+    /// counts from 1 and is shared with the dense optimizer (bias correction).
+    pub fn apply(&mut self, g: &RowGrads, opt: &EmbeddingOptimizer, lr: f32, scale: f32, step: u64) {
+        let d = self.dim;
+        match opt.mode {
+            UpdateMode::Sparse => {
+                let mut buf = vec![0.0f32; d];
+                for (i, &r) in g.rows.iter().enumerate() {
+                    let r = r as usize;
+                    let span = r * d..(r + 1) * d;
+                    for k in 0..d {
+                        buf[k] = g.grads[i * d + k] * scale + opt.l2 * self.weight[r * d + k];
+                    }
+                    let (s1, s2) = state_slices(&mut self.state1, &mut self.state2, span.clone());
+                    opt.kind.update(&mut self.weight[span], &buf, s1, s2, lr, step);
+                }
+            }
+            UpdateMode::Dense => {
+                let mut full = vec![0.0f32; self.weight.len()];
+                for (i, &r) in g.rows.iter().enumerate() {
+                    let r = r as usize;
+                    full[r * d..(r + 1) * d].iter_mut().zip(&g.grads[i * d..(i + 1) * d]).for_each(|(f, v)| *f = v * scale);
+                }
+                if opt.l2 > 0.0 {
+                    full.iter_mut().zip(&self.weight).for_each(|(f, w)| *f += opt.l2 * w);
+                }
+                const CHUNK: usize = 1 << 14;
+                let kind = opt.kind;
+                let n = self.weight.len();
+                let mut s1: Vec<&mut [f32]> = self.state1.chunks_mut(CHUNK).collect();
+                let mut s2: Vec<&mut [f32]> = self.state2.chunks_mut(CHUNK).collect();
+                s1.resize_with(n.div_ceil(CHUNK), Default::default);
+                s2.resize_with(n.div_ceil(CHUNK), Default::default);
+                self.weight
+                    .par_chunks_mut(CHUNK)
+                    .zip(full.par_chunks(CHUNK))
+                    .zip(s1.into_par_iter().zip(s2.into_par_iter()))
+                    .for_each(|((w, gch), (a, b))| kind.update(w, gch, a, b, lr, step));
+            }
+        }
+    }
+}
+
+fn state_slices<'a>(s1: &'a mut [f32], s2: &'a mut [f32], span: std::ops::Range<usize>) -> (&'a mut [f32], &'a mut [f32]) {
+    let a = if s1.is_empty() { &mut [][..] } else { &mut s1[span.clone()] };
+    let b = if s2.is_empty() { &mut [][..] } else { &mut s2[span] };
+    (a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn row_grads_sum_duplicates_in_first_seen_order() {
+        let mut g = RowGrads::new(2);
+        g.add(5, &[1.0, 2.0], 1.0);
+        g.add(3, &[1.0, 1.0], 1.0);
+        g.add(5, &[0.5, 0.5], 2.0);
+        assert_eq!(g.rows, vec![5, 3]);
+        assert_eq!(g.grads, vec![2.0, 3.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn sparse_update_touches_only_named_rows_and_matches_dense_on_them() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let kind = OptimizerKind::adam();
+        let base = EmbeddingTable::new(100, 4, 0.1, kind, &mut rng);
+        assert!(base.row(0).iter().all(|&v| v == 0.0), "padding row is zero");
+        let mut g = RowGrads::new(4);
+        g.add(7, &[0.1, -0.2, 0.3, 0.0], 1.0);
+        g.add(42, &[1.0, 1.0, -1.0, 0.5], 1.0);
+        let sparse_opt = EmbeddingOptimizer { kind, mode: UpdateMode::Sparse, l2: 0.0 };
+        let dense_opt = EmbeddingOptimizer { kind, mode: UpdateMode::Dense, l2: 0.0 };
+        let mut sparse = base.clone();
+        let mut dense = base.clone();
+        sparse.apply(&g, &sparse_opt, 0.01, 1.0, 1);
+        dense.apply(&g, &dense_opt, 0.01, 1.0, 1);
+        for r in 0..100u32 {
+            if r == 7 || r == 42 {
+                assert_ne!(sparse.row(r), base.row(r));
+            } else {
+                assert_eq!(sparse.row(r), base.row(r), "row {r} moved");
+            }
+            assert_eq!(sparse.row(r), dense.row(r));
+        }
+        // a second step without row 7: dense Adam's momentum still moves it, lazy Adam does not
+        let mut g2 = RowGrads::new(4);
+        g2.add(42, &[1.0; 4], 1.0);
+        sparse.apply(&g2, &sparse_opt, 0.01, 1.0, 2);
+        let before = dense.row(7).to_vec();
+        dense.apply(&g2, &dense_opt, 0.01, 1.0, 2);
+        assert_ne!(dense.row(7), &before[..]);
+        assert_eq!(sparse.row(7), &before[..]);
+    }
+
+    #[test]
+    fn dense_l2_norm_counts_every_row() {
+        let kind = OptimizerKind::Sgd;
+        let t = EmbeddingTable::from_weight(3, 1, vec![0.0, 2.0, -1.0], kind);
+        let mut g = RowGrads::new(1);
+        g.add(1, &[0.5], 1.0);
+        let opt = EmbeddingOptimizer { kind, mode: UpdateMode::Dense, l2: 0.1 };
+        // row 1: 0.5 + 0.2; row 2: -0.1
+        let want = 0.7f64.powi(2) + 0.01;
+        assert!((t.grad_norm_sq(&g, &opt) - want).abs() < 1e-6);
+        let mut t2 = t.clone();
+        t2.apply(&g, &opt, 1.0, 1.0, 1);
+        assert!((t2.weight[1] - 1.3).abs() < 1e-6 && (t2.weight[2] + 0.9).abs() < 1e-6);
+    }
+}

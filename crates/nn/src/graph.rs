@@ -1,0 +1,764 @@
+//! A reverse-mode tape over two-dimensional tensors. Each op stores what its backward pass
+//! needs; `backward` walks the tape once in reverse. Ops are the ones CTR models are built from
+//! (linear layers, activations, batch norm, dropout, cross layers, FM interaction, softmax
+//! gating, losses); each has a finite-difference test below.
+
+use crate::kernels::{self, add_assign, col_sums_into, map_inplace, matmul, sigmoid, zip_map};
+use crate::params::{ParamId, ParamStore};
+use crate::tensor::Tensor;
+use rand::Rng;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId(pub usize);
+
+/// Running-statistics updates that a training-mode forward pass asks for (batch norm). They are
+/// applied after the step so that the forward pass can borrow the parameters immutably.
+#[derive(Clone, Debug)]
+pub struct StateUpdate {
+    pub param: ParamId,
+    pub batch_value: Vec<f32>,
+    pub momentum: f32,
+}
+
+enum Op {
+    Input,
+    Param(ParamId),
+    MatMul(NodeId, NodeId),
+    AddBias(NodeId, NodeId),
+    Add(NodeId, NodeId),
+    Mul(NodeId, NodeId),
+    Relu(NodeId),
+    Tanh(NodeId),
+    Sigmoid(NodeId),
+    Dropout(NodeId, Vec<f32>),
+    BatchNorm { x: NodeId, gamma: NodeId, beta: NodeId, xhat: Vec<f32>, inv_std: Vec<f32>, train: bool },
+    Concat(Vec<NodeId>),
+    SliceCols(NodeId, usize),
+    SumCols(NodeId),
+    ScaleRows(NodeId, NodeId),
+    SoftmaxRows(NodeId),
+    FmInteraction { x: NodeId, fields: usize, dim: usize },
+    BceWithLogits { logits: NodeId, labels: Vec<f32> },
+}
+
+struct Node {
+    op: Op,
+    /// Empty for `Param` nodes, whose value lives in the store.
+    value: Tensor,
+    requires_grad: bool,
+}
+
+/// Gradients from one backward pass: per node (for inputs such as gathered embeddings) and
+/// per dense parameter.
+pub struct Grads {
+    nodes: Vec<Option<Tensor>>,
+    pub params: Vec<Option<Tensor>>,
+}
+
+impl Grads {
+    pub fn of(&self, id: NodeId) -> Option<&Tensor> {
+        self.nodes[id.0].as_ref()
+    }
+
+    pub fn take(&mut self, id: NodeId) -> Option<Tensor> {
+        self.nodes[id.0].take()
+    }
+
+    pub fn param(&self, id: ParamId) -> Option<&Tensor> {
+        self.params[id.0].as_ref()
+    }
+}
+
+pub struct Graph<'p> {
+    params: &'p ParamStore,
+    nodes: Vec<Node>,
+    pub train: bool,
+    pub state_updates: Vec<StateUpdate>,
+}
+
+impl<'p> Graph<'p> {
+    pub fn new(params: &'p ParamStore, train: bool) -> Self {
+        Graph { params, nodes: Vec::with_capacity(64), train, state_updates: Vec::new() }
+    }
+
+    pub fn value(&self, id: NodeId) -> &Tensor {
+        match self.nodes[id.0].op {
+            Op::Param(p) => self.params.value(p),
+            _ => &self.nodes[id.0].value,
+        }
+    }
+
+    fn push(&mut self, op: Op, value: Tensor, requires_grad: bool) -> NodeId {
+        self.nodes.push(Node { op, value, requires_grad });
+        NodeId(self.nodes.len() - 1)
+    }
+
+    fn rg(&self, id: NodeId) -> bool {
+        self.nodes[id.0].requires_grad
+    }
+
+    /// A leaf holding data; with `requires_grad` its gradient is reported by `backward`.
+    pub fn input(&mut self, value: Tensor, requires_grad: bool) -> NodeId {
+        self.push(Op::Input, value, requires_grad)
+    }
+
+    pub fn param(&mut self, id: ParamId) -> NodeId {
+        let trainable = self.params.get(id).trainable;
+        self.push(Op::Param(id), Tensor::default(), trainable)
+    }
+
+    /// `x[B×K] · w[K×N]`.
+    pub fn matmul(&mut self, x: NodeId, w: NodeId) -> NodeId {
+        let (xv, wv) = (self.value(x), self.value(w));
+        assert_eq!(xv.cols, wv.rows, "matmul: {}x{} · {}x{}", xv.rows, xv.cols, wv.rows, wv.cols);
+        let mut out = Tensor::zeros(xv.rows, wv.cols);
+        matmul(&mut out.data, &xv.data, &wv.data, xv.rows, wv.cols, xv.cols, false, false, false);
+        let rg = self.rg(x) || self.rg(w);
+        self.push(Op::MatMul(x, w), out, rg)
+    }
+
+    /// `x[B×N] + b[1×N]` broadcast over rows.
+    pub fn add_bias(&mut self, x: NodeId, b: NodeId) -> NodeId {
+        let (xv, bv) = (self.value(x), self.value(b));
+        assert_eq!((bv.rows, bv.cols), (1, xv.cols), "add_bias: shape");
+        let mut out = xv.clone();
+        for row in out.data.chunks_exact_mut(out.cols) {
+            row.iter_mut().zip(&bv.data).for_each(|(o, b)| *o += b);
+        }
+        let rg = self.rg(x) || self.rg(b);
+        self.push(Op::AddBias(x, b), out, rg)
+    }
+
+    /// `x · w + b` (bias optional).
+    pub fn linear(&mut self, x: NodeId, w: ParamId, b: Option<ParamId>) -> NodeId {
+        let wn = self.param(w);
+        let y = self.matmul(x, wn);
+        match b {
+            Some(b) => {
+                let bn = self.param(b);
+                self.add_bias(y, bn)
+            }
+            None => y,
+        }
+    }
+
+    fn binary(&mut self, a: NodeId, b: NodeId, f: impl Fn(f32, f32) -> f32 + Sync, op: Op) -> NodeId {
+        let (av, bv) = (self.value(a), self.value(b));
+        assert_eq!(av.shape(), bv.shape(), "elementwise op: shapes differ");
+        let mut out = Tensor::zeros(av.rows, av.cols);
+        zip_map(&mut out.data, &av.data, &bv.data, f);
+        let rg = self.rg(a) || self.rg(b);
+        self.push(op, out, rg)
+    }
+
+    pub fn add(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        self.binary(a, b, |x, y| x + y, Op::Add(a, b))
+    }
+
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        self.binary(a, b, |x, y| x * y, Op::Mul(a, b))
+    }
+
+    fn unary(&mut self, x: NodeId, f: impl Fn(f32) -> f32 + Sync, op: Op) -> NodeId {
+        let mut out = self.value(x).clone();
+        map_inplace(&mut out.data, f);
+        let rg = self.rg(x);
+        self.push(op, out, rg)
+    }
+
+    pub fn relu(&mut self, x: NodeId) -> NodeId {
+        self.unary(x, |v| v.max(0.0), Op::Relu(x))
+    }
+
+    pub fn tanh(&mut self, x: NodeId) -> NodeId {
+        self.unary(x, f32::tanh, Op::Tanh(x))
+    }
+
+    pub fn sigmoid(&mut self, x: NodeId) -> NodeId {
+        self.unary(x, sigmoid, Op::Sigmoid(x))
+    }
+
+    /// Inverted dropout: in training, zero each element with probability `p` and scale the rest
+    /// by `1/(1-p)`; identity in evaluation.
+    pub fn dropout(&mut self, x: NodeId, p: f32, rng: &mut impl Rng) -> NodeId {
+        if !self.train || p <= 0.0 {
+            return x;
+        }
+        let keep = 1.0 - p;
+        let scale = 1.0 / keep;
+        let n = self.value(x).len();
+        let mask: Vec<f32> = (0..n).map(|_| if rng.gen::<f32>() < keep { scale } else { 0.0 }).collect();
+        let xv = self.value(x);
+        let mut out = Tensor::zeros(xv.rows, xv.cols);
+        zip_map(&mut out.data, &xv.data, &mask, |a, m| a * m);
+        let rg = self.rg(x);
+        self.push(Op::Dropout(x, mask), out, rg)
+    }
+
+    /// Batch normalization over the rows (PyTorch's BatchNorm1d: biased variance to normalize,
+    /// unbiased variance into the running estimate, momentum 0.1, eps 1e-5).
+    pub fn batch_norm(&mut self, x: NodeId, gamma: ParamId, beta: ParamId, running_mean: ParamId, running_var: ParamId) -> NodeId {
+        const EPS: f32 = 1e-5;
+        const MOMENTUM: f32 = 0.1;
+        let (b, c) = self.value(x).shape();
+        let (mean, var) = if self.train {
+            let xv = self.value(x);
+            let mut mean = vec![0.0f64; c];
+            for row in xv.data.chunks_exact(c) {
+                mean.iter_mut().zip(row).for_each(|(m, v)| *m += *v as f64);
+            }
+            mean.iter_mut().for_each(|m| *m /= b as f64);
+            let mut var = vec![0.0f64; c];
+            for row in xv.data.chunks_exact(c) {
+                for j in 0..c {
+                    let d = row[j] as f64 - mean[j];
+                    var[j] += d * d;
+                }
+            }
+            let biased: Vec<f32> = var.iter().map(|v| (v / b as f64) as f32).collect();
+            let unbiased: Vec<f32> = var.iter().map(|v| (v / (b.max(2) - 1) as f64) as f32).collect();
+            let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+            self.state_updates.push(StateUpdate { param: running_mean, batch_value: mean.clone(), momentum: MOMENTUM });
+            self.state_updates.push(StateUpdate { param: running_var, batch_value: unbiased, momentum: MOMENTUM });
+            (mean, biased)
+        } else {
+            (self.params.value(running_mean).data.clone(), self.params.value(running_var).data.clone())
+        };
+        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
+        let g = self.param(gamma);
+        let bt = self.param(beta);
+        let xv = self.value(x);
+        let mut xhat = vec![0.0f32; b * c];
+        for (xr, hr) in xv.data.chunks_exact(c).zip(xhat.chunks_exact_mut(c)) {
+            for j in 0..c {
+                hr[j] = (xr[j] - mean[j]) * inv_std[j];
+            }
+        }
+        let (gv, bv) = (self.value(g), self.value(bt));
+        let mut out = Tensor::zeros(b, c);
+        for (orow, hr) in out.data.chunks_exact_mut(c).zip(xhat.chunks_exact(c)) {
+            for j in 0..c {
+                orow[j] = gv.data[j] * hr[j] + bv.data[j];
+            }
+        }
+        let rg = self.rg(x) || self.rg(g) || self.rg(bt);
+        let train = self.train;
+        self.push(Op::BatchNorm { x, gamma: g, beta: bt, xhat, inv_std, train }, out, rg)
+    }
+
+    /// Concatenates along columns.
+    pub fn concat(&mut self, parts: &[NodeId]) -> NodeId {
+        let rows = self.value(parts[0]).rows;
+        let cols: usize = parts.iter().map(|&p| self.value(p).cols).sum();
+        let mut out = Tensor::zeros(rows, cols);
+        let mut off = 0;
+        for &p in parts {
+            let v = self.value(p);
+            assert_eq!(v.rows, rows, "concat: row counts differ");
+            for r in 0..rows {
+                out.data[r * cols + off..r * cols + off + v.cols].copy_from_slice(v.row(r));
+            }
+            off += v.cols;
+        }
+        let rg = parts.iter().any(|&p| self.rg(p));
+        self.push(Op::Concat(parts.to_vec()), out, rg)
+    }
+
+    /// Columns `start..start+len`.
+    pub fn slice_cols(&mut self, x: NodeId, start: usize, len: usize) -> NodeId {
+        let xv = self.value(x);
+        assert!(start + len <= xv.cols, "slice_cols out of range");
+        let mut out = Tensor::zeros(xv.rows, len);
+        for r in 0..xv.rows {
+            out.data[r * len..(r + 1) * len].copy_from_slice(&xv.row(r)[start..start + len]);
+        }
+        let rg = self.rg(x);
+        self.push(Op::SliceCols(x, start), out, rg)
+    }
+
+    /// Row sums: `[B×N] → [B×1]`.
+    pub fn sum_cols(&mut self, x: NodeId) -> NodeId {
+        let xv = self.value(x);
+        let data = xv.data.chunks_exact(xv.cols.max(1)).map(|r| r.iter().sum()).collect();
+        let out = Tensor::from_vec(xv.rows, 1, data);
+        let rg = self.rg(x);
+        self.push(Op::SumCols(x), out, rg)
+    }
+
+    /// Scales each row of `x[B×N]` by `s[B×1]`.
+    pub fn scale_rows(&mut self, x: NodeId, s: NodeId) -> NodeId {
+        let (xv, sv) = (self.value(x), self.value(s));
+        assert_eq!((sv.rows, sv.cols), (xv.rows, 1), "scale_rows: shape");
+        let mut out = xv.clone();
+        for (row, &k) in out.data.chunks_exact_mut(xv.cols).zip(&sv.data) {
+            row.iter_mut().for_each(|v| *v *= k);
+        }
+        let rg = self.rg(x) || self.rg(s);
+        self.push(Op::ScaleRows(x, s), out, rg)
+    }
+
+    pub fn softmax_rows(&mut self, x: NodeId) -> NodeId {
+        let mut out = self.value(x).clone();
+        let c = out.cols;
+        for row in out.data.chunks_exact_mut(c) {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut s = 0.0;
+            row.iter_mut().for_each(|v| {
+                *v = (*v - m).exp();
+                s += *v;
+            });
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+        let rg = self.rg(x);
+        self.push(Op::SoftmaxRows(x), out, rg)
+    }
+
+    /// Factorization-machine second-order term over `fields` embeddings of size `dim` laid out
+    /// as `[B × fields·dim]`: `½ Σ_d ((Σ_f e_fd)² − Σ_f e_fd²)`, giving `[B×1]`.
+    pub fn fm_interaction(&mut self, x: NodeId, fields: usize, dim: usize) -> NodeId {
+        let xv = self.value(x);
+        assert_eq!(xv.cols, fields * dim, "fm_interaction: width");
+        let mut data = Vec::with_capacity(xv.rows);
+        let mut sum = vec![0.0f32; dim];
+        for row in xv.data.chunks_exact(fields * dim) {
+            sum.fill(0.0);
+            let mut sq = 0.0f32;
+            for e in row.chunks_exact(dim) {
+                for d in 0..dim {
+                    sum[d] += e[d];
+                    sq += e[d] * e[d];
+                }
+            }
+            data.push(0.5 * (sum.iter().map(|s| s * s).sum::<f32>() - sq));
+        }
+        let out = Tensor::from_vec(xv.rows, 1, data);
+        let rg = self.rg(x);
+        self.push(Op::FmInteraction { x, fields, dim }, out, rg)
+    }
+
+    /// Mean binary cross-entropy of `sigmoid(logits)` against `labels` (a `[1×1]` node),
+    /// computed from the logits for stability.
+    pub fn bce_with_logits(&mut self, logits: NodeId, labels: &[f32]) -> NodeId {
+        let lv = self.value(logits);
+        assert_eq!((lv.rows * lv.cols), labels.len(), "bce: label count");
+        let n = labels.len().max(1) as f64;
+        let loss: f64 = lv
+            .data
+            .iter()
+            .zip(labels)
+            .map(|(&z, &y)| {
+                let z = z as f64;
+                // log(1+e^z) - y z, written to avoid overflow
+                z.max(0.0) - z * y as f64 + (-z.abs()).exp().ln_1p()
+            })
+            .sum::<f64>()
+            / n;
+        let rg = self.rg(logits);
+        self.push(Op::BceWithLogits { logits, labels: labels.to_vec() }, Tensor::from_vec(1, 1, vec![loss as f32]), rg)
+    }
+
+    /// Reverse pass from a scalar node.
+    pub fn backward(&self, loss: NodeId) -> Grads {
+        let n = self.nodes.len();
+        let mut g: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+        let mut pg: Vec<Option<Tensor>> = (0..self.params.len()).map(|_| None).collect();
+        let lv = self.value(loss);
+        g[loss.0] = Some(Tensor::from_vec(lv.rows, lv.cols, vec![1.0; lv.len()]));
+
+        for i in (0..=loss.0).rev() {
+            let node = &self.nodes[i];
+            if !node.requires_grad {
+                continue;
+            }
+            let Some(gy) = g[i].take() else { continue };
+            match &node.op {
+                Op::Input => {
+                    g[i] = Some(gy);
+                }
+                Op::Param(p) => accumulate(&mut pg[p.0], gy),
+                Op::MatMul(x, w) => {
+                    let (xv, wv) = (self.value(*x), self.value(*w));
+                    let (b, k, nn) = (xv.rows, xv.cols, wv.cols);
+                    if self.rg(*w) {
+                        let mut gw = Tensor::zeros(k, nn);
+                        matmul(&mut gw.data, &xv.data, &gy.data, k, nn, b, true, false, false);
+                        accumulate(&mut g[w.0], gw);
+                    }
+                    if self.rg(*x) {
+                        let mut gx = Tensor::zeros(b, k);
+                        matmul(&mut gx.data, &gy.data, &wv.data, b, k, nn, false, true, false);
+                        accumulate(&mut g[x.0], gx);
+                    }
+                }
+                Op::AddBias(x, bias) => {
+                    if self.rg(*bias) {
+                        let mut gb = Tensor::zeros(1, gy.cols);
+                        col_sums_into(&mut gb.data, &gy.data, gy.cols);
+                        accumulate(&mut g[bias.0], gb);
+                    }
+                    if self.rg(*x) {
+                        accumulate(&mut g[x.0], gy);
+                    }
+                }
+                Op::Add(a, b) => {
+                    if self.rg(*a) {
+                        accumulate(&mut g[a.0], gy.clone());
+                    }
+                    if self.rg(*b) {
+                        accumulate(&mut g[b.0], gy);
+                    }
+                }
+                Op::Mul(a, b) => {
+                    if self.rg(*a) {
+                        let mut ga = Tensor::zeros(gy.rows, gy.cols);
+                        zip_map(&mut ga.data, &gy.data, &self.value(*b).data, |g, v| g * v);
+                        accumulate(&mut g[a.0], ga);
+                    }
+                    if self.rg(*b) {
+                        let mut gb = Tensor::zeros(gy.rows, gy.cols);
+                        zip_map(&mut gb.data, &gy.data, &self.value(*a).data, |g, v| g * v);
+                        accumulate(&mut g[b.0], gb);
+                    }
+                }
+                Op::Relu(x) => {
+                    let mut gx = gy;
+                    let y = &node.value.data;
+                    zip_map_inplace(&mut gx.data, y, |g, y| if y > 0.0 { g } else { 0.0 });
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::Tanh(x) => {
+                    let mut gx = gy;
+                    zip_map_inplace(&mut gx.data, &node.value.data, |g, y| g * (1.0 - y * y));
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::Sigmoid(x) => {
+                    let mut gx = gy;
+                    zip_map_inplace(&mut gx.data, &node.value.data, |g, y| g * y * (1.0 - y));
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::Dropout(x, mask) => {
+                    let mut gx = gy;
+                    zip_map_inplace(&mut gx.data, mask, |g, m| g * m);
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::BatchNorm { x, gamma, beta, xhat, inv_std, train } => {
+                    let (b, c) = (gy.rows, gy.cols);
+                    let gv = self.value(*gamma);
+                    let mut sum_g = vec![0.0f32; c];
+                    let mut sum_gx = vec![0.0f32; c];
+                    for (gr, hr) in gy.data.chunks_exact(c).zip(xhat.chunks_exact(c)) {
+                        for j in 0..c {
+                            sum_g[j] += gr[j];
+                            sum_gx[j] += gr[j] * hr[j];
+                        }
+                    }
+                    if self.rg(*gamma) {
+                        accumulate(&mut g[gamma.0], Tensor::from_vec(1, c, sum_gx.clone()));
+                    }
+                    if self.rg(*beta) {
+                        accumulate(&mut g[beta.0], Tensor::from_vec(1, c, sum_g.clone()));
+                    }
+                    if self.rg(*x) {
+                        let mut gx = Tensor::zeros(b, c);
+                        let bf = b as f32;
+                        for ((xr, gr), hr) in gx.data.chunks_exact_mut(c).zip(gy.data.chunks_exact(c)).zip(xhat.chunks_exact(c)) {
+                            for j in 0..c {
+                                xr[j] = if *train {
+                                    gv.data[j] * inv_std[j] * (gr[j] - sum_g[j] / bf - hr[j] * sum_gx[j] / bf)
+                                } else {
+                                    gv.data[j] * inv_std[j] * gr[j]
+                                };
+                            }
+                        }
+                        accumulate(&mut g[x.0], gx);
+                    }
+                }
+                Op::Concat(parts) => {
+                    let mut off = 0;
+                    for p in parts {
+                        let w = self.value(*p).cols;
+                        if self.rg(*p) {
+                            let mut gp = Tensor::zeros(gy.rows, w);
+                            for r in 0..gy.rows {
+                                gp.data[r * w..(r + 1) * w].copy_from_slice(&gy.row(r)[off..off + w]);
+                            }
+                            accumulate(&mut g[p.0], gp);
+                        }
+                        off += w;
+                    }
+                }
+                Op::SliceCols(x, start) => {
+                    let xv = self.value(*x);
+                    let mut gx = Tensor::zeros(xv.rows, xv.cols);
+                    let len = gy.cols;
+                    for r in 0..xv.rows {
+                        gx.data[r * xv.cols + start..r * xv.cols + start + len].copy_from_slice(gy.row(r));
+                    }
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::SumCols(x) => {
+                    let xv = self.value(*x);
+                    let mut gx = Tensor::zeros(xv.rows, xv.cols);
+                    for (row, &gr) in gx.data.chunks_exact_mut(xv.cols.max(1)).zip(&gy.data) {
+                        row.fill(gr);
+                    }
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::ScaleRows(x, s) => {
+                    let (xv, sv) = (self.value(*x), self.value(*s));
+                    let c = xv.cols;
+                    if self.rg(*s) {
+                        let data = gy.data.chunks_exact(c).zip(xv.data.chunks_exact(c)).map(|(gr, xr)| gr.iter().zip(xr).map(|(a, b)| a * b).sum()).collect();
+                        accumulate(&mut g[s.0], Tensor::from_vec(xv.rows, 1, data));
+                    }
+                    if self.rg(*x) {
+                        let mut gx = gy;
+                        for (row, &k) in gx.data.chunks_exact_mut(c).zip(&sv.data) {
+                            row.iter_mut().for_each(|v| *v *= k);
+                        }
+                        accumulate(&mut g[x.0], gx);
+                    }
+                }
+                Op::SoftmaxRows(x) => {
+                    let y = &node.value;
+                    let mut gx = gy;
+                    for (gr, yr) in gx.data.chunks_exact_mut(y.cols).zip(y.data.chunks_exact(y.cols)) {
+                        let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
+                        gr.iter_mut().zip(yr).for_each(|(gv, yv)| *gv = yv * (*gv - dot));
+                    }
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::FmInteraction { x, fields, dim } => {
+                    let xv = self.value(*x);
+                    let (f, d) = (*fields, *dim);
+                    let mut gx = Tensor::zeros(xv.rows, f * d);
+                    let mut sum = vec![0.0f32; d];
+                    for ((row, grow), &gr) in xv.data.chunks_exact(f * d).zip(gx.data.chunks_exact_mut(f * d)).zip(&gy.data) {
+                        sum.fill(0.0);
+                        for e in row.chunks_exact(d) {
+                            sum.iter_mut().zip(e).for_each(|(s, v)| *s += v);
+                        }
+                        for (ge, e) in grow.chunks_exact_mut(d).zip(row.chunks_exact(d)) {
+                            for k in 0..d {
+                                ge[k] = gr * (sum[k] - e[k]);
+                            }
+                        }
+                    }
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::BceWithLogits { logits, labels } => {
+                    let lv = self.value(*logits);
+                    let scale = gy.data[0] / labels.len().max(1) as f32;
+                    let data = lv.data.iter().zip(labels).map(|(&z, &y)| (sigmoid(z) - y) * scale).collect();
+                    accumulate(&mut g[logits.0], Tensor::from_vec(lv.rows, lv.cols, data));
+                }
+            }
+        }
+        Grads { nodes: g, params: pg }
+    }
+}
+
+fn accumulate(slot: &mut Option<Tensor>, t: Tensor) {
+    match slot {
+        Some(acc) => add_assign(&mut acc.data, &t.data),
+        None => *slot = Some(t),
+    }
+}
+
+fn zip_map_inplace(x: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    assert_eq!(x.len(), y.len());
+    if x.len() >= kernels::PARALLEL_MIN_LEN {
+        use rayon::prelude::*;
+        x.par_chunks_mut(4096).zip(y.par_chunks(4096)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a = f(*a, *b)));
+    } else {
+        x.iter_mut().zip(y).for_each(|(a, b)| *a = f(*a, *b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    /// Checks d(loss)/d(input) and d(loss)/d(params) of `build` against central differences in f64
+    /// terms of the f32 forward (step 1e-3).
+    fn check(store: ParamStore, input: Tensor, build: impl Fn(&mut Graph, NodeId) -> NodeId) {
+        let labels: Vec<f32> = (0..input.rows).map(|i| (i % 2) as f32).collect();
+        let run = |store: &ParamStore, input: &Tensor| -> f32 {
+            let mut g = Graph::new(store, true);
+            let x = g.input(input.clone(), true);
+            let y = build(&mut g, x);
+            let l = g.bce_with_logits(y, &labels);
+            g.value(l).data[0]
+        };
+        let mut g = Graph::new(&store, true);
+        let x = g.input(input.clone(), true);
+        let y = build(&mut g, x);
+        let l = g.bce_with_logits(y, &labels);
+        let grads = g.backward(l);
+        let eps = 1e-3f32;
+        let tol = |a: f32, n: f32| (a - n).abs() <= 2e-3 + 2e-2 * n.abs().max(a.abs());
+        let gx = grads.of(x).expect("input grad");
+        for i in 0..input.len() {
+            let mut p = input.clone();
+            p.data[i] += eps;
+            let up = run(&store, &p);
+            p.data[i] -= 2.0 * eps;
+            let down = run(&store, &p);
+            let num = (up - down) / (2.0 * eps);
+            assert!(tol(gx.data[i], num), "input[{i}]: analytic {} numeric {num}", gx.data[i]);
+        }
+        for (pid, param) in store.iter() {
+            if !param.trainable {
+                continue;
+            }
+            let gp = grads.param(pid).unwrap_or_else(|| panic!("no grad for {}", param.name));
+            for i in 0..param.value.len() {
+                let mut s = store.clone();
+                s.value_mut(pid).data[i] += eps;
+                let up = run(&s, &input);
+                s.value_mut(pid).data[i] -= 2.0 * eps;
+                let down = run(&s, &input);
+                let num = (up - down) / (2.0 * eps);
+                assert!(tol(gp.data[i], num), "{}[{i}]: analytic {} numeric {num}", param.name, gp.data[i]);
+            }
+        }
+    }
+
+    fn rand_input(rng: &mut StdRng, rows: usize, cols: usize) -> Tensor {
+        init::normal(rng, rows, cols, 1.0)
+    }
+
+    #[test]
+    fn linear_tanh_sigmoid_sum() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut s = ParamStore::new();
+        let w = s.add("w", init::xavier_normal(&mut rng, 4, 3), true, true);
+        let b = s.add("b", init::normal(&mut rng, 1, 3, 0.5), true, false);
+        check(s, rand_input(&mut rng, 5, 4), |g, x| {
+            let h = g.linear(x, w, Some(b));
+            let t = g.tanh(h);
+            let sg = g.sigmoid(t);
+            g.sum_cols(sg)
+        });
+    }
+
+    #[test]
+    fn relu_mlp() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut s = ParamStore::new();
+        let w1 = s.add("w1", init::xavier_normal(&mut rng, 4, 6), true, true);
+        let w2 = s.add("w2", init::xavier_normal(&mut rng, 6, 1), true, true);
+        check(s, rand_input(&mut rng, 6, 4), |g, x| {
+            let h = g.linear(x, w1, None);
+            let r = g.relu(h);
+            g.linear(r, w2, None)
+        });
+    }
+
+    #[test]
+    fn batch_norm_training() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut s = ParamStore::new();
+        let w = s.add("w", init::xavier_normal(&mut rng, 3, 4), true, true);
+        let gamma = s.add("gamma", init::normal(&mut rng, 1, 4, 1.0), true, false);
+        let beta = s.add("beta", init::normal(&mut rng, 1, 4, 1.0), true, false);
+        let rm = s.add("rm", Tensor::zeros(1, 4), false, false);
+        let rv = s.add("rv", Tensor::from_vec(1, 4, vec![1.0; 4]), false, false);
+        let v = s.add("v", init::xavier_normal(&mut rng, 4, 1), true, true);
+        check(s, rand_input(&mut rng, 7, 3), |g, x| {
+            let h = g.linear(x, w, None);
+            let n = g.batch_norm(h, gamma, beta, rm, rv);
+            let t = g.tanh(n);
+            g.linear(t, v, None)
+        });
+    }
+
+    #[test]
+    fn cross_layer_concat_slice_mul_add() {
+        // DCNv2's cross layer: x1 = x0 * (x0 W + b) + x0, then a head over [x1, slice]
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut s = ParamStore::new();
+        let w = s.add("w", init::xavier_normal(&mut rng, 4, 4), true, true);
+        let b = s.add("b", init::normal(&mut rng, 1, 4, 0.3), true, false);
+        let v = s.add("v", init::xavier_normal(&mut rng, 6, 1), true, true);
+        check(s, rand_input(&mut rng, 5, 4), |g, x0| {
+            let h = g.linear(x0, w, Some(b));
+            let m = g.mul(x0, h);
+            let x1 = g.add(m, x0);
+            let sl = g.slice_cols(x0, 1, 2);
+            let c = g.concat(&[x1, sl]);
+            g.linear(c, v, None)
+        });
+    }
+
+    #[test]
+    fn softmax_gating_and_scale_rows() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut s = ParamStore::new();
+        let wg = s.add("wg", init::xavier_normal(&mut rng, 3, 2), true, true);
+        check(s, rand_input(&mut rng, 4, 3), |g, x| {
+            let logits = g.linear(x, wg, None);
+            let gate = g.softmax_rows(logits);
+            let g0 = g.slice_cols(gate, 0, 1);
+            let g1 = g.slice_cols(gate, 1, 1);
+            let a = g.scale_rows(x, g0);
+            let t = g.tanh(x);
+            let b2 = g.scale_rows(t, g1);
+            let sum = g.add(a, b2);
+            g.sum_cols(sum)
+        });
+    }
+
+    #[test]
+    fn fm_interaction_matches_pairwise_sum_and_gradient() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let (f, d) = (4, 3);
+        let x = rand_input(&mut rng, 3, f * d);
+        let store = ParamStore::new();
+        let mut g = Graph::new(&store, false);
+        let xi = g.input(x.clone(), false);
+        let y = g.fm_interaction(xi, f, d);
+        for r in 0..3 {
+            let e = |i: usize, k: usize| x.data[r * f * d + i * d + k];
+            let mut want = 0.0;
+            for i in 0..f {
+                for j in i + 1..f {
+                    want += (0..d).map(|k| e(i, k) * e(j, k)).sum::<f32>();
+                }
+            }
+            assert!((g.value(y).data[r] - want).abs() < 1e-4);
+        }
+        check(ParamStore::new(), x, |g, x| g.fm_interaction(x, f, d));
+    }
+
+    #[test]
+    fn dropout_scales_kept_units_and_is_identity_in_eval() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let store = ParamStore::new();
+        let x = Tensor::from_vec(1, 10_000, vec![1.0; 10_000]);
+        let mut g = Graph::new(&store, true);
+        let xi = g.input(x.clone(), true);
+        let y = g.dropout(xi, 0.25, &mut rng);
+        let v = g.value(y);
+        let kept = v.data.iter().filter(|&&a| a > 0.0).count() as f32 / 10_000.0;
+        assert!((kept - 0.75).abs() < 0.02);
+        assert!(v.data.iter().all(|&a| a == 0.0 || (a - 1.0 / 0.75).abs() < 1e-6));
+        let mut ge = Graph::new(&store, false);
+        let xe = ge.input(x, false);
+        assert_eq!(ge.dropout(xe, 0.25, &mut rng), xe);
+    }
+
+    #[test]
+    fn bce_matches_closed_form() {
+        let store = ParamStore::new();
+        let mut g = Graph::new(&store, false);
+        let z = g.input(Tensor::from_vec(2, 1, vec![0.3, -1.2]), false);
+        let l = g.bce_with_logits(z, &[1.0, 0.0]);
+        let p = |z: f32| 1.0 / (1.0 + (-z).exp());
+        let want = -(p(0.3).ln() + (1.0 - p(-1.2)).ln()) / 2.0;
+        assert!((g.value(l).data[0] - want).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,20 @@
+//! The numeric core of recforge.
+//!
+//! Dense layers run on a small reverse-mode tape ([`Graph`]) whose every op has a hand-written
+//! backward pass on top of the `gemm` crate. Embedding tables live outside the tape: a batch
+//! gathers only the rows it names, and [`EmbeddingTable`] updates only those rows, so a step
+//! costs the same whatever the table size.
+
+pub mod embedding;
+pub mod graph;
+pub mod init;
+pub mod kernels;
+pub mod optim;
+pub mod params;
+pub mod tensor;
+
+pub use embedding::{EmbeddingOptimizer, EmbeddingTable, RowGrads, UpdateMode};
+pub use graph::{Graph, NodeId, StateUpdate};
+pub use optim::{DenseOptimizer, OptimizerKind};
+pub use params::{ParamId, ParamStore};
+pub use tensor::Tensor;
