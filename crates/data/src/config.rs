@@ -1,0 +1,434 @@
+//! FuxiCTR's config format, read as it is: a config directory holds `dataset_config.yaml` (or a
+//! `dataset_config/` folder of YAML files) mapping dataset ids to dataset configs, and
+//! `model_config.yaml` (or `model_config/`) mapping experiment ids to model configs, with a
+//! `Base` entry that every experiment inherits. Relative data paths are taken from the working
+//! directory, as FuxiCTR does.
+
+use crate::error::{DataError, Result};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    Csv,
+    Tsv,
+    #[serde(alias = "libfm")]
+    Libsvm,
+    Parquet,
+}
+
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn names(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One entry of `feature_cols`, as written; a list of names expands into one field each.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+pub struct RawFeatureCol {
+    pub name: OneOrMany,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default)]
+    pub dtype: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub preprocess: Option<String>,
+    #[serde(default)]
+    pub fill_na: Option<Value>,
+    #[serde(default)]
+    pub min_categr_count: Option<usize>,
+    #[serde(default)]
+    pub embedding_dim: Option<usize>,
+    #[serde(default)]
+    pub share_embedding: Option<String>,
+    #[serde(default)]
+    pub max_len: Option<usize>,
+    #[serde(default)]
+    pub splitter: Option<String>,
+    #[serde(default)]
+    pub padding: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+pub struct LabelCol {
+    pub name: String,
+    #[serde(default)]
+    pub dtype: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+pub struct RawDatasetConfig {
+    #[serde(default)]
+    pub data_root: Option<String>,
+    pub data_format: DataFormat,
+    pub train_data: String,
+    #[serde(default)]
+    pub valid_data: Option<String>,
+    #[serde(default)]
+    pub test_data: Option<String>,
+    #[serde(default)]
+    pub min_categr_count: Option<usize>,
+    pub feature_cols: Vec<RawFeatureCol>,
+    pub label_col: LabelCol,
+    /// recforge extension: whether CSV/TSV files start with a header line (default: CSV yes,
+    /// TSV no). Without one, columns are the label then the features in config order.
+    #[serde(default)]
+    pub header: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Preprocess {
+    /// FuxiCTR's Criteo bucketing: `floor(ln(x)^2)` for x > 2, else `int(x)`.
+    ConvertToBucket,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum FieldKind {
+    Categorical,
+    Numeric,
+    Sequence { max_len: usize, splitter: String, pad_post: bool },
+}
+
+/// One input field after expanding the config.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FieldSpec {
+    pub name: String,
+    pub kind: FieldKind,
+    /// Whether the raw value is a number (`dtype: float|int`) rather than a string.
+    pub numeric_dtype: bool,
+    pub preprocess: Option<Preprocess>,
+    /// The token that stands for a missing value; it maps to OOV, never into the vocabulary.
+    pub fill_na: String,
+    pub min_count: usize,
+    pub embedding_dim: Option<usize>,
+    pub share_embedding: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DatasetConfig {
+    pub dataset_id: String,
+    pub raw: RawDatasetConfig,
+    pub fields: Vec<FieldSpec>,
+    /// The file the config came from, for error messages.
+    pub source: PathBuf,
+}
+
+fn value_to_token(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => normalize_number(&n.to_string()),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `"1.0"` and `"1"` are the same number: integral values print without a fraction.
+pub fn normalize_number(s: &str) -> String {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+        Ok(x) => format!("{x}"),
+        Err(_) => s.to_string(),
+    }
+}
+
+impl DatasetConfig {
+    pub fn from_raw(dataset_id: &str, raw: RawDatasetConfig, source: &Path) -> Result<Self> {
+        let mut fields = Vec::new();
+        let global_min = raw.min_categr_count.unwrap_or(1);
+        for col in &raw.feature_cols {
+            if !col.active {
+                continue;
+            }
+            let numeric_dtype = matches!(col.dtype.as_deref(), Some("float" | "int" | "float32" | "int32" | "int64" | "float64"));
+            let kind = match col.kind.as_str() {
+                "categorical" => FieldKind::Categorical,
+                "numeric" => FieldKind::Numeric,
+                "sequence" => FieldKind::Sequence {
+                    max_len: col.max_len.ok_or_else(|| DataError::config(source, format!("sequence field {:?} needs max_len", col.name.names())))?,
+                    splitter: col.splitter.clone().unwrap_or_else(|| "^".into()),
+                    pad_post: col.padding.as_deref().unwrap_or("post") == "post",
+                },
+                other => return Err(DataError::config(source, format!("feature type `{other}` is not supported (categorical, numeric, sequence)"))),
+            };
+            let preprocess = match col.preprocess.as_deref() {
+                None => None,
+                Some("convert_to_bucket") => Some(Preprocess::ConvertToBucket),
+                Some(other) => return Err(DataError::config(source, format!("preprocess `{other}` is not supported (convert_to_bucket)"))),
+            };
+            let fill_na = match &col.fill_na {
+                Some(v) => value_to_token(v),
+                None if numeric_dtype => "0".into(),
+                None => String::new(),
+            };
+            for name in col.name.names() {
+                fields.push(FieldSpec {
+                    name,
+                    kind: kind.clone(),
+                    numeric_dtype,
+                    preprocess,
+                    fill_na: fill_na.clone(),
+                    min_count: col.min_categr_count.unwrap_or(global_min),
+                    embedding_dim: col.embedding_dim,
+                    share_embedding: col.share_embedding.clone(),
+                });
+            }
+        }
+        if fields.is_empty() {
+            return Err(DataError::config(source, format!("dataset `{dataset_id}` has no active feature_cols")));
+        }
+        for f in &fields {
+            if let Some(s) = &f.share_embedding {
+                if !fields.iter().any(|g| &g.name == s) {
+                    return Err(DataError::config(source, format!("field `{}` shares the embedding of unknown field `{s}`", f.name)));
+                }
+            }
+        }
+        Ok(DatasetConfig { dataset_id: dataset_id.to_string(), raw, fields, source: source.to_path_buf() })
+    }
+
+    pub fn has_header(&self) -> bool {
+        self.raw.header.unwrap_or(matches!(self.raw.data_format, DataFormat::Csv | DataFormat::Parquet))
+    }
+
+    /// Column order of header-less files: the label, then the fields in config order.
+    pub fn positional_columns(&self) -> Vec<String> {
+        std::iter::once(self.raw.label_col.name.clone()).chain(self.fields.iter().map(|f| f.name.clone())).collect()
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        PathBuf::from(self.raw.data_root.clone().unwrap_or_else(|| "./processed/".into())).join(&self.dataset_id)
+    }
+
+    /// A canonical rendering that identifies everything encoding depends on.
+    pub fn canonical_json(&self) -> String {
+        serde_json::json!({
+            "format": self.raw.data_format,
+            "train": self.raw.train_data, "valid": self.raw.valid_data, "test": self.raw.test_data,
+            "header": self.has_header(),
+            "label": self.raw.label_col.name,
+            "fields": self.fields,
+        })
+        .to_string()
+    }
+}
+
+/// A model config: the merged `Base` + experiment entries, with typed accessors.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ModelConfig {
+    pub expid: String,
+    pub values: Map<String, Value>,
+}
+
+impl ModelConfig {
+    pub fn new(expid: impl Into<String>, values: Map<String, Value>) -> Self {
+        ModelConfig { expid: expid.into(), values }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.values.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn str_or(&self, key: &str, default: &str) -> String {
+        match self.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => default.to_string(),
+        }
+    }
+
+    pub fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_f64().ok_or_else(|| self.type_error(key, "a number", v)),
+        }
+    }
+
+    pub fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| self.type_error(key, "a non-negative integer", v)),
+        }
+    }
+
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.type_error(key, "true or false", v)),
+        }
+    }
+
+    pub fn usize_list_or(&self, key: &str, default: &[usize]) -> Result<Vec<usize>> {
+        match self.get(key) {
+            None => Ok(default.to_vec()),
+            Some(Value::Array(a)) => a.iter().map(|v| v.as_u64().map(|x| x as usize).ok_or_else(|| self.type_error(key, "a list of integers", v))).collect(),
+            Some(v) => Err(self.type_error(key, "a list of integers", v)),
+        }
+    }
+
+    /// `net_dropout`-style values: a number, or a list with one number per layer (first used).
+    pub fn f64_or_first(&self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            Some(Value::Array(a)) => a.first().and_then(|v| v.as_f64()).ok_or_else(|| self.type_error(key, "a number", &Value::Array(a.clone()))),
+            _ => self.f64_or(key, default),
+        }
+    }
+
+    fn type_error(&self, key: &str, want: &str, got: &Value) -> DataError {
+        DataError::Other(format!("model config `{}`: `{key}` should be {want}, got {got}", self.expid))
+    }
+}
+
+/// A dataset config plus a model config, picked by experiment id.
+#[derive(Clone, Debug)]
+pub struct ExperimentConfig {
+    pub expid: String,
+    pub model: ModelConfig,
+    pub dataset: DatasetConfig,
+}
+
+fn read_yaml_maps(dir: &Path, stem: &str) -> Result<Vec<(PathBuf, Map<String, Value>)>> {
+    let mut files = Vec::new();
+    for ext in ["yaml", "yml"] {
+        let f = dir.join(format!("{stem}.{ext}"));
+        if f.is_file() {
+            files.push(f);
+        }
+    }
+    let sub = dir.join(stem);
+    if sub.is_dir() {
+        let mut inner: Vec<PathBuf> = std::fs::read_dir(&sub)
+            .map_err(|e| DataError::io(&sub, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        inner.sort();
+        files.extend(inner);
+    }
+    if files.is_empty() {
+        return Err(DataError::config(dir, format!("no {stem}.yaml (or {stem}/*.yaml) in the config directory")));
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).map_err(|e| DataError::io(&f, e))?;
+            let v: Value = serde_norway::from_str(&text).map_err(|e| DataError::config(&f, format!("invalid YAML: {e}")))?;
+            match v {
+                Value::Object(m) => Ok((f, m)),
+                Value::Null => Ok((f, Map::new())),
+                _ => Err(DataError::config(&f, "expected a mapping of ids to configs")),
+            }
+        })
+        .collect()
+}
+
+pub fn load_dataset_config(dir: &Path, dataset_id: &str) -> Result<DatasetConfig> {
+    for (file, map) in read_yaml_maps(dir, "dataset_config")? {
+        if let Some(v) = map.get(dataset_id) {
+            let raw: RawDatasetConfig = serde_json::from_value(v.clone()).map_err(|e| DataError::config(&file, format!("dataset `{dataset_id}`: {e}")))?;
+            return DatasetConfig::from_raw(dataset_id, raw, &file);
+        }
+    }
+    Err(DataError::config(dir, format!("dataset id `{dataset_id}` not found in dataset_config")))
+}
+
+pub fn load_experiment(dir: &Path, expid: &str) -> Result<ExperimentConfig> {
+    let maps = read_yaml_maps(dir, "model_config")?;
+    let mut base = Map::new();
+    let mut exp: Option<(PathBuf, Map<String, Value>)> = None;
+    for (file, map) in &maps {
+        if let Some(Value::Object(b)) = map.get("Base") {
+            base.extend(b.clone());
+        }
+        if let Some(v) = map.get(expid) {
+            match v {
+                Value::Object(m) => exp = Some((file.clone(), m.clone())),
+                _ => return Err(DataError::config(file, format!("experiment `{expid}` is not a mapping"))),
+            }
+        }
+    }
+    let (file, exp) = exp.ok_or_else(|| {
+        let mut ids: Vec<&String> = maps.iter().flat_map(|(_, m)| m.keys()).filter(|k| *k != "Base").collect();
+        ids.sort();
+        DataError::config(dir, format!("experiment id `{expid}` not found in model_config; known: {}", ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")))
+    })?;
+    base.extend(exp);
+    let model = ModelConfig::new(expid, base);
+    let dataset_id = match model.get("dataset_id") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(DataError::config(&file, format!("experiment `{expid}` has no dataset_id"))),
+    };
+    let dataset = load_dataset_config(dir, &dataset_id)?;
+    Ok(ExperimentConfig { expid: expid.to_string(), model, dataset })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fuxictr_configs_with_base_and_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("dataset_config.yaml"),
+            r#"
+criteo_s:
+    data_root: ./processed/
+    data_format: csv
+    train_data: ./data/criteo/train.csv
+    valid_data: ./data/criteo/valid.csv
+    min_categr_count: 2
+    feature_cols:
+        - {name: [I1, I2], active: True, dtype: float, type: categorical, preprocess: convert_to_bucket, fill_na: 0}
+        - {name: [C1, C2, C3], active: True, dtype: str, type: categorical, fill_na: ""}
+        - {name: genres, active: True, dtype: str, type: sequence, splitter: ^, max_len: 6, padding: post}
+        - {name: off, active: False, dtype: str, type: categorical}
+    label_col: {name: label, dtype: float}
+"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("model_config.yaml"),
+            "Base: {model_root: ./checkpoints/, early_stop_patience: 2}\nDeepFM_c:\n  model: DeepFM\n  dataset_id: criteo_s\n  hidden_units: [400, 400]\n  early_stop_patience: 3\n",
+        )
+        .unwrap();
+        let e = load_experiment(dir.path(), "DeepFM_c").unwrap();
+        assert_eq!(e.model.usize_or("early_stop_patience", 0).unwrap(), 3);
+        assert_eq!(e.model.str_or("model_root", ""), "./checkpoints/");
+        assert_eq!(e.model.usize_list_or("hidden_units", &[]).unwrap(), vec![400, 400]);
+        let names: Vec<_> = e.dataset.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["I1", "I2", "C1", "C2", "C3", "genres"]);
+        assert_eq!(e.dataset.fields[0].fill_na, "0");
+        assert_eq!(e.dataset.fields[0].preprocess, Some(Preprocess::ConvertToBucket));
+        assert_eq!(e.dataset.fields[0].min_count, 2);
+        assert!(matches!(e.dataset.fields[5].kind, FieldKind::Sequence { max_len: 6, pad_post: true, .. }));
+        let err = load_experiment(dir.path(), "Nope").unwrap_err().to_string();
+        assert!(err.contains("Nope") && err.contains("DeepFM_c"), "{err}");
+    }
+
+    #[test]
+    fn normalizes_numbers() {
+        assert_eq!(normalize_number("1.0"), "1");
+        assert_eq!(normalize_number("-3"), "-3");
+        assert_eq!(normalize_number("0.5"), "0.5");
+        assert_eq!(normalize_number("abc"), "abc");
+    }
+}

@@ -1,0 +1,262 @@
+//! Vocabularies and the encoding of records into fixed-width integer rows.
+//!
+//! Vocabularies follow FuxiCTR: fitted on the training split only; index 0 is padding, tokens
+//! by descending count then token, the last index is OOV; tokens seen fewer than
+//! `min_categr_count` times and the `fill_na` token map to OOV, as do unseen values later.
+//! An encoded row is `[label as f32 bits, slots…]`: one slot per categorical or numeric field
+//! (numeric as f32 bits), `max_len` slots per sequence field.
+
+use crate::config::{normalize_number, DatasetConfig, FieldKind, FieldSpec, Preprocess};
+use crate::error::{DataError, Result};
+use crate::reader::RecordReader;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Vocab {
+    /// Token of index `i + 1`.
+    pub tokens: Vec<String>,
+    #[serde(skip)]
+    index: HashMap<String, u32>,
+}
+
+impl Vocab {
+    pub fn from_counts(counts: HashMap<String, u64>, min_count: usize) -> Self {
+        let mut kept: Vec<(String, u64)> = counts.into_iter().filter(|(_, c)| *c as usize >= min_count).collect();
+        kept.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut v = Vocab { tokens: kept.into_iter().map(|(t, _)| t).collect(), index: HashMap::new() };
+        v.build_index();
+        v
+    }
+
+    pub fn build_index(&mut self) {
+        self.index = self.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32 + 1)).collect();
+    }
+
+    /// Rows of the embedding table: padding + tokens + OOV.
+    pub fn size(&self) -> usize {
+        self.tokens.len() + 2
+    }
+
+    pub fn oov(&self) -> u32 {
+        self.tokens.len() as u32 + 1
+    }
+
+    pub fn lookup(&self, token: &str) -> u32 {
+        self.index.get(token).copied().unwrap_or_else(|| self.oov())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FieldInfo {
+    pub spec: FieldSpec,
+    /// Index of the field whose vocabulary (and embedding table) this field uses.
+    pub vocab_owner: usize,
+    /// Slot offset in an encoded row, after the label.
+    pub offset: usize,
+    pub width: usize,
+}
+
+/// The fitted encoder of a dataset: fields, vocabularies, row layout.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FeatureMap {
+    pub dataset_id: String,
+    pub label: String,
+    pub fields: Vec<FieldInfo>,
+    /// Vocabulary per field (empty for numeric fields and fields sharing another's).
+    pub vocabs: Vec<Vocab>,
+    /// Slots per row after the label.
+    pub width: usize,
+}
+
+/// What to do with a malformed row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnBadRow {
+    #[default]
+    Error,
+    Skip,
+}
+
+/// FuxiCTR's `convert_to_bucket`.
+pub fn convert_to_bucket(x: f64) -> i64 {
+    if x > 2.0 {
+        (x.ln().powi(2)).floor() as i64
+    } else {
+        x.trunc() as i64
+    }
+}
+
+/// The categorical token of a raw value (after `fill_na` and preprocessing).
+fn categorical_token(spec: &FieldSpec, raw: &str) -> std::result::Result<String, String> {
+    let raw = raw.trim();
+    let v = if raw.is_empty() { spec.fill_na.as_str() } else { raw };
+    if !spec.numeric_dtype {
+        return Ok(v.to_string());
+    }
+    let x: f64 = v.parse().map_err(|_| format!("`{v}` is not a number"))?;
+    Ok(match spec.preprocess {
+        Some(Preprocess::ConvertToBucket) => convert_to_bucket(x).to_string(),
+        None => normalize_number(v),
+    })
+}
+
+fn na_token(spec: &FieldSpec) -> String {
+    categorical_token(spec, "").unwrap_or_default()
+}
+
+fn sequence_tokens<'a>(raw: &'a str, splitter: &'a str) -> impl Iterator<Item = &'a str> {
+    raw.split(splitter).map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// Column index of each field and of the label in a reader's columns.
+pub fn column_indices(cfg_fields: &[FieldSpec], label: &str, reader: &dyn RecordReader) -> Result<(usize, Vec<usize>)> {
+    let cols = reader.columns();
+    let find = |name: &str| {
+        cols.iter().position(|c| c == name).ok_or_else(|| DataError::format(reader.path(), format!("no column `{name}` (columns: {})", cols.join(", "))))
+    };
+    Ok((find(label)?, cfg_fields.iter().map(|f| find(&f.name)).collect::<Result<_>>()?))
+}
+
+impl FeatureMap {
+    /// Fits vocabularies on the training split, streaming it once.
+    pub fn fit(cfg: &DatasetConfig, reader: &mut dyn RecordReader, on_bad: OnBadRow) -> Result<(Self, u64)> {
+        let specs = &cfg.fields;
+        let owner: Vec<usize> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.share_embedding.as_ref().and_then(|s| specs.iter().position(|g| &g.name == s)).unwrap_or(i))
+            .collect();
+        let (_, idx) = column_indices(specs, &cfg.raw.label_col.name, reader)?;
+        let na: Vec<String> = specs.iter().map(na_token).collect();
+        let mut counts: Vec<HashMap<String, u64>> = vec![HashMap::new(); specs.len()];
+        let mut rec = Vec::new();
+        let mut skipped = 0u64;
+        while let Some(line) = reader.next_record(&mut rec)? {
+            let mut row_tokens: Vec<(usize, String)> = Vec::new();
+            let mut bad = None;
+            for (i, spec) in specs.iter().enumerate() {
+                let raw = &rec[idx[i]];
+                match &spec.kind {
+                    FieldKind::Categorical => match categorical_token(spec, raw) {
+                        Ok(t) if t != na[i] => row_tokens.push((owner[i], t)),
+                        Ok(_) => {}
+                        Err(msg) => {
+                            bad = Some((spec.name.clone(), msg));
+                            break;
+                        }
+                    },
+                    FieldKind::Sequence { splitter, .. } => {
+                        row_tokens.extend(sequence_tokens(raw, splitter).filter(|t| *t != na[i]).map(|t| (owner[i], t.to_string())));
+                    }
+                    FieldKind::Numeric => {}
+                }
+            }
+            match bad {
+                Some((field, msg)) if on_bad == OnBadRow::Error => return Err(DataError::BadRow { path: reader.path().to_path_buf(), line, field, msg }),
+                Some(_) => skipped += 1,
+                None => {
+                    for (o, t) in row_tokens {
+                        *counts[o].entry(t).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        let mut fields = Vec::new();
+        let mut vocabs = Vec::new();
+        let mut offset = 0;
+        for (i, (spec, c)) in specs.iter().zip(counts).enumerate() {
+            let width = match spec.kind {
+                FieldKind::Sequence { max_len, .. } => max_len,
+                _ => 1,
+            };
+            let vocab = if owner[i] == i && spec.kind != FieldKind::Numeric { Vocab::from_counts(c, spec.min_count) } else { Vocab::default() };
+            vocabs.push(vocab);
+            fields.push(FieldInfo { spec: spec.clone(), vocab_owner: owner[i], offset, width });
+            offset += width;
+        }
+        Ok((FeatureMap { dataset_id: cfg.dataset_id.clone(), label: cfg.raw.label_col.name.clone(), fields, vocabs, width: offset }, skipped))
+    }
+
+    pub fn vocab_of(&self, field: usize) -> &Vocab {
+        &self.vocabs[self.fields[field].vocab_owner]
+    }
+
+    /// Rebuilds lookup indexes after deserializing.
+    pub fn build_indexes(&mut self) {
+        self.vocabs.iter_mut().for_each(Vocab::build_index);
+    }
+
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.spec.name == name)
+    }
+
+    /// Encodes one record's field values (`values[i]` for field `i`) into `out`
+    /// (`width` slots). On a malformed value returns `(field name, message)`.
+    pub fn encode_fields<S: AsRef<str>>(&self, values: &[S], out: &mut [u32]) -> std::result::Result<(), (String, String)> {
+        for (i, f) in self.fields.iter().enumerate() {
+            let raw = values[i].as_ref();
+            let slots = &mut out[f.offset..f.offset + f.width];
+            match &f.spec.kind {
+                FieldKind::Categorical => {
+                    let tok = categorical_token(&f.spec, raw).map_err(|m| (f.spec.name.clone(), m))?;
+                    let v = self.vocab_of(i);
+                    slots[0] = if tok == na_token(&f.spec) { v.oov() } else { v.lookup(&tok) };
+                }
+                FieldKind::Numeric => {
+                    let r = raw.trim();
+                    let r = if r.is_empty() { f.spec.fill_na.as_str() } else { r };
+                    let x: f32 = r.parse().map_err(|_| (f.spec.name.clone(), format!("`{r}` is not a number")))?;
+                    slots[0] = x.to_bits();
+                }
+                FieldKind::Sequence { max_len, splitter, pad_post } => {
+                    let v = self.vocab_of(i);
+                    let ids: Vec<u32> = sequence_tokens(raw, splitter).map(|t| v.lookup(t)).collect();
+                    // keep the most recent max_len tokens (FuxiCTR truncates at the front)
+                    let ids = &ids[ids.len().saturating_sub(*max_len)..];
+                    slots.fill(0);
+                    if *pad_post {
+                        slots[..ids.len()].copy_from_slice(ids);
+                    } else {
+                        slots[max_len - ids.len()..].copy_from_slice(ids);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses a label: numbers, with `-1` read as 0 for binary click labels.
+    pub fn parse_label(raw: &str) -> std::result::Result<f32, String> {
+        let x: f32 = raw.trim().parse().map_err(|_| format!("`{}` is not a number", raw.trim()))?;
+        Ok(if x < 0.0 { 0.0 } else { x })
+    }
+
+    pub fn num_fields(&self) -> usize {
+        self.fields.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucketing_matches_fuxictr() {
+        assert_eq!(convert_to_bucket(0.0), 0);
+        assert_eq!(convert_to_bucket(2.0), 2);
+        assert_eq!(convert_to_bucket(3.0), 1); // ln(3)^2 = 1.207
+        assert_eq!(convert_to_bucket(100.0), 21); // ln(100)^2 = 21.2
+        assert_eq!(convert_to_bucket(-1.0), -1);
+    }
+
+    #[test]
+    fn vocab_orders_by_count_then_token_and_drops_rare() {
+        let counts = HashMap::from([("b".to_string(), 3), ("a".to_string(), 3), ("c".to_string(), 5), ("rare".to_string(), 1)]);
+        let v = Vocab::from_counts(counts, 2);
+        assert_eq!(v.tokens, ["c", "a", "b"]);
+        assert_eq!(v.lookup("c"), 1);
+        assert_eq!(v.lookup("rare"), 4);
+        assert_eq!(v.oov(), 4);
+        assert_eq!(v.size(), 5);
+    }
+}
