@@ -205,6 +205,31 @@ impl DatasetConfig {
         Ok(DatasetConfig { dataset_id: dataset_id.to_string(), raw, fields, source: source.to_path_buf() })
     }
 
+    /// A config that reads one file with an already-fitted set of fields (scoring a saved
+    /// model): the format is taken from the file's extension.
+    pub fn for_file(path: &Path, fields: Vec<FieldSpec>, label: &str) -> Result<Self> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let data_format = match ext.as_str() {
+            "csv" => DataFormat::Csv,
+            "tsv" | "txt" => DataFormat::Tsv,
+            "libsvm" | "libfm" | "svm" => DataFormat::Libsvm,
+            "parquet" | "pq" => DataFormat::Parquet,
+            other => return Err(DataError::format(path, format!("cannot tell the format from the extension `{other}` (csv, tsv, libsvm, libfm, parquet)"))),
+        };
+        let raw = RawDatasetConfig {
+            data_root: None,
+            data_format,
+            train_data: path.display().to_string(),
+            valid_data: None,
+            test_data: None,
+            min_categr_count: None,
+            feature_cols: Vec::new(),
+            label_col: LabelCol { name: label.to_string(), dtype: None },
+            header: None,
+        };
+        Ok(DatasetConfig { dataset_id: "scoring".into(), raw, fields, source: path.to_path_buf() })
+    }
+
     pub fn has_header(&self) -> bool {
         self.raw.header.unwrap_or(matches!(self.raw.data_format, DataFormat::Csv | DataFormat::Parquet))
     }

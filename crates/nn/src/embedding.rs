@@ -119,7 +119,8 @@ impl EmbeddingTable {
         }
     }
 
-    /// Applies one optimizer step: `scale` multiplies the batch gradient (clipping); `step`
+    /// Applies one optimizer step: `scale` multiplies the whole gradient, L2 term included
+    /// (clipping by global norm, as `clip_grad_norm_` after the loss); `step`
     /// counts from 1 and is shared with the dense optimizer (bias correction).
     pub fn apply(&mut self, g: &RowGrads, opt: &EmbeddingOptimizer, lr: f32, scale: f32, step: u64) {
         let d = self.dim;
@@ -130,7 +131,7 @@ impl EmbeddingTable {
                     let r = r as usize;
                     let span = r * d..(r + 1) * d;
                     for k in 0..d {
-                        buf[k] = g.grads[i * d + k] * scale + opt.l2 * self.weight[r * d + k];
+                        buf[k] = (g.grads[i * d + k] + opt.l2 * self.weight[r * d + k]) * scale;
                     }
                     let (s1, s2) = state_slices(&mut self.state1, &mut self.state2, span.clone());
                     opt.kind.update(&mut self.weight[span], &buf, s1, s2, lr, step);
@@ -140,10 +141,10 @@ impl EmbeddingTable {
                 let mut full = vec![0.0f32; self.weight.len()];
                 for (i, &r) in g.rows.iter().enumerate() {
                     let r = r as usize;
-                    full[r * d..(r + 1) * d].iter_mut().zip(&g.grads[i * d..(i + 1) * d]).for_each(|(f, v)| *f = v * scale);
+                    full[r * d..(r + 1) * d].copy_from_slice(&g.grads[i * d..(i + 1) * d]);
                 }
-                if opt.l2 > 0.0 {
-                    full.iter_mut().zip(&self.weight).for_each(|(f, w)| *f += opt.l2 * w);
+                if opt.l2 > 0.0 || scale != 1.0 {
+                    full.iter_mut().zip(&self.weight).for_each(|(f, w)| *f = (*f + opt.l2 * w) * scale);
                 }
                 const CHUNK: usize = 1 << 14;
                 let kind = opt.kind;

@@ -95,18 +95,16 @@ impl DenseOptimizer {
         DenseOptimizer { kind, step: 0, state }
     }
 
-    /// Applies one step with gradients `grads` (indexed like the store) scaled by `scale`
-    /// (gradient clipping) plus `l2 · w` on parameters marked `regularize`.
+    /// Applies one step with gradients `grads` (indexed like the store) plus `l2 · w` on
+    /// parameters marked `regularize`, the sum scaled by `scale` (gradient clipping).
     pub fn step(&mut self, store: &mut ParamStore, grads: &[Option<Tensor>], lr: f32, scale: f32, l2: f32) {
         self.step += 1;
         let ids: Vec<_> = store.iter().filter(|(_, p)| p.trainable).map(|(id, p)| (id, p.regularize)).collect();
         for (id, regularize) in ids {
             let Some(g) = &grads[id.0] else { continue };
             let w = store.value_mut(id);
-            let mut g: Vec<f32> = g.data.iter().map(|v| v * scale).collect();
-            if regularize && l2 > 0.0 {
-                g.iter_mut().zip(&w.data).for_each(|(g, w)| *g += l2 * w);
-            }
+            let l2 = if regularize { l2 } else { 0.0 };
+            let g: Vec<f32> = g.data.iter().zip(&w.data).map(|(g, w)| (g + l2 * w) * scale).collect();
             let (s1, s2) = &mut self.state[id.0];
             let kind = self.kind;
             let step = self.step;
@@ -130,9 +128,18 @@ impl DenseOptimizer {
     }
 }
 
-/// Sum of squares of the dense gradients (for clipping by global norm).
-pub fn grad_norm_sq(grads: &[Option<Tensor>]) -> f64 {
-    grads.iter().flatten().map(|g| g.sum_sq()).sum()
+/// Squared global norm of the dense gradients with the `l2 · w` term on regularized
+/// parameters, i.e. of what [`DenseOptimizer::step`] applies before clipping.
+pub fn grad_norm_sq(store: &ParamStore, grads: &[Option<Tensor>], l2: f32) -> f64 {
+    store
+        .iter()
+        .filter(|(_, p)| p.trainable)
+        .filter_map(|(id, p)| grads[id.0].as_ref().map(|g| (p, g)))
+        .map(|(p, g)| {
+            let l2 = if p.regularize { l2 } else { 0.0 };
+            g.data.iter().zip(&p.value.data).map(|(g, w)| ((g + l2 * w) as f64).powi(2)).sum::<f64>()
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -1,0 +1,399 @@
+//! The `recforge` command line: a thin layer over the data, models and train crates.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use recforge_data::config::load_experiment;
+use recforge_data::features::OnBadRow;
+use recforge_data::synthetic::{self, SyntheticSpec};
+use recforge_data::{EncodedDataset, ExperimentConfig};
+use recforge_train::score::{load_model, score_file};
+use recforge_train::{EpochLog, RunDir, TrainConfig, TrainObserver, TrainReport, Trainer};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "recforge", version, about = "Recommender-systems engine: CTR models (LR, FM, DNN, DeepFM, DCNv2) trained from FuxiCTR-style configs")]
+struct Cli {
+    /// Worker threads for the numeric kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a synthetic click log with a known ground truth, train DeepFM on it, and
+    /// compare the test AUC with the Bayes-optimal AUC. No data needed.
+    Quickstart(QuickstartArgs),
+    /// Train the experiment `--expid` of the configs in `--config` (FuxiCTR's format).
+    Train(TrainArgs),
+    /// Score a labelled file with a saved model and print AUC and logloss.
+    Evaluate(EvaluateArgs),
+    /// Score a file (CSV/TSV/libSVM/Parquet) with a saved model; writes one probability per row.
+    Predict(PredictArgs),
+    /// Data tools: generate synthetic logs, inspect an encoded dataset, make the fixed splits.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Args)]
+struct QuickstartArgs {
+    /// Where the data, configs and model go.
+    #[arg(long, default_value = "quickstart")]
+    out: PathBuf,
+    /// Rows to generate (80/10/10 train/valid/test).
+    #[arg(long, default_value_t = 200_000)]
+    rows: usize,
+    /// Training epochs (early stopping may end sooner).
+    #[arg(long, default_value_t = 4)]
+    epochs: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BadRow {
+    Error,
+    Skip,
+}
+
+impl From<BadRow> for OnBadRow {
+    fn from(b: BadRow) -> Self {
+        match b {
+            BadRow::Error => OnBadRow::Error,
+            BadRow::Skip => OnBadRow::Skip,
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Config directory with dataset_config.yaml and model_config.yaml (or folders of them).
+    #[arg(long)]
+    config: PathBuf,
+    /// Experiment id in model_config.
+    #[arg(long)]
+    expid: String,
+    /// Continue an interrupted run from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// What to do with a malformed row: stop with an error naming file, line and field, or
+    /// skip it and report the count.
+    #[arg(long, value_enum, default_value = "error")]
+    on_bad_row: BadRow,
+    /// Re-encode the data even if the cache matches the config.
+    #[arg(long)]
+    rebuild_cache: bool,
+    /// Override a model-config value, e.g. `--set epochs=3` (YAML value syntax).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Run directory (default: <model_root>/<dataset_id>/<expid>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// A checkpoint (.safetensors) or a run directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// A labelled data file.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, value_enum, default_value = "error")]
+    on_bad_row: BadRow,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// A checkpoint (.safetensors) or a run directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Input rows (the label column may be absent).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output CSV with a `score` column (default: standard output).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "error")]
+    on_bad_row: BadRow,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Write a synthetic click log (CSV splits + configs + the Bayes-optimal AUC).
+    Generate(GenerateArgs),
+    /// Encode (or reuse) a dataset and print its fields, vocabularies and splits.
+    Inspect {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        expid: String,
+    },
+    /// Write the project's fixed splits (Frappe, Criteo slice, MovieLens-100K) as CSVs.
+    Split {
+        /// The shared data folder (default: $RECFORGE_DATA or ../shared/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 200_000)]
+    rows: usize,
+    /// Number of fields (each with --vocab ids), unless --criteo-like.
+    #[arg(long, default_value_t = 16)]
+    fields: usize,
+    #[arg(long, default_value_t = 1000)]
+    vocab: usize,
+    /// 39 fields as the throughput benchmark has them (13 × 100 ids + 26 falling from 300k),
+    /// with this many embedding rows in all.
+    #[arg(long)]
+    criteo_like: Option<usize>,
+    #[arg(long, default_value_t = 1.1)]
+    zipf: f64,
+    #[arg(long, default_value_t = 2024)]
+    seed: u64,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting the thread count")?;
+    }
+    match cli.command {
+        Command::Quickstart(a) => quickstart(a),
+        Command::Train(a) => train(a).map(|_| ()),
+        Command::Evaluate(a) => evaluate(a),
+        Command::Predict(a) => predict(a),
+        Command::Data(d) => data(d),
+    }
+}
+
+/// Progress bar per epoch and an epoch table on standard error.
+struct Progress {
+    bar: Option<ProgressBar>,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        eprintln!("{:>5} {:>10} {:>11} {:>10} {:>13} {:>8} {:>10}", "epoch", "lr", "train_loss", "valid_AUC", "valid_logloss", "seconds", "samples/s");
+        Progress { bar: None, started: std::time::Instant::now() }
+    }
+}
+
+impl TrainObserver for Progress {
+    fn on_epoch_start(&mut self, epoch: usize, batches: usize) {
+        let bar = ProgressBar::new(batches as u64);
+        bar.set_style(ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+        bar.set_prefix(epoch.to_string());
+        self.bar = Some(bar);
+        self.started = std::time::Instant::now();
+    }
+
+    fn on_batch(&mut self, done: usize, samples: usize, loss: f64) {
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+            let rate = samples as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            b.set_message(format!("loss {loss:.4}  {rate:.0} samples/s"));
+        }
+    }
+
+    fn on_epoch_end(&mut self, l: &EpochLog) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let f = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_else(|| "-".into());
+        eprintln!("{:>5} {:>10.2e} {:>11.6} {:>10} {:>13} {:>8.1} {:>10.0}", l.epoch, l.learning_rate, l.train_loss, f(l.valid_auc), f(l.valid_logloss), l.seconds, l.samples_per_sec);
+    }
+
+    fn message(&mut self, msg: &str) {
+        eprintln!("{msg}");
+    }
+}
+
+fn apply_overrides(exp: &mut ExperimentConfig, overrides: &[String]) -> Result<()> {
+    for o in overrides {
+        let (k, v) = o.split_once('=').with_context(|| format!("--set `{o}`: expected KEY=VALUE"))?;
+        let value: serde_json::Value = serde_norway_value(v).with_context(|| format!("--set `{o}`: cannot read the value"))?;
+        exp.model.values.insert(k.trim().to_string(), value);
+    }
+    Ok(())
+}
+
+fn serde_norway_value(v: &str) -> Result<serde_json::Value> {
+    // a YAML scalar or flow collection, e.g. 3, 0.5, true, [400, 400], DeepFM
+    Ok(serde_json::from_str(v).or_else(|_| serde_json::from_str(&format!("\"{}\"", v.replace('"', "\\\""))))?)
+}
+
+fn train(a: TrainArgs) -> Result<TrainReport> {
+    let mut exp = load_experiment(&a.config, &a.expid)?;
+    apply_overrides(&mut exp, &a.overrides)?;
+    let ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), a.rebuild_cache, &|m| eprintln!("{m}"))?;
+    if ds.skipped > 0 {
+        eprintln!("skipped {} malformed rows (--on-bad-row skip)", ds.skipped);
+    }
+    eprintln!(
+        "dataset {}: {} train / {} valid / {} test rows, {} fields",
+        exp.dataset.dataset_id,
+        ds.train.rows,
+        ds.valid.as_ref().map_or(0, |s| s.rows),
+        ds.test.as_ref().map_or(0, |s| s.rows),
+        ds.feature_map.num_fields()
+    );
+    let mut model = recforge_models::build(&exp.model, &ds.feature_map)?;
+    let tcfg = TrainConfig::from_config(&exp.model)?;
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| PathBuf::from(exp.model.str_or("model_root", "./checkpoints/")).join(&exp.dataset.dataset_id).join(&exp.expid));
+    let run = RunDir::create(&run_dir)?;
+    run.write_json("config.json", &serde_json::json!({"expid": exp.expid, "model": exp.model.values, "dataset": exp.dataset.raw}))?;
+    eprintln!("model {} ({} parameters), run directory {}", model.name, model.num_parameters(), run_dir.display());
+    let mut trainer = Trainer::new(tcfg, &model);
+    let report = trainer.fit(&mut model, &ds, &exp.model, &run, a.resume, &mut Progress::new())?;
+    if let Some(v) = &report.valid {
+        println!("valid  {}", v.describe());
+    }
+    if let Some(t) = &report.test {
+        println!("test  {}", t.describe());
+    }
+    println!("best epoch {}; model saved to {}", report.best_epoch, report.checkpoint.display());
+    Ok(report)
+}
+
+fn quickstart(a: QuickstartArgs) -> Result<()> {
+    let spec = SyntheticSpec { rows: a.rows, ..Default::default() };
+    eprintln!("generating {} synthetic rows ({} fields × {} ids, Zipf {}) into {}", spec.rows, spec.vocab_sizes.len(), spec.vocab_sizes[0], spec.zipf_exponent, a.out.display());
+    let info = synthetic::generate(&spec, &a.out, &|_| {})?;
+    let report = train(TrainArgs {
+        config: a.out.clone(),
+        expid: "DeepFM_synthetic".into(),
+        resume: false,
+        on_bad_row: BadRow::Error,
+        rebuild_cache: false,
+        overrides: vec![format!("epochs={}", a.epochs)],
+        run_dir: None,
+    })?;
+    let auc = report.test.as_ref().and_then(|t| t.auc).unwrap_or(f64::NAN);
+    println!("Bayes-optimal test AUC {:.6}  (DeepFM reaches {:.1}% of the way from 0.5)", info.bayes_auc_test, 100.0 * (auc - 0.5) / (info.bayes_auc_test - 0.5));
+    Ok(())
+}
+
+fn evaluate(a: EvaluateArgs) -> Result<()> {
+    let lm = load_model(&a.model)?;
+    let mut labels = Vec::new();
+    let mut probs = Vec::new();
+    let mut missing_label = false;
+    let (rows, skipped) = score_file(&lm, &a.data, a.on_bad_row.into(), 8192, &mut |p, l| {
+        probs.extend_from_slice(p);
+        match l {
+            Some(l) => labels.extend_from_slice(l),
+            None => missing_label = true,
+        }
+        Ok(())
+    })?;
+    if missing_label {
+        bail!("{}: no label column `{}` to evaluate against", a.data.display(), lm.meta.feature_map.label);
+    }
+    let auc = recforge_metrics::auc(&labels, &probs);
+    let ll = recforge_metrics::logloss(&labels, &probs);
+    if skipped > 0 {
+        eprintln!("skipped {skipped} malformed rows");
+    }
+    println!("{} rows  AUC {}  logloss {ll:.6}", rows, auc.map(|a| format!("{a:.6}")).unwrap_or_else(|| "n/a".into()));
+    Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let lm = load_model(&a.model)?;
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(tmp_path(p)).with_context(|| format!("creating {}", p.display()))?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    writeln!(out, "score")?;
+    let (rows, skipped) = score_file(&lm, &a.input, a.on_bad_row.into(), 8192, &mut |p, _| {
+        for v in p {
+            writeln!(out, "{v}").map_err(|e| recforge_train::TrainError::Io { path: PathBuf::from("output"), source: e })?;
+        }
+        Ok(())
+    })?;
+    out.flush()?;
+    drop(out);
+    if let Some(p) = &a.output {
+        std::fs::rename(tmp_path(p), p).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote {rows} scores to {}", p.display());
+    }
+    if skipped > 0 {
+        eprintln!("skipped {skipped} malformed rows");
+    }
+    Ok(())
+}
+
+fn tmp_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+fn data(cmd: DataCommand) -> Result<()> {
+    match cmd {
+        DataCommand::Generate(g) => {
+            let mut spec = match g.criteo_like {
+                Some(total) => SyntheticSpec::criteo_like(g.rows, total),
+                None => SyntheticSpec { rows: g.rows, vocab_sizes: vec![g.vocab; g.fields], ..Default::default() },
+            };
+            spec.zipf_exponent = g.zipf;
+            spec.seed = g.seed;
+            let bar = ProgressBar::new(spec.rows as u64);
+            bar.set_style(ProgressStyle::with_template("[{bar:30}] {pos}/{len} rows {per_sec}").expect("valid template").progress_chars("=> "));
+            let info = synthetic::generate(&spec, &g.out, &|n| bar.set_position(n as u64))?;
+            bar.finish_and_clear();
+            println!(
+                "wrote {} / {} / {} rows to {} (click rate {:.3}); Bayes-optimal test AUC {:.6}, logloss {:.6}",
+                info.train_rows,
+                info.valid_rows,
+                info.test_rows,
+                g.out.display(),
+                info.click_rate,
+                info.bayes_auc_test,
+                info.bayes_logloss_test
+            );
+        }
+        DataCommand::Inspect { config, expid } => {
+            let exp = load_experiment(&config, &expid)?;
+            let ds = EncodedDataset::prepare(&exp.dataset, OnBadRow::Error, false, &|m| eprintln!("{m}"))?;
+            println!("dataset {} (cache {})", exp.dataset.dataset_id, ds.dir.display());
+            println!("rows: train {}  valid {}  test {}", ds.train.rows, ds.valid.as_ref().map_or(0, |s| s.rows), ds.test.as_ref().map_or(0, |s| s.rows));
+            let labels = ds.train.labels();
+            println!("train click rate {:.4}", labels.iter().map(|&l| l as f64).sum::<f64>() / labels.len().max(1) as f64);
+            println!("{:<16} {:<12} {:>10} {:>6}", "field", "type", "vocab", "width");
+            for (i, f) in ds.feature_map.fields.iter().enumerate() {
+                let kind = match &f.spec.kind {
+                    recforge_data::FieldKind::Categorical => "categorical".to_string(),
+                    recforge_data::FieldKind::Numeric => "numeric".to_string(),
+                    recforge_data::FieldKind::Sequence { max_len, .. } => format!("sequence({max_len})"),
+                };
+                println!("{:<16} {:<12} {:>10} {:>6}", f.spec.name, kind, ds.feature_map.vocab_of(i).size(), f.width);
+            }
+        }
+        DataCommand::Split { data_dir, out } => {
+            let dir = data_dir.unwrap_or_else(recforge_data::shared_data_dir);
+            for (name, f) in [("frappe", recforge_data::splits::frappe as fn(&Path, &Path) -> _), ("criteo", recforge_data::splits::criteo), ("ml100k", recforge_data::splits::ml100k)] {
+                let [tr, va, te] = f(&dir, &out).with_context(|| format!("making the {name} split from {}", dir.display()))?;
+                println!("{name}: {tr} / {va} / {te} rows in {}", out.join(name).display());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Click-through-rate models. Each file holds one model: its config (read from the model
+//! config) and its forward pass. A model names the embedding matrices it consumes (e.g. FM
+//! takes a dimension-1 table for first-order weights and a dimension-d table for factors);
+//! [`Model`] owns those tables, the dense parameters, and runs a batch through them.
+
+mod dcnv2;
+mod deepfm;
+mod dnn;
+mod fm;
+mod lr;
+
+pub use dcnv2::{Dcnv2, Dcnv2Structure};
+pub use deepfm::DeepFm;
+pub use dnn::Dnn;
+pub use fm::Fm;
+pub use lr::Lr;
+
+use crate::embedding::FeatureEmbedding;
+use crate::layers::{Activation, MlpConfig};
+use crate::{ModelError, Result};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use recforge_data::{Batch, FeatureMap, ModelConfig};
+use recforge_nn::graph::Grads;
+use recforge_nn::{Graph, NodeId, OptimizerKind, ParamStore};
+
+/// The part of a model that runs on the tape.
+pub trait CtrNet: Send + Sync {
+    /// Embedding dimensions of the matrices `forward` receives, in order.
+    fn embedding_dims(&self) -> Vec<usize>;
+    /// Click logits `[batch × 1]` from the embedded batch (`emb[k]` is `[batch × fields·dims[k]]`).
+    fn forward(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> NodeId;
+}
+
+/// What every model reads from its config, besides its own hyper-parameters.
+#[derive(Clone, Debug)]
+pub struct CommonConfig {
+    pub embedding_dim: usize,
+    pub embedding_regularizer: f32,
+    pub net_regularizer: f32,
+    pub optimizer: OptimizerKind,
+    pub seed: u64,
+}
+
+impl CommonConfig {
+    pub fn from_config(cfg: &ModelConfig) -> Result<Self> {
+        let err = |e: recforge_data::DataError| ModelError::Config { expid: cfg.expid.clone(), msg: e.to_string() };
+        // LR and FM take one `regularizer` for both, as FuxiCTR's do
+        let shared = cfg.f64_or("regularizer", 0.0).map_err(err)?;
+        let opt_name = cfg.str_or("optimizer", "adam");
+        Ok(CommonConfig {
+            embedding_dim: cfg.usize_or("embedding_dim", 10).map_err(err)?,
+            embedding_regularizer: cfg.f64_or("embedding_regularizer", shared).map_err(err)? as f32,
+            net_regularizer: cfg.f64_or("net_regularizer", shared).map_err(err)? as f32,
+            optimizer: OptimizerKind::parse(&opt_name).ok_or_else(|| ModelError::Config { expid: cfg.expid.clone(), msg: format!("unknown optimizer `{opt_name}` (adam, adagrad, sgd)") })?,
+            seed: cfg.usize_or("seed", 2024).map_err(err)? as u64,
+        })
+    }
+}
+
+/// Reads an MLP's hidden sizes, activations, dropout and batch-norm flag from `cfg`.
+pub(crate) fn mlp_config(cfg: &ModelConfig, units_key: &str, act_key: &str, default_units: &[usize], output_dim: Option<usize>) -> Result<MlpConfig> {
+    let err = |msg: String| ModelError::Config { expid: cfg.expid.clone(), msg };
+    let hidden = cfg.usize_list_or(units_key, default_units).map_err(|e| err(e.to_string()))?;
+    let activations = Activation::parse_per_layer(cfg.get(act_key), hidden.len()).map_err(|m| err(format!("`{act_key}`: {m}")))?;
+    let dropout = cfg.f64_or_first("net_dropout", 0.0).map_err(|e| err(e.to_string()))? as f32;
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(err(format!("net_dropout must be in [0, 1), got {dropout}")));
+    }
+    Ok(MlpConfig { hidden, activations, dropout, batch_norm: cfg.bool_or("batch_norm", false).map_err(|e| err(e.to_string()))?, output_dim })
+}
+
+/// A model ready to train or score: the tape part, its dense parameters and its tables.
+pub struct Model {
+    pub name: String,
+    pub net: Box<dyn CtrNet>,
+    pub params: ParamStore,
+    pub embeddings: Vec<FeatureEmbedding>,
+    pub common: CommonConfig,
+}
+
+/// A forward pass kept for its backward pass.
+pub struct Forward<'a> {
+    pub graph: Graph<'a>,
+    pub logits: NodeId,
+    pub emb_nodes: Vec<NodeId>,
+}
+
+/// The model names `build` knows, as FuxiCTR spells them.
+pub const MODEL_NAMES: &[&str] = &["LR", "FM", "DNN", "DeepFM", "DCNv2"];
+
+/// Builds the model a config names, with parameters drawn from its `seed`.
+pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
+    let common = CommonConfig::from_config(cfg)?;
+    let mut rng = StdRng::seed_from_u64(common.seed);
+    let mut params = ParamStore::new();
+    let name = cfg.str_or("model", "");
+    let fields = fmap.num_fields();
+    let d = common.embedding_dim;
+    let net: Box<dyn CtrNet> = match name.as_str() {
+        "LR" => Box::new(Lr::new(&mut params)),
+        "FM" => Box::new(Fm::new(&mut params, fields, d)),
+        "DNN" => Box::new(Dnn::new(cfg, &mut params, fields, d, &mut rng)?),
+        "DeepFM" => Box::new(DeepFm::new(cfg, &mut params, fields, d, &mut rng)?),
+        "DCNv2" => Box::new(Dcnv2::new(cfg, &mut params, fields, d, &mut rng)?),
+        other => return Err(ModelError::Config { expid: cfg.expid.clone(), msg: format!("unknown model `{other}` (known: {})", MODEL_NAMES.join(", ")) }),
+    };
+    let embeddings = net
+        .embedding_dims()
+        .iter()
+        .enumerate()
+        .map(|(k, &dim)| FeatureEmbedding::new(&format!("emb{k}"), fmap, dim, common.optimizer, &mut rng))
+        .collect();
+    Ok(Model { name, net, params, embeddings, common })
+}
+
+impl Model {
+    pub fn forward<'a>(&'a self, batch: &Batch, train: bool, rng: &mut StdRng) -> Forward<'a> {
+        let mut graph = Graph::new(&self.params, train);
+        let emb_nodes: Vec<NodeId> = self.embeddings.iter().map(|e| graph.input(e.forward(batch), train)).collect();
+        let logits = self.net.forward(&mut graph, &emb_nodes, rng);
+        Forward { graph, logits, emb_nodes }
+    }
+
+    /// Click probabilities for a batch (evaluation mode).
+    pub fn predict(&self, batch: &Batch) -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(0);
+        let f = self.forward(batch, false, &mut rng);
+        f.graph.value(f.logits).data.iter().map(|&z| recforge_nn::kernels::sigmoid(z)).collect()
+    }
+
+    /// Per-table row gradients of each embedding from a backward pass.
+    pub fn embedding_grads(&self, batch: &Batch, fwd: &Forward, grads: &mut Grads) -> Vec<Vec<recforge_nn::RowGrads>> {
+        self.embeddings
+            .iter()
+            .zip(&fwd.emb_nodes)
+            .map(|(e, &n)| match grads.take(n) {
+                Some(g) => e.backward(batch, &g),
+                None => e.tables.iter().map(|_| recforge_nn::RowGrads::new(e.dim)).collect(),
+            })
+            .collect()
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        self.params.iter().filter(|(_, p)| p.trainable).map(|(_, p)| p.value.len()).sum::<usize>() + self.embeddings.iter().map(|e| e.num_values()).sum::<usize>()
+    }
+}

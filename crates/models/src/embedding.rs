@@ -1,0 +1,139 @@
+//! From a batch of encoded slots to the dense embedding matrix, and back (gradients to rows).
+//!
+//! One table per vocabulary (fields that `share_embedding` use their owner's table). A
+//! categorical field looks up one row; a sequence field averages the rows of its non-padding
+//! ids (FuxiCTR's masked average pooling); a numeric field scales a single learned vector by
+//! its value.
+
+use recforge_data::{Batch, FeatureMap, FieldKind};
+use recforge_nn::{EmbeddingTable, OptimizerKind, RowGrads, Tensor};
+use rand::Rng;
+
+/// FuxiCTR's default embedding initializer: N(0, 1e-4).
+pub const EMBEDDING_INIT_STD: f32 = 1e-4;
+
+#[derive(Clone, Debug)]
+pub struct FeatureEmbedding {
+    /// Name prefix in checkpoints.
+    pub name: String,
+    pub dim: usize,
+    /// Table per field (fields sharing a vocabulary point at the same table).
+    pub table_of_field: Vec<usize>,
+    pub tables: Vec<EmbeddingTable>,
+    /// Field names of the tables (the owner field), for checkpoint keys.
+    pub table_names: Vec<String>,
+    kinds: Vec<FieldKind>,
+    offsets: Vec<usize>,
+}
+
+impl FeatureEmbedding {
+    pub fn new(name: &str, fmap: &FeatureMap, dim: usize, opt: OptimizerKind, rng: &mut impl Rng) -> Self {
+        let mut tables = Vec::new();
+        let mut table_names = Vec::new();
+        let mut owner_table = vec![usize::MAX; fmap.fields.len()];
+        let mut table_of_field = Vec::new();
+        for (i, f) in fmap.fields.iter().enumerate() {
+            let owner = f.vocab_owner;
+            if owner_table[owner] == usize::MAX {
+                let rows = match fmap.fields[owner].spec.kind {
+                    FieldKind::Numeric => 1,
+                    _ => fmap.vocabs[owner].size(),
+                };
+                let mut t = EmbeddingTable::new(rows, dim, EMBEDDING_INIT_STD, opt, rng);
+                if rows == 1 {
+                    // a numeric field's vector is not a padding row: initialize it like the rest
+                    t.weight.iter_mut().for_each(|w| *w = rng.gen_range(-1.0..1.0) * EMBEDDING_INIT_STD);
+                }
+                tables.push(t);
+                table_names.push(fmap.fields[owner].spec.name.clone());
+                owner_table[owner] = tables.len() - 1;
+            }
+            table_of_field.push(owner_table[owner]);
+            let _ = i;
+        }
+        FeatureEmbedding {
+            name: name.to_string(),
+            dim,
+            table_of_field,
+            tables,
+            table_names,
+            kinds: fmap.fields.iter().map(|f| f.spec.kind.clone()).collect(),
+            offsets: fmap.fields.iter().map(|f| f.offset).collect(),
+        }
+    }
+
+    pub fn num_fields(&self) -> usize {
+        self.kinds.len()
+    }
+
+    pub fn width(&self) -> usize {
+        self.num_fields() * self.dim
+    }
+
+    /// `[batch × fields·dim]`, field-major within a row.
+    pub fn forward(&self, batch: &Batch) -> Tensor {
+        let (f, d) = (self.num_fields(), self.dim);
+        let mut out = Tensor::zeros(batch.size, f * d);
+        for (r, orow) in out.data.chunks_exact_mut(f * d).enumerate() {
+            let slots = batch.row(r);
+            for (i, kind) in self.kinds.iter().enumerate() {
+                let t = &self.tables[self.table_of_field[i]];
+                let o = &mut orow[i * d..(i + 1) * d];
+                let off = self.offsets[i];
+                match kind {
+                    FieldKind::Categorical => o.copy_from_slice(t.row(slots[off])),
+                    FieldKind::Numeric => {
+                        let x = f32::from_bits(slots[off]);
+                        o.iter_mut().zip(t.row(0)).for_each(|(o, w)| *o = x * w);
+                    }
+                    FieldKind::Sequence { max_len, .. } => {
+                        let ids = &slots[off..off + max_len];
+                        let n = ids.iter().filter(|&&id| id != 0).count();
+                        if n > 0 {
+                            for &id in ids.iter().filter(|&&id| id != 0) {
+                                o.iter_mut().zip(t.row(id)).for_each(|(o, w)| *o += w);
+                            }
+                            let inv = 1.0 / n as f32;
+                            o.iter_mut().for_each(|v| *v *= inv);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Sums the output gradient into per-table row gradients.
+    pub fn backward(&self, batch: &Batch, grad: &Tensor) -> Vec<RowGrads> {
+        let (f, d) = (self.num_fields(), self.dim);
+        let mut out: Vec<RowGrads> = self.tables.iter().map(|_| RowGrads::new(d)).collect();
+        let mut scaled = vec![0.0f32; d];
+        for (r, grow) in grad.data.chunks_exact(f * d).enumerate() {
+            let slots = batch.row(r);
+            for (i, kind) in self.kinds.iter().enumerate() {
+                let g = &grow[i * d..(i + 1) * d];
+                let rg = &mut out[self.table_of_field[i]];
+                let off = self.offsets[i];
+                match kind {
+                    FieldKind::Categorical => rg.add(slots[off], g, 1.0),
+                    FieldKind::Numeric => rg.add(0, g, f32::from_bits(slots[off])),
+                    FieldKind::Sequence { max_len, .. } => {
+                        let ids = &slots[off..off + max_len];
+                        let n = ids.iter().filter(|&&id| id != 0).count();
+                        if n > 0 {
+                            scaled.copy_from_slice(g);
+                            for &id in ids.iter().filter(|&&id| id != 0) {
+                                rg.add(id, &scaled, 1.0 / n as f32);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn num_values(&self) -> usize {
+        self.tables.iter().map(|t| t.weight.len()).sum()
+    }
+}

@@ -1,0 +1,181 @@
+//! Checkpoints: tensors in safetensors (dense parameters as `dense.<name>`, embedding tables
+//! as `<embedding>.<field>`, optimizer moments under `opt1.`/`opt2.` when saved for resuming)
+//! plus a JSON sidecar with the model config, the feature map and metrics. Both files are
+//! written to a temporary name and renamed, so an interrupted write never leaves a torn
+//! checkpoint behind.
+
+use crate::{Result, TrainError};
+use recforge_data::cache::write_atomic;
+use recforge_data::{FeatureMap, ModelConfig};
+use recforge_models::Model;
+use recforge_nn::DenseOptimizer;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: String,
+    pub model: String,
+    pub model_config: ModelConfig,
+    pub feature_map: FeatureMap,
+    #[serde(default)]
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// Trainer state for `--resume` (absent in a best-model checkpoint).
+    #[serde(default)]
+    pub resume: Option<serde_json::Value>,
+    /// SHA-256 of the safetensors file, to detect a pair that does not belong together.
+    pub tensors_sha256: String,
+}
+
+pub const FORMAT: &str = "recforge-ctr-v1";
+
+fn to_bytes(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn sidecar(path: &Path) -> PathBuf {
+    path.with_extension("json")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every tensor of a model under its checkpoint name, with its shape.
+fn named_tensors<'a>(model: &'a Model, opt: Option<&'a DenseOptimizer>) -> Vec<(String, Vec<usize>, &'a [f32])> {
+    let mut out = Vec::new();
+    for (id, p) in model.params.iter() {
+        out.push((format!("dense.{}", p.name), vec![p.value.rows, p.value.cols], &p.value.data[..]));
+        if let Some(o) = opt {
+            let (s1, s2) = &o.state[id.0];
+            if !s1.is_empty() {
+                out.push((format!("opt1.dense.{}", p.name), vec![p.value.rows, p.value.cols], &s1[..]));
+            }
+            if !s2.is_empty() {
+                out.push((format!("opt2.dense.{}", p.name), vec![p.value.rows, p.value.cols], &s2[..]));
+            }
+        }
+    }
+    for e in &model.embeddings {
+        for (t, name) in e.tables.iter().zip(&e.table_names) {
+            let key = format!("{}.{}", e.name, name);
+            out.push((key.clone(), vec![t.rows, t.dim], &t.weight[..]));
+            if opt.is_some() {
+                if !t.state1.is_empty() {
+                    out.push((format!("opt1.{key}"), vec![t.rows, t.dim], &t.state1[..]));
+                }
+                if !t.state2.is_empty() {
+                    out.push((format!("opt2.{key}"), vec![t.rows, t.dim], &t.state2[..]));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Saves `model` to `path` (`.safetensors`) and its sidecar (`.json`). With `opt`, optimizer
+/// moments are saved too (for resuming).
+pub fn save_checkpoint(path: &Path, model: &Model, cfg: &ModelConfig, fmap: &FeatureMap, metrics: serde_json::Map<String, serde_json::Value>, opt: Option<&DenseOptimizer>, resume: Option<serde_json::Value>) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| TrainError::Io { path: d.to_path_buf(), source: e })?;
+    }
+    let tensors = named_tensors(model, opt);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.into_iter().map(|(n, s, d)| (n, s, to_bytes(d))).collect();
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
+    let info = HashMap::from([("format".to_string(), FORMAT.to_string()), ("model".to_string(), model.name.clone())]);
+    let data = safetensors::serialize(views, &Some(info)).map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
+    let meta = CheckpointMeta {
+        format: FORMAT.into(),
+        model: model.name.clone(),
+        model_config: cfg.clone(),
+        feature_map: fmap.clone(),
+        metrics,
+        resume,
+        tensors_sha256: sha256_hex(&data),
+    };
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
+    // tensors first, sidecar last: a sidecar always names tensors that are fully written
+    write_atomic(path, &data)?;
+    write_atomic(&sidecar(path), &json)?;
+    Ok(())
+}
+
+/// Reads a checkpoint's sidecar.
+pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
+    let side = sidecar(path);
+    let text = std::fs::read_to_string(&side).map_err(|e| TrainError::Io { path: side.clone(), source: e })?;
+    let mut meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: side.clone(), msg: format!("not a recforge checkpoint: {e}") })?;
+    if meta.format != FORMAT {
+        return Err(TrainError::Checkpoint { path: side, msg: format!("format `{}`, expected `{FORMAT}`", meta.format) });
+    }
+    meta.feature_map.build_indexes();
+    Ok(meta)
+}
+
+/// Loads tensors from `path` into `model` (and optimizer moments into `opt` when given).
+/// Every tensor the model has must be present with the same shape.
+pub fn load_checkpoint(path: &Path, model: &mut Model, opt: Option<&mut DenseOptimizer>) -> Result<CheckpointMeta> {
+    let meta = read_meta(path)?;
+    let file = std::fs::File::open(path).map_err(|e| TrainError::Io { path: path.to_path_buf(), source: e })?;
+    // SAFETY: read-only map of a file written atomically by `save_checkpoint`.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TrainError::Io { path: path.to_path_buf(), source: e })?;
+    if sha256_hex(&map) != meta.tensors_sha256 {
+        return Err(TrainError::Checkpoint { path: path.to_path_buf(), msg: "tensors do not match the sidecar's checksum (torn or mixed checkpoint)".into() });
+    }
+    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
+    let fetch = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        let t = st.tensor(name).map_err(|_| TrainError::Checkpoint { path: path.to_path_buf(), msg: format!("missing tensor `{name}`") })?;
+        if t.shape() != shape || t.dtype() != Dtype::F32 {
+            return Err(TrainError::Checkpoint { path: path.to_path_buf(), msg: format!("tensor `{name}` is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape()) });
+        }
+        Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    };
+    let with_opt = opt.is_some();
+    // read everything first, then assign: a failure leaves the model untouched
+    let mut dense = Vec::new();
+    for (id, p) in model.params.iter() {
+        let shape = [p.value.rows, p.value.cols];
+        let key = format!("dense.{}", p.name);
+        let s = if with_opt && p.trainable { (fetch(&format!("opt1.{key}"), &shape).ok(), fetch(&format!("opt2.{key}"), &shape).ok()) } else { (None, None) };
+        dense.push((id, fetch(&key, &shape)?, s));
+    }
+    let mut tables = Vec::new();
+    for (ei, e) in model.embeddings.iter().enumerate() {
+        for (ti, (t, name)) in e.tables.iter().zip(&e.table_names).enumerate() {
+            let key = format!("{}.{}", e.name, name);
+            let shape = [t.rows, t.dim];
+            let s = if with_opt { (fetch(&format!("opt1.{key}"), &shape).ok(), fetch(&format!("opt2.{key}"), &shape).ok()) } else { (None, None) };
+            tables.push((ei, ti, fetch(&key, &shape)?, s));
+        }
+    }
+    let mut opt = opt;
+    for (id, v, (s1, s2)) in dense {
+        model.params.value_mut(id).data = v;
+        if let Some(o) = opt.as_deref_mut() {
+            if let Some(s1) = s1 {
+                o.state[id.0].0 = s1;
+            }
+            if let Some(s2) = s2 {
+                o.state[id.0].1 = s2;
+            }
+        }
+    }
+    for (ei, ti, v, (s1, s2)) in tables {
+        let t = &mut model.embeddings[ei].tables[ti];
+        t.weight = v;
+        if let Some(s1) = s1 {
+            t.state1 = s1;
+        }
+        if let Some(s2) = s2 {
+            t.state2 = s2;
+        }
+    }
+    Ok(meta)
+}

@@ -1,0 +1,33 @@
+//! Training and evaluation of CTR models: the loop ([`Trainer`]), metrics, checkpoints and run
+//! directories.
+//!
+//! The loop follows FuxiCTR's so that results are comparable: binary cross-entropy, gradient
+//! clipping at global norm 10, evaluation on the validation split after every epoch, the
+//! learning rate divided by 10 when the monitored metric does not improve
+//! (`reduce_lr_on_plateau`), early stopping after `early_stop_patience` such epochs, and the
+//! best checkpoint restored before testing.
+
+pub mod checkpoint;
+pub mod run;
+pub mod score;
+pub mod trainer;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
+pub use run::{EpochLog, RunDir};
+pub use trainer::{evaluate, EvalMetrics, Monitor, TrainConfig, TrainObserver, TrainReport, Trainer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {msg}")]
+    Checkpoint { path: std::path::PathBuf, msg: String },
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Data(#[from] recforge_data::DataError),
+    #[error(transparent)]
+    Model(#[from] recforge_models::ModelError),
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -1,0 +1,105 @@
+//! A run directory: the resolved config, per-epoch metrics (CSV and JSON), a training-curve
+//! plot (SVG) and the checkpoints.
+
+use crate::{Result, TrainError};
+use recforge_data::cache::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub learning_rate: f32,
+    pub train_loss: f64,
+    pub valid_auc: Option<f64>,
+    pub valid_logloss: Option<f64>,
+    pub seconds: f64,
+    pub samples_per_sec: f64,
+}
+
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn create(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|e| TrainError::Io { path: path.to_path_buf(), source: e })?;
+        Ok(RunDir { path: path.to_path_buf() })
+    }
+
+    pub fn best_checkpoint(&self) -> PathBuf {
+        self.path.join("model.safetensors")
+    }
+
+    pub fn last_checkpoint(&self) -> PathBuf {
+        self.path.join("last.safetensors")
+    }
+
+    pub fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| TrainError::Config(e.to_string()))?;
+        Ok(write_atomic(&self.path.join(name), &bytes)?)
+    }
+
+    /// Writes `metrics.csv`, `metrics.json` and `curve.svg` for the epochs so far.
+    pub fn write_epochs(&self, epochs: &[EpochLog]) -> Result<()> {
+        let mut csv = String::from("epoch,learning_rate,train_loss,valid_auc,valid_logloss,seconds,samples_per_sec\n");
+        let opt = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
+        for e in epochs {
+            csv += &format!("{},{},{:.6},{},{},{:.3},{:.0}\n", e.epoch, e.learning_rate, e.train_loss, opt(e.valid_auc), opt(e.valid_logloss), e.seconds, e.samples_per_sec);
+        }
+        write_atomic(&self.path.join("metrics.csv"), csv.as_bytes())?;
+        self.write_json("metrics.json", &epochs)?;
+        self.plot(epochs)
+    }
+
+    fn plot(&self, epochs: &[EpochLog]) -> Result<()> {
+        use plotters::prelude::*;
+        let path = self.path.join("curve.svg");
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
+            let err = |e: String| TrainError::Config(format!("plot: {e}"));
+            root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+            let (top, bottom) = root.split_vertically(240);
+            let n = epochs.len().max(2) as f64;
+            let losses: Vec<(f64, f64)> = epochs.iter().map(|e| (e.epoch as f64, e.train_loss)).collect();
+            let vloss: Vec<(f64, f64)> = epochs.iter().filter_map(|e| e.valid_logloss.map(|v| (e.epoch as f64, v))).collect();
+            let aucs: Vec<(f64, f64)> = epochs.iter().filter_map(|e| e.valid_auc.map(|v| (e.epoch as f64, v))).collect();
+            let range = |pts: &[(f64, f64)]| {
+                let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+                let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+                if lo.is_finite() && hi > lo {
+                    let pad = (hi - lo) * 0.1;
+                    (lo - pad)..(hi + pad)
+                } else if lo.is_finite() {
+                    (lo - 0.01)..(lo + 0.01)
+                } else {
+                    0.0..1.0
+                }
+            };
+            let all_loss: Vec<(f64, f64)> = losses.iter().chain(&vloss).cloned().collect();
+            let mut c = ChartBuilder::on(&top)
+                .caption("loss", ("sans-serif", 16))
+                .margin(8)
+                .x_label_area_size(24)
+                .y_label_area_size(48)
+                .build_cartesian_2d(1.0..n, range(&all_loss))
+                .map_err(|e| err(e.to_string()))?;
+            c.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
+            c.draw_series(LineSeries::new(losses, &BLUE)).map_err(|e| err(e.to_string()))?.label("train").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
+            c.draw_series(LineSeries::new(vloss, &RED)).map_err(|e| err(e.to_string()))?.label("valid").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
+            c.configure_series_labels().border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
+            let mut c2 = ChartBuilder::on(&bottom)
+                .caption("valid AUC", ("sans-serif", 16))
+                .margin(8)
+                .x_label_area_size(24)
+                .y_label_area_size(48)
+                .build_cartesian_2d(1.0..n, range(&aucs))
+                .map_err(|e| err(e.to_string()))?;
+            c2.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
+            c2.draw_series(LineSeries::new(aucs, &GREEN)).map_err(|e| err(e.to_string()))?;
+            root.present().map_err(|e| err(e.to_string()))?;
+        }
+        Ok(write_atomic(&path, svg.as_bytes())?)
+    }
+}

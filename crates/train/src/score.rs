@@ -1,0 +1,88 @@
+//! Scoring files with a saved model: load a checkpoint, stream a file through the model's
+//! fitted feature map (unseen values → OOV, as at training time) in batches.
+
+use crate::checkpoint::{load_checkpoint, read_meta, CheckpointMeta};
+use crate::{Result, TrainError};
+use recforge_data::features::{column_indices, OnBadRow};
+use recforge_data::{reader, Batch, DataError, DatasetConfig};
+use recforge_models::Model;
+use std::path::{Path, PathBuf};
+
+pub struct LoadedModel {
+    pub model: Model,
+    pub meta: CheckpointMeta,
+    pub path: PathBuf,
+}
+
+/// Accepts a checkpoint file or a run directory (then its `model.safetensors`).
+pub fn resolve_checkpoint(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("model.safetensors")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    let path = resolve_checkpoint(path);
+    let meta = read_meta(&path)?;
+    let mut model = recforge_models::build(&meta.model_config, &meta.feature_map)?;
+    let meta = load_checkpoint(&path, &mut model, None)?;
+    Ok(LoadedModel { model, meta, path })
+}
+
+/// Streams `input` through the model. `sink` gets each batch's probabilities and labels (when
+/// the file has the label column). Returns (rows scored, rows skipped).
+pub fn score_file(lm: &LoadedModel, input: &Path, on_bad: OnBadRow, batch_size: usize, sink: &mut dyn FnMut(&[f32], Option<&[f32]>) -> Result<()>) -> Result<(usize, u64)> {
+    let fmap = &lm.meta.feature_map;
+    let specs: Vec<_> = fmap.fields.iter().map(|f| f.spec.clone()).collect();
+    let cfg = DatasetConfig::for_file(input, specs.clone(), &fmap.label)?;
+    let mut r = reader::open(input, &cfg)?;
+    let has_label = r.columns().iter().any(|c| c == &fmap.label);
+    // scoring files need no label column: look the fields up without it
+    let (label_idx, idx) = if has_label {
+        let (l, i) = column_indices(&specs, &fmap.label, r.as_ref())?;
+        (Some(l), i)
+    } else {
+        let probe = specs.first().map(|f| f.name.clone()).unwrap_or_default();
+        (None, column_indices(&specs, &probe, r.as_ref())?.1)
+    };
+    let mut rec = Vec::new();
+    let mut values: Vec<String> = Vec::new();
+    let mut batch = Batch { size: 0, width: fmap.width, labels: Vec::new(), slots: Vec::new() };
+    let mut row = vec![0u32; fmap.width];
+    let (mut rows, mut skipped) = (0usize, 0u64);
+    let mut flush = |batch: &mut Batch| -> Result<()> {
+        if batch.size > 0 {
+            let p = lm.model.predict(batch);
+            sink(&p, has_label.then_some(&batch.labels[..]))?;
+            batch.size = 0;
+            batch.labels.clear();
+            batch.slots.clear();
+        }
+        Ok(())
+    };
+    while let Some(line) = r.next_record(&mut rec)? {
+        values.clear();
+        values.extend(idx.iter().map(|&i| rec[i].clone()));
+        let label = match label_idx {
+            Some(l) => recforge_data::FeatureMap::parse_label(&rec[l]).map_err(|m| (fmap.label.clone(), m)),
+            None => Ok(0.0),
+        };
+        match label.and_then(|l| fmap.encode_fields(&values, &mut row).map(|_| l)) {
+            Ok(l) => {
+                batch.labels.push(l);
+                batch.slots.extend_from_slice(&row);
+                batch.size += 1;
+                rows += 1;
+            }
+            Err((field, msg)) if on_bad == OnBadRow::Error => return Err(TrainError::Data(DataError::BadRow { path: input.to_path_buf(), line, field, msg })),
+            Err(_) => skipped += 1,
+        }
+        if batch.size >= batch_size {
+            flush(&mut batch)?;
+        }
+    }
+    flush(&mut batch)?;
+    Ok((rows, skipped))
+}
