@@ -13,7 +13,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "recforge", version, about = "Recommender-systems engine: CTR models (LR, FM, DNN, DeepFM, DCNv2) trained from FuxiCTR-style configs")]
+#[command(
+    name = "recforge",
+    version,
+    about = "Recommender-systems engine: CTR models (LR, FM, DNN, DeepFM, DCNv2) trained from FuxiCTR-style configs"
+)]
 struct Cli {
     /// Worker threads for the numeric kernels (default: all cores).
     #[arg(long, global = true)]
@@ -171,7 +175,10 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting the thread count")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting the thread count")?;
     }
     match cli.command {
         Command::Quickstart(a) => quickstart(a),
@@ -190,15 +197,25 @@ struct Progress {
 
 impl Progress {
     fn new() -> Self {
-        eprintln!("{:>5} {:>10} {:>11} {:>10} {:>13} {:>8} {:>10}", "epoch", "lr", "train_loss", "valid_AUC", "valid_logloss", "seconds", "samples/s");
-        Progress { bar: None, started: std::time::Instant::now() }
+        eprintln!(
+            "{:>5} {:>10} {:>11} {:>10} {:>13} {:>8} {:>10}",
+            "epoch", "lr", "train_loss", "valid_AUC", "valid_logloss", "seconds", "samples/s"
+        );
+        Progress {
+            bar: None,
+            started: std::time::Instant::now(),
+        }
     }
 }
 
 impl TrainObserver for Progress {
     fn on_epoch_start(&mut self, epoch: usize, batches: usize) {
         let bar = ProgressBar::new(batches as u64);
-        bar.set_style(ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg}").expect("valid template").progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
         bar.set_prefix(epoch.to_string());
         self.bar = Some(bar);
         self.started = std::time::Instant::now();
@@ -217,7 +234,16 @@ impl TrainObserver for Progress {
             b.finish_and_clear();
         }
         let f = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_else(|| "-".into());
-        eprintln!("{:>5} {:>10.2e} {:>11.6} {:>10} {:>13} {:>8.1} {:>10.0}", l.epoch, l.learning_rate, l.train_loss, f(l.valid_auc), f(l.valid_logloss), l.seconds, l.samples_per_sec);
+        eprintln!(
+            "{:>5} {:>10.2e} {:>11.6} {:>10} {:>13} {:>8.1} {:>10.0}",
+            l.epoch,
+            l.learning_rate,
+            l.train_loss,
+            f(l.valid_auc),
+            f(l.valid_logloss),
+            l.seconds,
+            l.samples_per_sec
+        );
     }
 
     fn message(&mut self, msg: &str) {
@@ -227,8 +253,11 @@ impl TrainObserver for Progress {
 
 fn apply_overrides(exp: &mut ExperimentConfig, overrides: &[String]) -> Result<()> {
     for o in overrides {
-        let (k, v) = o.split_once('=').with_context(|| format!("--set `{o}`: expected KEY=VALUE"))?;
-        let value: serde_json::Value = serde_norway_value(v).with_context(|| format!("--set `{o}`: cannot read the value"))?;
+        let (k, v) = o
+            .split_once('=')
+            .with_context(|| format!("--set `{o}`: expected KEY=VALUE"))?;
+        let value: serde_json::Value =
+            serde_norway_value(v).with_context(|| format!("--set `{o}`: cannot read the value"))?;
         exp.model.values.insert(k.trim().to_string(), value);
     }
     Ok(())
@@ -236,13 +265,16 @@ fn apply_overrides(exp: &mut ExperimentConfig, overrides: &[String]) -> Result<(
 
 fn serde_norway_value(v: &str) -> Result<serde_json::Value> {
     // a YAML scalar or flow collection, e.g. 3, 0.5, true, [400, 400], DeepFM
-    Ok(serde_json::from_str(v).or_else(|_| serde_json::from_str(&format!("\"{}\"", v.replace('"', "\\\""))))?)
+    Ok(serde_json::from_str(v)
+        .or_else(|_| serde_json::from_str(&format!("\"{}\"", v.replace('"', "\\\""))))?)
 }
 
 fn train(a: TrainArgs) -> Result<TrainReport> {
     let mut exp = load_experiment(&a.config, &a.expid)?;
     apply_overrides(&mut exp, &a.overrides)?;
-    let ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), a.rebuild_cache, &|m| eprintln!("{m}"))?;
+    let ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), a.rebuild_cache, &|m| {
+        eprintln!("{m}")
+    })?;
     if ds.skipped > 0 {
         eprintln!("skipped {} malformed rows (--on-bad-row skip)", ds.skipped);
     }
@@ -256,25 +288,55 @@ fn train(a: TrainArgs) -> Result<TrainReport> {
     );
     let mut model = recforge_models::build(&exp.model, &ds.feature_map)?;
     let tcfg = TrainConfig::from_config(&exp.model)?;
-    let run_dir = a.run_dir.clone().unwrap_or_else(|| PathBuf::from(exp.model.str_or("model_root", "./checkpoints/")).join(&exp.dataset.dataset_id).join(&exp.expid));
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(exp.model.str_or("model_root", "./checkpoints/"))
+            .join(&exp.dataset.dataset_id)
+            .join(&exp.expid)
+    });
     let run = RunDir::create(&run_dir)?;
     run.write_json("config.json", &serde_json::json!({"expid": exp.expid, "model": exp.model.values, "dataset": exp.dataset.raw}))?;
-    eprintln!("model {} ({} parameters), run directory {}", model.name, model.num_parameters(), run_dir.display());
+    eprintln!(
+        "model {} ({} parameters), run directory {}",
+        model.name,
+        model.num_parameters(),
+        run_dir.display()
+    );
     let mut trainer = Trainer::new(tcfg, &model);
-    let report = trainer.fit(&mut model, &ds, &exp.model, &run, a.resume, &mut Progress::new())?;
+    let report = trainer.fit(
+        &mut model,
+        &ds,
+        &exp.model,
+        &run,
+        a.resume,
+        &mut Progress::new(),
+    )?;
     if let Some(v) = &report.valid {
         println!("valid  {}", v.describe());
     }
     if let Some(t) = &report.test {
         println!("test  {}", t.describe());
     }
-    println!("best epoch {}; model saved to {}", report.best_epoch, report.checkpoint.display());
+    println!(
+        "best epoch {}; model saved to {}",
+        report.best_epoch,
+        report.checkpoint.display()
+    );
     Ok(report)
 }
 
 fn quickstart(a: QuickstartArgs) -> Result<()> {
-    let spec = SyntheticSpec { rows: a.rows, ..Default::default() };
-    eprintln!("generating {} synthetic rows ({} fields × {} ids, Zipf {}) into {}", spec.rows, spec.vocab_sizes.len(), spec.vocab_sizes[0], spec.zipf_exponent, a.out.display());
+    let spec = SyntheticSpec {
+        rows: a.rows,
+        ..Default::default()
+    };
+    eprintln!(
+        "generating {} synthetic rows ({} fields × {} ids, Zipf {}) into {}",
+        spec.rows,
+        spec.vocab_sizes.len(),
+        spec.vocab_sizes[0],
+        spec.zipf_exponent,
+        a.out.display()
+    );
     let info = synthetic::generate(&spec, &a.out, &|_| {})?;
     let report = train(TrainArgs {
         config: a.out.clone(),
@@ -286,7 +348,11 @@ fn quickstart(a: QuickstartArgs) -> Result<()> {
         run_dir: None,
     })?;
     let auc = report.test.as_ref().and_then(|t| t.auc).unwrap_or(f64::NAN);
-    println!("Bayes-optimal test AUC {:.6}  (DeepFM reaches {:.1}% of the way from 0.5)", info.bayes_auc_test, 100.0 * (auc - 0.5) / (info.bayes_auc_test - 0.5));
+    println!(
+        "Bayes-optimal test AUC {:.6}  (DeepFM reaches {:.1}% of the way from 0.5)",
+        info.bayes_auc_test,
+        100.0 * (auc - 0.5) / (info.bayes_auc_test - 0.5)
+    );
     Ok(())
 }
 
@@ -304,27 +370,42 @@ fn evaluate(a: EvaluateArgs) -> Result<()> {
         Ok(())
     })?;
     if missing_label {
-        bail!("{}: no label column `{}` to evaluate against", a.data.display(), lm.meta.feature_map.label);
+        bail!(
+            "{}: no label column `{}` to evaluate against",
+            a.data.display(),
+            lm.meta.feature_map.label
+        );
     }
     let auc = recforge_metrics::auc(&labels, &probs);
     let ll = recforge_metrics::logloss(&labels, &probs);
     if skipped > 0 {
         eprintln!("skipped {skipped} malformed rows");
     }
-    println!("{} rows  AUC {}  logloss {ll:.6}", rows, auc.map(|a| format!("{a:.6}")).unwrap_or_else(|| "n/a".into()));
+    println!(
+        "{} rows  AUC {}  logloss {ll:.6}",
+        rows,
+        auc.map(|a| format!("{a:.6}"))
+            .unwrap_or_else(|| "n/a".into())
+    );
     Ok(())
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
     let lm = load_model(&a.model)?;
     let mut out: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(tmp_path(p)).with_context(|| format!("creating {}", p.display()))?)),
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(tmp_path(p))
+                .with_context(|| format!("creating {}", p.display()))?,
+        )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     writeln!(out, "score")?;
     let (rows, skipped) = score_file(&lm, &a.input, a.on_bad_row.into(), 8192, &mut |p, _| {
         for v in p {
-            writeln!(out, "{v}").map_err(|e| recforge_train::TrainError::Io { path: PathBuf::from("output"), source: e })?;
+            writeln!(out, "{v}").map_err(|e| recforge_train::TrainError::Io {
+                path: PathBuf::from("output"),
+                source: e,
+            })?;
         }
         Ok(())
     })?;
@@ -351,12 +432,20 @@ fn data(cmd: DataCommand) -> Result<()> {
         DataCommand::Generate(g) => {
             let mut spec = match g.criteo_like {
                 Some(total) => SyntheticSpec::criteo_like(g.rows, total),
-                None => SyntheticSpec { rows: g.rows, vocab_sizes: vec![g.vocab; g.fields], ..Default::default() },
+                None => SyntheticSpec {
+                    rows: g.rows,
+                    vocab_sizes: vec![g.vocab; g.fields],
+                    ..Default::default()
+                },
             };
             spec.zipf_exponent = g.zipf;
             spec.seed = g.seed;
             let bar = ProgressBar::new(spec.rows as u64);
-            bar.set_style(ProgressStyle::with_template("[{bar:30}] {pos}/{len} rows {per_sec}").expect("valid template").progress_chars("=> "));
+            bar.set_style(
+                ProgressStyle::with_template("[{bar:30}] {pos}/{len} rows {per_sec}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
             let info = synthetic::generate(&spec, &g.out, &|n| bar.set_position(n as u64))?;
             bar.finish_and_clear();
             println!(
@@ -372,26 +461,62 @@ fn data(cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Inspect { config, expid } => {
             let exp = load_experiment(&config, &expid)?;
-            let ds = EncodedDataset::prepare(&exp.dataset, OnBadRow::Error, false, &|m| eprintln!("{m}"))?;
-            println!("dataset {} (cache {})", exp.dataset.dataset_id, ds.dir.display());
-            println!("rows: train {}  valid {}  test {}", ds.train.rows, ds.valid.as_ref().map_or(0, |s| s.rows), ds.test.as_ref().map_or(0, |s| s.rows));
+            let ds = EncodedDataset::prepare(&exp.dataset, OnBadRow::Error, false, &|m| {
+                eprintln!("{m}")
+            })?;
+            println!(
+                "dataset {} (cache {})",
+                exp.dataset.dataset_id,
+                ds.dir.display()
+            );
+            println!(
+                "rows: train {}  valid {}  test {}",
+                ds.train.rows,
+                ds.valid.as_ref().map_or(0, |s| s.rows),
+                ds.test.as_ref().map_or(0, |s| s.rows)
+            );
             let labels = ds.train.labels();
-            println!("train click rate {:.4}", labels.iter().map(|&l| l as f64).sum::<f64>() / labels.len().max(1) as f64);
-            println!("{:<16} {:<12} {:>10} {:>6}", "field", "type", "vocab", "width");
+            println!(
+                "train click rate {:.4}",
+                labels.iter().map(|&l| l as f64).sum::<f64>() / labels.len().max(1) as f64
+            );
+            println!(
+                "{:<16} {:<12} {:>10} {:>6}",
+                "field", "type", "vocab", "width"
+            );
             for (i, f) in ds.feature_map.fields.iter().enumerate() {
                 let kind = match &f.spec.kind {
                     recforge_data::FieldKind::Categorical => "categorical".to_string(),
                     recforge_data::FieldKind::Numeric => "numeric".to_string(),
-                    recforge_data::FieldKind::Sequence { max_len, .. } => format!("sequence({max_len})"),
+                    recforge_data::FieldKind::Sequence { max_len, .. } => {
+                        format!("sequence({max_len})")
+                    }
                 };
-                println!("{:<16} {:<12} {:>10} {:>6}", f.spec.name, kind, ds.feature_map.vocab_of(i).size(), f.width);
+                println!(
+                    "{:<16} {:<12} {:>10} {:>6}",
+                    f.spec.name,
+                    kind,
+                    ds.feature_map.vocab_of(i).size(),
+                    f.width
+                );
             }
         }
         DataCommand::Split { data_dir, out } => {
             let dir = data_dir.unwrap_or_else(recforge_data::shared_data_dir);
-            for (name, f) in [("frappe", recforge_data::splits::frappe as fn(&Path, &Path) -> _), ("criteo", recforge_data::splits::criteo), ("ml100k", recforge_data::splits::ml100k)] {
-                let [tr, va, te] = f(&dir, &out).with_context(|| format!("making the {name} split from {}", dir.display()))?;
-                println!("{name}: {tr} / {va} / {te} rows in {}", out.join(name).display());
+            for (name, f) in [
+                (
+                    "frappe",
+                    recforge_data::splits::frappe as fn(&Path, &Path) -> _,
+                ),
+                ("criteo", recforge_data::splits::criteo),
+                ("ml100k", recforge_data::splits::ml100k),
+            ] {
+                let [tr, va, te] = f(&dir, &out)
+                    .with_context(|| format!("making the {name} split from {}", dir.display()))?;
+                println!(
+                    "{name}: {tr} / {va} / {te} rows in {}",
+                    out.join(name).display()
+                );
             }
         }
     }

@@ -21,7 +21,12 @@ impl Batch {
     /// Builds a batch from the given rows of a split.
     pub fn gather(split: &EncodedSplit, rows: impl Iterator<Item = usize>) -> Self {
         let width = split.width - 1;
-        let mut b = Batch { size: 0, width, labels: Vec::new(), slots: Vec::new() };
+        let mut b = Batch {
+            size: 0,
+            width,
+            labels: Vec::new(),
+            slots: Vec::new(),
+        };
         for r in rows {
             let row = split.row(r);
             b.labels.push(f32::from_bits(row[0]));
@@ -43,7 +48,13 @@ pub struct BatchIter<'a> {
 impl<'a> BatchIter<'a> {
     /// Batches in file order.
     pub fn sequential(split: &'a EncodedSplit, batch_size: usize) -> Self {
-        BatchIter { split, order: None, pos: 0, end: split.rows, batch_size: batch_size.max(1) }
+        BatchIter {
+            split,
+            order: None,
+            pos: 0,
+            end: split.rows,
+            batch_size: batch_size.max(1),
+        }
     }
 
     /// Batches over a permutation of the rows drawn from `seed` (the same seed gives the same
@@ -51,7 +62,13 @@ impl<'a> BatchIter<'a> {
     pub fn shuffled(split: &'a EncodedSplit, batch_size: usize, seed: u64) -> Self {
         let mut order: Vec<u32> = (0..split.rows as u32).collect();
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-        BatchIter { split, order: Some(order), pos: 0, end: split.rows, batch_size: batch_size.max(1) }
+        BatchIter {
+            split,
+            order: Some(order),
+            pos: 0,
+            end: split.rows,
+            batch_size: batch_size.max(1),
+        }
     }
 
     /// Only the first `n` rows of the order (e.g. a low-label regime or a quick check).
@@ -88,13 +105,19 @@ mod tests {
 
     #[test]
     fn shuffled_batches_cover_every_row_once_and_repeat_per_seed() {
-        let data: Vec<u32> = (0..10u32).flat_map(|i| [(i as f32).to_bits(), i * 10]).collect();
+        let data: Vec<u32> = (0..10u32)
+            .flat_map(|i| [(i as f32).to_bits(), i * 10])
+            .collect();
         let split = EncodedSplit::from_vec("t", 2, data);
-        let seen: Vec<u32> = BatchIter::shuffled(&split, 3, 7).flat_map(|b| b.slots).collect();
+        let seen: Vec<u32> = BatchIter::shuffled(&split, 3, 7)
+            .flat_map(|b| b.slots)
+            .collect();
         let mut sorted = seen.clone();
         sorted.sort();
         assert_eq!(sorted, (0..10).map(|i| i * 10).collect::<Vec<_>>());
-        let again: Vec<u32> = BatchIter::shuffled(&split, 3, 7).flat_map(|b| b.slots).collect();
+        let again: Vec<u32> = BatchIter::shuffled(&split, 3, 7)
+            .flat_map(|b| b.slots)
+            .collect();
         assert_eq!(seen, again);
         let b: Vec<Batch> = BatchIter::sequential(&split, 4).collect();
         assert_eq!(b.len(), 3);

@@ -32,21 +32,34 @@ pub struct EncodedSplit {
 impl EncodedSplit {
     pub fn from_vec(name: &str, width: usize, data: Vec<u32>) -> Self {
         assert_eq!(data.len() % width, 0);
-        EncodedSplit { name: name.into(), rows: data.len() / width, width, storage: Storage::Owned(data) }
+        EncodedSplit {
+            name: name.into(),
+            rows: data.len() / width,
+            width,
+            storage: Storage::Owned(data),
+        }
     }
 
     fn open(path: &Path, name: &str, width: usize, rows: usize) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
         let len = file.metadata().map_err(|e| DataError::io(path, e))?.len() as usize;
         if len != rows * width * 4 {
-            return Err(DataError::format(path, format!("cache has {len} bytes, expected {}", rows * width * 4)));
+            return Err(DataError::format(
+                path,
+                format!("cache has {len} bytes, expected {}", rows * width * 4),
+            ));
         }
         if len == 0 {
             return Ok(Self::from_vec(name, width, Vec::new()));
         }
         // SAFETY: the file is ours, written once and renamed into place; it is only read.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DataError::io(path, e))?;
-        Ok(EncodedSplit { name: name.into(), rows, width, storage: Storage::Mapped(map) })
+        Ok(EncodedSplit {
+            name: name.into(),
+            rows,
+            width,
+            storage: Storage::Mapped(map),
+        })
     }
 
     pub fn data(&self) -> &[u32] {
@@ -109,7 +122,12 @@ fn config_hash(cfg: &DatasetConfig) -> Result<String> {
     h.update(cfg.canonical_json().as_bytes());
     for (name, path) in splits(cfg) {
         let md = std::fs::metadata(&path).map_err(|e| DataError::io(&path, e))?;
-        let mtime = md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+        let mtime = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         h.update(format!("{name}:{}:{}:{mtime};", path.display(), md.len()).as_bytes());
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
@@ -127,16 +145,27 @@ impl Drop for TempGuard {
 
 /// Writes `bytes` to `path` atomically (temp file in the same folder, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
     let mut guard = TempGuard(Some(tmp.clone()));
     let mut f = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| DataError::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| DataError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
     guard.0 = None;
     Ok(())
 }
 
-fn encode_split(cfg: &DatasetConfig, fmap: &FeatureMap, src: &Path, dst: &Path, on_bad: OnBadRow) -> Result<(usize, u64)> {
+fn encode_split(
+    cfg: &DatasetConfig,
+    fmap: &FeatureMap,
+    src: &Path,
+    dst: &Path,
+    on_bad: OnBadRow,
+) -> Result<(usize, u64)> {
     let mut r = reader::open(src, cfg)?;
     let (label_idx, idx) = column_indices(&cfg.fields, &cfg.raw.label_col.name, r.as_ref())?;
     let tmp = dst.with_extension("bin.tmp");
@@ -147,8 +176,9 @@ fn encode_split(cfg: &DatasetConfig, fmap: &FeatureMap, src: &Path, dst: &Path, 
     let mut values: Vec<String> = Vec::with_capacity(idx.len());
     let mut row = vec![0u32; 1 + fmap.width];
     let (mut rows, mut skipped) = (0usize, 0u64);
-    while let Some(line) = r.next_record(&mut rec)? {
-        let label = FeatureMap::parse_label(&rec[label_idx]).map_err(|m| (cfg.raw.label_col.name.clone(), m));
+    while let Some(line) = reader::next_record(r.as_mut(), &mut rec, on_bad, &mut skipped)? {
+        let label = FeatureMap::parse_label(&rec[label_idx])
+            .map_err(|m| (cfg.raw.label_col.name.clone(), m));
         values.clear();
         values.extend(idx.iter().map(|&i| std::mem::take(&mut rec[i])));
         let res = label.and_then(|l| {
@@ -158,15 +188,25 @@ fn encode_split(cfg: &DatasetConfig, fmap: &FeatureMap, src: &Path, dst: &Path, 
         match res {
             Ok(()) => {
                 for v in &row {
-                    w.write_all(&v.to_le_bytes()).map_err(|e| DataError::io(&tmp, e))?;
+                    w.write_all(&v.to_le_bytes())
+                        .map_err(|e| DataError::io(&tmp, e))?;
                 }
                 rows += 1;
             }
-            Err((field, msg)) if on_bad == OnBadRow::Error => return Err(DataError::BadRow { path: src.to_path_buf(), line, field, msg }),
+            Err((field, msg)) if on_bad == OnBadRow::Error => {
+                return Err(DataError::BadRow {
+                    path: src.to_path_buf(),
+                    line,
+                    field,
+                    msg,
+                })
+            }
             Err(_) => skipped += 1,
         }
     }
-    let file = w.into_inner().map_err(|e| DataError::io(&tmp, e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| DataError::io(&tmp, e.into_error()))?;
     file.sync_all().map_err(|e| DataError::io(&tmp, e))?;
     std::fs::rename(&tmp, dst).map_err(|e| DataError::io(dst, e))?;
     guard.0 = None;
@@ -175,7 +215,12 @@ fn encode_split(cfg: &DatasetConfig, fmap: &FeatureMap, src: &Path, dst: &Path, 
 
 impl EncodedDataset {
     /// Opens the cache for `cfg`, building it first if it is missing or stale.
-    pub fn prepare(cfg: &DatasetConfig, on_bad: OnBadRow, force_rebuild: bool, log: &dyn Fn(&str)) -> Result<Self> {
+    pub fn prepare(
+        cfg: &DatasetConfig,
+        on_bad: OnBadRow,
+        force_rebuild: bool,
+        log: &dyn Fn(&str),
+    ) -> Result<Self> {
         let dir = cfg.data_root();
         let meta_path = dir.join("feature_map.json");
         let hash = config_hash(cfg)?;
@@ -204,7 +249,12 @@ impl EncodedDataset {
             rows.push((name.to_string(), n));
             skipped += s;
         }
-        let meta = Meta { hash, rows, skipped, feature_map: fmap };
+        let meta = Meta {
+            hash,
+            rows,
+            skipped,
+            feature_map: fmap,
+        };
         let text = serde_json::to_string(&meta).map_err(|e| DataError::Other(e.to_string()))?;
         write_atomic(&meta_path, text.as_bytes())?;
         Self::open_with(meta, &dir, true)
@@ -226,6 +276,14 @@ impl EncodedDataset {
             }
         }
         let train = train.ok_or_else(|| DataError::format(dir, "cache has no train split"))?;
-        Ok(EncodedDataset { feature_map: fmap, train, valid, test, dir: dir.to_path_buf(), skipped: meta.skipped, built })
+        Ok(EncodedDataset {
+            feature_map: fmap,
+            train,
+            valid,
+            test,
+            dir: dir.to_path_buf(),
+            skipped: meta.skipped,
+            built,
+        })
     }
 }

@@ -104,7 +104,11 @@ pub enum Preprocess {
 pub enum FieldKind {
     Categorical,
     Numeric,
-    Sequence { max_len: usize, splitter: String, pad_post: bool },
+    Sequence {
+        max_len: usize,
+        splitter: String,
+        pad_post: bool,
+    },
 }
 
 /// One input field after expanding the config.
@@ -158,21 +162,39 @@ impl DatasetConfig {
             if !col.active {
                 continue;
             }
-            let numeric_dtype = matches!(col.dtype.as_deref(), Some("float" | "int" | "float32" | "int32" | "int64" | "float64"));
+            let numeric_dtype = matches!(
+                col.dtype.as_deref(),
+                Some("float" | "int" | "float32" | "int32" | "int64" | "float64")
+            );
             let kind = match col.kind.as_str() {
                 "categorical" => FieldKind::Categorical,
                 "numeric" => FieldKind::Numeric,
                 "sequence" => FieldKind::Sequence {
-                    max_len: col.max_len.ok_or_else(|| DataError::config(source, format!("sequence field {:?} needs max_len", col.name.names())))?,
+                    max_len: col.max_len.ok_or_else(|| {
+                        DataError::config(
+                            source,
+                            format!("sequence field {:?} needs max_len", col.name.names()),
+                        )
+                    })?,
                     splitter: col.splitter.clone().unwrap_or_else(|| "^".into()),
                     pad_post: col.padding.as_deref().unwrap_or("post") == "post",
                 },
-                other => return Err(DataError::config(source, format!("feature type `{other}` is not supported (categorical, numeric, sequence)"))),
+                other => return Err(DataError::config(
+                    source,
+                    format!(
+                        "feature type `{other}` is not supported (categorical, numeric, sequence)"
+                    ),
+                )),
             };
             let preprocess = match col.preprocess.as_deref() {
                 None => None,
                 Some("convert_to_bucket") => Some(Preprocess::ConvertToBucket),
-                Some(other) => return Err(DataError::config(source, format!("preprocess `{other}` is not supported (convert_to_bucket)"))),
+                Some(other) => {
+                    return Err(DataError::config(
+                        source,
+                        format!("preprocess `{other}` is not supported (convert_to_bucket)"),
+                    ))
+                }
             };
             let fill_na = match &col.fill_na {
                 Some(v) => value_to_token(v),
@@ -193,22 +215,40 @@ impl DatasetConfig {
             }
         }
         if fields.is_empty() {
-            return Err(DataError::config(source, format!("dataset `{dataset_id}` has no active feature_cols")));
+            return Err(DataError::config(
+                source,
+                format!("dataset `{dataset_id}` has no active feature_cols"),
+            ));
         }
         for f in &fields {
             if let Some(s) = &f.share_embedding {
                 if !fields.iter().any(|g| &g.name == s) {
-                    return Err(DataError::config(source, format!("field `{}` shares the embedding of unknown field `{s}`", f.name)));
+                    return Err(DataError::config(
+                        source,
+                        format!(
+                            "field `{}` shares the embedding of unknown field `{s}`",
+                            f.name
+                        ),
+                    ));
                 }
             }
         }
-        Ok(DatasetConfig { dataset_id: dataset_id.to_string(), raw, fields, source: source.to_path_buf() })
+        Ok(DatasetConfig {
+            dataset_id: dataset_id.to_string(),
+            raw,
+            fields,
+            source: source.to_path_buf(),
+        })
     }
 
     /// A config that reads one file with an already-fitted set of fields (scoring a saved
     /// model): the format is taken from the file's extension.
     pub fn for_file(path: &Path, fields: Vec<FieldSpec>, label: &str) -> Result<Self> {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let data_format = match ext.as_str() {
             "csv" => DataFormat::Csv,
             "tsv" | "txt" => DataFormat::Tsv,
@@ -224,23 +264,42 @@ impl DatasetConfig {
             test_data: None,
             min_categr_count: None,
             feature_cols: Vec::new(),
-            label_col: LabelCol { name: label.to_string(), dtype: None },
+            label_col: LabelCol {
+                name: label.to_string(),
+                dtype: None,
+            },
             header: None,
         };
-        Ok(DatasetConfig { dataset_id: "scoring".into(), raw, fields, source: path.to_path_buf() })
+        Ok(DatasetConfig {
+            dataset_id: "scoring".into(),
+            raw,
+            fields,
+            source: path.to_path_buf(),
+        })
     }
 
     pub fn has_header(&self) -> bool {
-        self.raw.header.unwrap_or(matches!(self.raw.data_format, DataFormat::Csv | DataFormat::Parquet))
+        self.raw.header.unwrap_or(matches!(
+            self.raw.data_format,
+            DataFormat::Csv | DataFormat::Parquet
+        ))
     }
 
     /// Column order of header-less files: the label, then the fields in config order.
     pub fn positional_columns(&self) -> Vec<String> {
-        std::iter::once(self.raw.label_col.name.clone()).chain(self.fields.iter().map(|f| f.name.clone())).collect()
+        std::iter::once(self.raw.label_col.name.clone())
+            .chain(self.fields.iter().map(|f| f.name.clone()))
+            .collect()
     }
 
     pub fn data_root(&self) -> PathBuf {
-        PathBuf::from(self.raw.data_root.clone().unwrap_or_else(|| "./processed/".into())).join(&self.dataset_id)
+        PathBuf::from(
+            self.raw
+                .data_root
+                .clone()
+                .unwrap_or_else(|| "./processed/".into()),
+        )
+        .join(&self.dataset_id)
     }
 
     /// A canonical rendering that identifies everything encoding depends on.
@@ -265,7 +324,10 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn new(expid: impl Into<String>, values: Map<String, Value>) -> Self {
-        ModelConfig { expid: expid.into(), values }
+        ModelConfig {
+            expid: expid.into(),
+            values,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -283,28 +345,42 @@ impl ModelConfig {
     pub fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| self.type_error(key, "a number", v)),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| self.type_error(key, "a number", v)),
         }
     }
 
     pub fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| self.type_error(key, "a non-negative integer", v)),
+            Some(v) => v
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| self.type_error(key, "a non-negative integer", v)),
         }
     }
 
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| self.type_error(key, "true or false", v)),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.type_error(key, "true or false", v)),
         }
     }
 
     pub fn usize_list_or(&self, key: &str, default: &[usize]) -> Result<Vec<usize>> {
         match self.get(key) {
             None => Ok(default.to_vec()),
-            Some(Value::Array(a)) => a.iter().map(|v| v.as_u64().map(|x| x as usize).ok_or_else(|| self.type_error(key, "a list of integers", v))).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| self.type_error(key, "a list of integers", v))
+                })
+                .collect(),
             Some(v) => Err(self.type_error(key, "a list of integers", v)),
         }
     }
@@ -312,13 +388,19 @@ impl ModelConfig {
     /// `net_dropout`-style values: a number, or a list with one number per layer (first used).
     pub fn f64_or_first(&self, key: &str, default: f64) -> Result<f64> {
         match self.get(key) {
-            Some(Value::Array(a)) => a.first().and_then(|v| v.as_f64()).ok_or_else(|| self.type_error(key, "a number", &Value::Array(a.clone()))),
+            Some(Value::Array(a)) => a
+                .first()
+                .and_then(|v| v.as_f64())
+                .ok_or_else(|| self.type_error(key, "a number", &Value::Array(a.clone()))),
             _ => self.f64_or(key, default),
         }
     }
 
     fn type_error(&self, key: &str, want: &str, got: &Value) -> DataError {
-        DataError::Other(format!("model config `{}`: `{key}` should be {want}, got {got}", self.expid))
+        DataError::Other(format!(
+            "model config `{}`: `{key}` should be {want}, got {got}",
+            self.expid
+        ))
     }
 }
 
@@ -349,17 +431,24 @@ fn read_yaml_maps(dir: &Path, stem: &str) -> Result<Vec<(PathBuf, Map<String, Va
         files.extend(inner);
     }
     if files.is_empty() {
-        return Err(DataError::config(dir, format!("no {stem}.yaml (or {stem}/*.yaml) in the config directory")));
+        return Err(DataError::config(
+            dir,
+            format!("no {stem}.yaml (or {stem}/*.yaml) in the config directory"),
+        ));
     }
     files
         .into_iter()
         .map(|f| {
             let text = std::fs::read_to_string(&f).map_err(|e| DataError::io(&f, e))?;
-            let v: Value = serde_norway::from_str(&text).map_err(|e| DataError::config(&f, format!("invalid YAML: {e}")))?;
+            let v: Value = serde_norway::from_str(&text)
+                .map_err(|e| DataError::config(&f, format!("invalid YAML: {e}")))?;
             match v {
                 Value::Object(m) => Ok((f, m)),
                 Value::Null => Ok((f, Map::new())),
-                _ => Err(DataError::config(&f, "expected a mapping of ids to configs")),
+                _ => Err(DataError::config(
+                    &f,
+                    "expected a mapping of ids to configs",
+                )),
             }
         })
         .collect()
@@ -368,11 +457,15 @@ fn read_yaml_maps(dir: &Path, stem: &str) -> Result<Vec<(PathBuf, Map<String, Va
 pub fn load_dataset_config(dir: &Path, dataset_id: &str) -> Result<DatasetConfig> {
     for (file, map) in read_yaml_maps(dir, "dataset_config")? {
         if let Some(v) = map.get(dataset_id) {
-            let raw: RawDatasetConfig = serde_json::from_value(v.clone()).map_err(|e| DataError::config(&file, format!("dataset `{dataset_id}`: {e}")))?;
+            let raw: RawDatasetConfig = serde_json::from_value(v.clone())
+                .map_err(|e| DataError::config(&file, format!("dataset `{dataset_id}`: {e}")))?;
             return DatasetConfig::from_raw(dataset_id, raw, &file);
         }
     }
-    Err(DataError::config(dir, format!("dataset id `{dataset_id}` not found in dataset_config")))
+    Err(DataError::config(
+        dir,
+        format!("dataset id `{dataset_id}` not found in dataset_config"),
+    ))
 }
 
 pub fn load_experiment(dir: &Path, expid: &str) -> Result<ExperimentConfig> {
@@ -386,23 +479,50 @@ pub fn load_experiment(dir: &Path, expid: &str) -> Result<ExperimentConfig> {
         if let Some(v) = map.get(expid) {
             match v {
                 Value::Object(m) => exp = Some((file.clone(), m.clone())),
-                _ => return Err(DataError::config(file, format!("experiment `{expid}` is not a mapping"))),
+                _ => {
+                    return Err(DataError::config(
+                        file,
+                        format!("experiment `{expid}` is not a mapping"),
+                    ))
+                }
             }
         }
     }
     let (file, exp) = exp.ok_or_else(|| {
-        let mut ids: Vec<&String> = maps.iter().flat_map(|(_, m)| m.keys()).filter(|k| *k != "Base").collect();
+        let mut ids: Vec<&String> = maps
+            .iter()
+            .flat_map(|(_, m)| m.keys())
+            .filter(|k| *k != "Base")
+            .collect();
         ids.sort();
-        DataError::config(dir, format!("experiment id `{expid}` not found in model_config; known: {}", ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")))
+        DataError::config(
+            dir,
+            format!(
+                "experiment id `{expid}` not found in model_config; known: {}",
+                ids.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
     })?;
     base.extend(exp);
     let model = ModelConfig::new(expid, base);
     let dataset_id = match model.get("dataset_id") {
         Some(Value::String(s)) => s.clone(),
-        _ => return Err(DataError::config(&file, format!("experiment `{expid}` has no dataset_id"))),
+        _ => {
+            return Err(DataError::config(
+                &file,
+                format!("experiment `{expid}` has no dataset_id"),
+            ))
+        }
     };
     let dataset = load_dataset_config(dir, &dataset_id)?;
-    Ok(ExperimentConfig { expid: expid.to_string(), model, dataset })
+    Ok(ExperimentConfig {
+        expid: expid.to_string(),
+        model,
+        dataset,
+    })
 }
 
 #[cfg(test)]
@@ -438,13 +558,26 @@ criteo_s:
         let e = load_experiment(dir.path(), "DeepFM_c").unwrap();
         assert_eq!(e.model.usize_or("early_stop_patience", 0).unwrap(), 3);
         assert_eq!(e.model.str_or("model_root", ""), "./checkpoints/");
-        assert_eq!(e.model.usize_list_or("hidden_units", &[]).unwrap(), vec![400, 400]);
+        assert_eq!(
+            e.model.usize_list_or("hidden_units", &[]).unwrap(),
+            vec![400, 400]
+        );
         let names: Vec<_> = e.dataset.fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["I1", "I2", "C1", "C2", "C3", "genres"]);
         assert_eq!(e.dataset.fields[0].fill_na, "0");
-        assert_eq!(e.dataset.fields[0].preprocess, Some(Preprocess::ConvertToBucket));
+        assert_eq!(
+            e.dataset.fields[0].preprocess,
+            Some(Preprocess::ConvertToBucket)
+        );
         assert_eq!(e.dataset.fields[0].min_count, 2);
-        assert!(matches!(e.dataset.fields[5].kind, FieldKind::Sequence { max_len: 6, pad_post: true, .. }));
+        assert!(matches!(
+            e.dataset.fields[5].kind,
+            FieldKind::Sequence {
+                max_len: 6,
+                pad_post: true,
+                ..
+            }
+        ));
         let err = load_experiment(dir.path(), "Nope").unwrap_err().to_string();
         assert!(err.contains("Nope") && err.contains("DeepFM_c"), "{err}");
     }

@@ -22,15 +22,26 @@ pub struct Vocab {
 
 impl Vocab {
     pub fn from_counts(counts: HashMap<String, u64>, min_count: usize) -> Self {
-        let mut kept: Vec<(String, u64)> = counts.into_iter().filter(|(_, c)| *c as usize >= min_count).collect();
+        let mut kept: Vec<(String, u64)> = counts
+            .into_iter()
+            .filter(|(_, c)| *c as usize >= min_count)
+            .collect();
         kept.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let mut v = Vocab { tokens: kept.into_iter().map(|(t, _)| t).collect(), index: HashMap::new() };
+        let mut v = Vocab {
+            tokens: kept.into_iter().map(|(t, _)| t).collect(),
+            index: HashMap::new(),
+        };
         v.build_index();
         v
     }
 
     pub fn build_index(&mut self) {
-        self.index = self.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32 + 1)).collect();
+        self.index = self
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32 + 1))
+            .collect();
     }
 
     /// Rows of the embedding table: padding + tokens + OOV.
@@ -89,7 +100,11 @@ pub fn convert_to_bucket(x: f64) -> i64 {
 /// The categorical token of a raw value (after `fill_na` and preprocessing).
 fn categorical_token(spec: &FieldSpec, raw: &str) -> std::result::Result<String, String> {
     let raw = raw.trim();
-    let v = if raw.is_empty() { spec.fill_na.as_str() } else { raw };
+    let v = if raw.is_empty() {
+        spec.fill_na.as_str()
+    } else {
+        raw
+    };
     if !spec.numeric_dtype {
         return Ok(v.to_string());
     }
@@ -109,29 +124,53 @@ fn sequence_tokens<'a>(raw: &'a str, splitter: &'a str) -> impl Iterator<Item = 
 }
 
 /// Column index of each field and of the label in a reader's columns.
-pub fn column_indices(cfg_fields: &[FieldSpec], label: &str, reader: &dyn RecordReader) -> Result<(usize, Vec<usize>)> {
+pub fn column_indices(
+    cfg_fields: &[FieldSpec],
+    label: &str,
+    reader: &dyn RecordReader,
+) -> Result<(usize, Vec<usize>)> {
     let cols = reader.columns();
     let find = |name: &str| {
-        cols.iter().position(|c| c == name).ok_or_else(|| DataError::format(reader.path(), format!("no column `{name}` (columns: {})", cols.join(", "))))
+        cols.iter().position(|c| c == name).ok_or_else(|| {
+            DataError::format(
+                reader.path(),
+                format!("no column `{name}` (columns: {})", cols.join(", ")),
+            )
+        })
     };
-    Ok((find(label)?, cfg_fields.iter().map(|f| find(&f.name)).collect::<Result<_>>()?))
+    Ok((
+        find(label)?,
+        cfg_fields
+            .iter()
+            .map(|f| find(&f.name))
+            .collect::<Result<_>>()?,
+    ))
 }
 
 impl FeatureMap {
     /// Fits vocabularies on the training split, streaming it once.
-    pub fn fit(cfg: &DatasetConfig, reader: &mut dyn RecordReader, on_bad: OnBadRow) -> Result<(Self, u64)> {
+    pub fn fit(
+        cfg: &DatasetConfig,
+        reader: &mut dyn RecordReader,
+        on_bad: OnBadRow,
+    ) -> Result<(Self, u64)> {
         let specs = &cfg.fields;
         let owner: Vec<usize> = specs
             .iter()
             .enumerate()
-            .map(|(i, f)| f.share_embedding.as_ref().and_then(|s| specs.iter().position(|g| &g.name == s)).unwrap_or(i))
+            .map(|(i, f)| {
+                f.share_embedding
+                    .as_ref()
+                    .and_then(|s| specs.iter().position(|g| &g.name == s))
+                    .unwrap_or(i)
+            })
             .collect();
         let (_, idx) = column_indices(specs, &cfg.raw.label_col.name, reader)?;
         let na: Vec<String> = specs.iter().map(na_token).collect();
         let mut counts: Vec<HashMap<String, u64>> = vec![HashMap::new(); specs.len()];
         let mut rec = Vec::new();
         let mut skipped = 0u64;
-        while let Some(line) = reader.next_record(&mut rec)? {
+        while let Some(line) = crate::reader::next_record(reader, &mut rec, on_bad, &mut skipped)? {
             let mut row_tokens: Vec<(usize, String)> = Vec::new();
             let mut bad = None;
             for (i, spec) in specs.iter().enumerate() {
@@ -146,13 +185,24 @@ impl FeatureMap {
                         }
                     },
                     FieldKind::Sequence { splitter, .. } => {
-                        row_tokens.extend(sequence_tokens(raw, splitter).filter(|t| *t != na[i]).map(|t| (owner[i], t.to_string())));
+                        row_tokens.extend(
+                            sequence_tokens(raw, splitter)
+                                .filter(|t| *t != na[i])
+                                .map(|t| (owner[i], t.to_string())),
+                        );
                     }
                     FieldKind::Numeric => {}
                 }
             }
             match bad {
-                Some((field, msg)) if on_bad == OnBadRow::Error => return Err(DataError::BadRow { path: reader.path().to_path_buf(), line, field, msg }),
+                Some((field, msg)) if on_bad == OnBadRow::Error => {
+                    return Err(DataError::BadRow {
+                        path: reader.path().to_path_buf(),
+                        line,
+                        field,
+                        msg,
+                    })
+                }
                 Some(_) => skipped += 1,
                 None => {
                     for (o, t) in row_tokens {
@@ -169,12 +219,30 @@ impl FeatureMap {
                 FieldKind::Sequence { max_len, .. } => max_len,
                 _ => 1,
             };
-            let vocab = if owner[i] == i && spec.kind != FieldKind::Numeric { Vocab::from_counts(c, spec.min_count) } else { Vocab::default() };
+            let vocab = if owner[i] == i && spec.kind != FieldKind::Numeric {
+                Vocab::from_counts(c, spec.min_count)
+            } else {
+                Vocab::default()
+            };
             vocabs.push(vocab);
-            fields.push(FieldInfo { spec: spec.clone(), vocab_owner: owner[i], offset, width });
+            fields.push(FieldInfo {
+                spec: spec.clone(),
+                vocab_owner: owner[i],
+                offset,
+                width,
+            });
             offset += width;
         }
-        Ok((FeatureMap { dataset_id: cfg.dataset_id.clone(), label: cfg.raw.label_col.name.clone(), fields, vocabs, width: offset }, skipped))
+        Ok((
+            FeatureMap {
+                dataset_id: cfg.dataset_id.clone(),
+                label: cfg.raw.label_col.name.clone(),
+                fields,
+                vocabs,
+                width: offset,
+            },
+            skipped,
+        ))
     }
 
     pub fn vocab_of(&self, field: usize) -> &Vocab {
@@ -192,25 +260,46 @@ impl FeatureMap {
 
     /// Encodes one record's field values (`values[i]` for field `i`) into `out`
     /// (`width` slots). On a malformed value returns `(field name, message)`.
-    pub fn encode_fields<S: AsRef<str>>(&self, values: &[S], out: &mut [u32]) -> std::result::Result<(), (String, String)> {
+    pub fn encode_fields<S: AsRef<str>>(
+        &self,
+        values: &[S],
+        out: &mut [u32],
+    ) -> std::result::Result<(), (String, String)> {
         for (i, f) in self.fields.iter().enumerate() {
             let raw = values[i].as_ref();
             let slots = &mut out[f.offset..f.offset + f.width];
             match &f.spec.kind {
                 FieldKind::Categorical => {
-                    let tok = categorical_token(&f.spec, raw).map_err(|m| (f.spec.name.clone(), m))?;
+                    let tok =
+                        categorical_token(&f.spec, raw).map_err(|m| (f.spec.name.clone(), m))?;
                     let v = self.vocab_of(i);
-                    slots[0] = if tok == na_token(&f.spec) { v.oov() } else { v.lookup(&tok) };
+                    slots[0] = if tok == na_token(&f.spec) {
+                        v.oov()
+                    } else {
+                        v.lookup(&tok)
+                    };
                 }
                 FieldKind::Numeric => {
                     let r = raw.trim();
-                    let r = if r.is_empty() { f.spec.fill_na.as_str() } else { r };
-                    let x: f32 = r.parse().map_err(|_| (f.spec.name.clone(), format!("`{r}` is not a number")))?;
+                    let r = if r.is_empty() {
+                        f.spec.fill_na.as_str()
+                    } else {
+                        r
+                    };
+                    let x: f32 = r
+                        .parse()
+                        .map_err(|_| (f.spec.name.clone(), format!("`{r}` is not a number")))?;
                     slots[0] = x.to_bits();
                 }
-                FieldKind::Sequence { max_len, splitter, pad_post } => {
+                FieldKind::Sequence {
+                    max_len,
+                    splitter,
+                    pad_post,
+                } => {
                     let v = self.vocab_of(i);
-                    let ids: Vec<u32> = sequence_tokens(raw, splitter).map(|t| v.lookup(t)).collect();
+                    let ids: Vec<u32> = sequence_tokens(raw, splitter)
+                        .map(|t| v.lookup(t))
+                        .collect();
                     // keep the most recent max_len tokens (FuxiCTR truncates at the front)
                     let ids = &ids[ids.len().saturating_sub(*max_len)..];
                     slots.fill(0);
@@ -227,7 +316,10 @@ impl FeatureMap {
 
     /// Parses a label: numbers, with `-1` read as 0 for binary click labels.
     pub fn parse_label(raw: &str) -> std::result::Result<f32, String> {
-        let x: f32 = raw.trim().parse().map_err(|_| format!("`{}` is not a number", raw.trim()))?;
+        let x: f32 = raw
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{}` is not a number", raw.trim()))?;
         Ok(if x < 0.0 { 0.0 } else { x })
     }
 
@@ -251,7 +343,12 @@ mod tests {
 
     #[test]
     fn vocab_orders_by_count_then_token_and_drops_rare() {
-        let counts = HashMap::from([("b".to_string(), 3), ("a".to_string(), 3), ("c".to_string(), 5), ("rare".to_string(), 1)]);
+        let counts = HashMap::from([
+            ("b".to_string(), 3),
+            ("a".to_string(), 3),
+            ("c".to_string(), 5),
+            ("rare".to_string(), 1),
+        ]);
         let v = Vocab::from_counts(counts, 2);
         assert_eq!(v.tokens, ["c", "a", "b"]);
         assert_eq!(v.lookup("c"), 1);

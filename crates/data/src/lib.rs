@@ -25,5 +25,7 @@ pub use features::{FeatureMap, FieldInfo};
 
 /// Where the shared real datasets live: `$RECFORGE_DATA`, else `../shared/data`.
 pub fn shared_data_dir() -> std::path::PathBuf {
-    std::env::var_os("RECFORGE_DATA").map(Into::into).unwrap_or_else(|| "../shared/data".into())
+    std::env::var_os("RECFORGE_DATA")
+        .map(Into::into)
+        .unwrap_or_else(|| "../shared/data".into())
 }

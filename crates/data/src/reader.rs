@@ -15,19 +15,49 @@ pub trait RecordReader {
     fn path(&self) -> &Path;
 }
 
+/// Reads the next well-formed record: with `OnBadRow::Skip`, malformed rows (wrong column
+/// count, unreadable line) are counted in `skipped` and passed over; otherwise they are errors.
+pub fn next_record(
+    r: &mut dyn RecordReader,
+    out: &mut Vec<String>,
+    on_bad: crate::features::OnBadRow,
+    skipped: &mut u64,
+) -> Result<Option<u64>> {
+    loop {
+        match r.next_record(out) {
+            Err(DataError::BadRow { .. }) if on_bad == crate::features::OnBadRow::Skip => {
+                *skipped += 1
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens `path` as the dataset config says.
 pub fn open(path: &Path, cfg: &DatasetConfig) -> Result<Box<dyn RecordReader>> {
     let positional = cfg.positional_columns();
     match cfg.raw.data_format {
-        DataFormat::Csv => Ok(Box::new(DelimitedReader::open(path, b',', cfg.has_header(), positional)?)),
-        DataFormat::Tsv => Ok(Box::new(DelimitedReader::open(path, b'\t', cfg.has_header(), positional)?)),
+        DataFormat::Csv => Ok(Box::new(DelimitedReader::open(
+            path,
+            b',',
+            cfg.has_header(),
+            positional,
+        )?)),
+        DataFormat::Tsv => Ok(Box::new(DelimitedReader::open(
+            path,
+            b'\t',
+            cfg.has_header(),
+            positional,
+        )?)),
         DataFormat::Libsvm => Ok(Box::new(LibsvmReader::open(path, positional)?)),
         DataFormat::Parquet => {
             let splitters = cfg
                 .fields
                 .iter()
                 .filter_map(|f| match &f.kind {
-                    crate::config::FieldKind::Sequence { splitter, .. } => Some((f.name.clone(), splitter.clone())),
+                    crate::config::FieldKind::Sequence { splitter, .. } => {
+                        Some((f.name.clone(), splitter.clone()))
+                    }
                     _ => None,
                 })
                 .collect();
@@ -56,21 +86,36 @@ impl DelimitedReader {
             .from_reader(BufReader::with_capacity(1 << 20, file));
         let mut record = csv::StringRecord::new();
         let columns = if header {
-            let ok = inner.read_record(&mut record).map_err(|e| csv_error(path, e))?;
+            let ok = inner
+                .read_record(&mut record)
+                .map_err(|e| csv_error(path, e))?;
             if !ok {
-                return Err(DataError::format(path, "empty file: expected a header line"));
+                return Err(DataError::format(
+                    path,
+                    "empty file: expected a header line",
+                ));
             }
             record.iter().map(|s| s.trim().to_string()).collect()
         } else {
             positional
         };
-        Ok(DelimitedReader { path: path.to_path_buf(), columns, inner, record })
+        Ok(DelimitedReader {
+            path: path.to_path_buf(),
+            columns,
+            inner,
+            record,
+        })
     }
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> DataError {
     let line = e.position().map(|p| p.line()).unwrap_or(0);
-    DataError::BadRow { path: path.to_path_buf(), line, field: "-".into(), msg: e.to_string() }
+    DataError::BadRow {
+        path: path.to_path_buf(),
+        line,
+        field: "-".into(),
+        msg: e.to_string(),
+    }
 }
 
 impl RecordReader for DelimitedReader {
@@ -80,7 +125,11 @@ impl RecordReader for DelimitedReader {
 
     fn next_record(&mut self, out: &mut Vec<String>) -> Result<Option<u64>> {
         loop {
-            if !self.inner.read_record(&mut self.record).map_err(|e| csv_error(&self.path, e))? {
+            if !self
+                .inner
+                .read_record(&mut self.record)
+                .map_err(|e| csv_error(&self.path, e))?
+            {
                 return Ok(None);
             }
             let line = self.record.position().map(|p| p.line()).unwrap_or(0);
@@ -92,7 +141,11 @@ impl RecordReader for DelimitedReader {
                     path: self.path.clone(),
                     line,
                     field: "-".into(),
-                    msg: format!("expected {} columns, found {}", self.columns.len(), self.record.len()),
+                    msg: format!(
+                        "expected {} columns, found {}",
+                        self.columns.len(),
+                        self.record.len()
+                    ),
                 });
             }
             out.clear();
@@ -118,7 +171,12 @@ pub struct LibsvmReader {
 impl LibsvmReader {
     pub fn open(path: &Path, positional: Vec<String>) -> Result<Self> {
         let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-        Ok(LibsvmReader { path: path.to_path_buf(), columns: positional, lines: BufReader::with_capacity(1 << 20, file).lines(), line_no: 0 })
+        Ok(LibsvmReader {
+            path: path.to_path_buf(),
+            columns: positional,
+            lines: BufReader::with_capacity(1 << 20, file).lines(),
+            line_no: 0,
+        })
     }
 }
 
@@ -129,18 +187,35 @@ impl RecordReader for LibsvmReader {
 
     fn next_record(&mut self, out: &mut Vec<String>) -> Result<Option<u64>> {
         loop {
-            let Some(line) = self.lines.next() else { return Ok(None) };
+            let Some(line) = self.lines.next() else {
+                return Ok(None);
+            };
             self.line_no += 1;
             let line = line.map_err(|e| DataError::io(&self.path, e))?;
             let mut toks = line.split_whitespace();
             let Some(label) = toks.next() else { continue };
             out.clear();
-            out.push(if label == "-1" { "0".to_string() } else { label.to_string() });
+            out.push(if label == "-1" {
+                "0".to_string()
+            } else {
+                label.to_string()
+            });
             for (i, t) in toks.enumerate() {
-                let field = self.columns.get(i + 1).cloned().unwrap_or_else(|| format!("#{}", i + 1));
+                let field = self
+                    .columns
+                    .get(i + 1)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{}", i + 1));
                 let idx = match t.split_once(':') {
                     Some((idx, _val)) => idx,
-                    None => return Err(DataError::BadRow { path: self.path.clone(), line: self.line_no, field, msg: format!("`{t}` is not idx:value") }),
+                    None => {
+                        return Err(DataError::BadRow {
+                            path: self.path.clone(),
+                            line: self.line_no,
+                            field,
+                            msg: format!("`{t}` is not idx:value"),
+                        })
+                    }
                 };
                 out.push(idx.to_string());
             }
@@ -149,7 +224,11 @@ impl RecordReader for LibsvmReader {
                     path: self.path.clone(),
                     line: self.line_no,
                     field: "-".into(),
-                    msg: format!("expected {} features, found {}", self.columns.len() - 1, out.len() - 1),
+                    msg: format!(
+                        "expected {} features, found {}",
+                        self.columns.len() - 1,
+                        out.len() - 1
+                    ),
                 });
             }
             return Ok(Some(self.line_no));
@@ -175,10 +254,25 @@ impl ParquetReader {
     pub fn open(path: &Path, splitters: std::collections::HashMap<String, String>) -> Result<Self> {
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-        let reader = SerializedFileReader::new(file).map_err(|e| DataError::format(path, format!("not a Parquet file: {e}")))?;
-        let columns = reader.metadata().file_metadata().schema_descr().root_schema().get_fields().iter().map(|f| f.name().to_string()).collect();
+        let reader = SerializedFileReader::new(file)
+            .map_err(|e| DataError::format(path, format!("not a Parquet file: {e}")))?;
+        let columns = reader
+            .metadata()
+            .file_metadata()
+            .schema_descr()
+            .root_schema()
+            .get_fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
         let rows = parquet::record::reader::RowIter::from_file_into(Box::new(reader));
-        Ok(ParquetReader { path: path.to_path_buf(), columns, rows, splitters, row_no: 0 })
+        Ok(ParquetReader {
+            path: path.to_path_buf(),
+            columns,
+            rows,
+            splitters,
+            row_no: 0,
+        })
     }
 }
 
@@ -198,7 +292,12 @@ fn field_to_string(f: &parquet::record::Field, splitter: &str) -> String {
         Field::ULong(x) => x.to_string(),
         Field::Float(x) => x.to_string(),
         Field::Double(x) => x.to_string(),
-        Field::ListInternal(list) => list.elements().iter().map(|e| field_to_string(e, splitter)).collect::<Vec<_>>().join(splitter),
+        Field::ListInternal(list) => list
+            .elements()
+            .iter()
+            .map(|e| field_to_string(e, splitter))
+            .collect::<Vec<_>>()
+            .join(splitter),
         other => other.to_string(),
     }
 }
@@ -209,9 +308,16 @@ impl RecordReader for ParquetReader {
     }
 
     fn next_record(&mut self, out: &mut Vec<String>) -> Result<Option<u64>> {
-        let Some(row) = self.rows.next() else { return Ok(None) };
+        let Some(row) = self.rows.next() else {
+            return Ok(None);
+        };
         self.row_no += 1;
-        let row = row.map_err(|e| DataError::BadRow { path: self.path.clone(), line: self.row_no, field: "-".into(), msg: e.to_string() })?;
+        let row = row.map_err(|e| DataError::BadRow {
+            path: self.path.clone(),
+            line: self.row_no,
+            field: "-".into(),
+            msg: e.to_string(),
+        })?;
         out.clear();
         for (name, field) in row.get_column_iter() {
             let sp = self.splitters.get(name).map(String::as_str).unwrap_or("^");

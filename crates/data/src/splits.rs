@@ -26,11 +26,15 @@ fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<usize
         std::fs::create_dir_all(d).map_err(|e| DataError::io(d, e))?;
     }
     let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
-    w.write_record(header).map_err(|e| DataError::Other(e.to_string()))?;
+    w.write_record(header)
+        .map_err(|e| DataError::Other(e.to_string()))?;
     for r in rows {
-        w.write_record(r).map_err(|e| DataError::Other(e.to_string()))?;
+        w.write_record(r)
+            .map_err(|e| DataError::Other(e.to_string()))?;
     }
-    let bytes = w.into_inner().map_err(|e| DataError::Other(e.to_string()))?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| DataError::Other(e.to_string()))?;
     crate::cache::write_atomic(path, &bytes)?;
     Ok(rows.len())
 }
@@ -46,30 +50,61 @@ pub fn frappe(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
                 continue;
             }
             if t.len() != 11 {
-                return Err(DataError::BadRow { path: path.clone(), line: i as u64 + 1, field: "-".into(), msg: format!("expected 11 tokens, found {}", t.len()) });
+                return Err(DataError::BadRow {
+                    path: path.clone(),
+                    line: i as u64 + 1,
+                    field: "-".into(),
+                    msg: format!("expected 11 tokens, found {}", t.len()),
+                });
             }
-            let label = if t[0].parse::<f64>().unwrap_or(0.0) > 0.0 { "1" } else { "0" };
+            let label = if t[0].parse::<f64>().unwrap_or(0.0) > 0.0 {
+                "1"
+            } else {
+                "0"
+            };
             let mut r = vec![label.to_string()];
-            r.extend(t[1..].iter().map(|x| x.split(':').next().unwrap_or("").to_string()));
+            r.extend(
+                t[1..]
+                    .iter()
+                    .map(|x| x.split(':').next().unwrap_or("").to_string()),
+            );
             rows.push(r);
         }
     }
-    let header: Vec<String> = std::iter::once("label".to_string()).chain((0..10).map(|i| format!("f{i}"))).collect();
+    let header: Vec<String> = std::iter::once("label".to_string())
+        .chain((0..10).map(|i| format!("f{i}")))
+        .collect();
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    let pick = |keep: &dyn Fn(usize) -> bool| rows.iter().enumerate().filter(|(i, _)| keep(i % 10)).map(|(_, r)| r.clone()).collect::<Vec<_>>();
+    let pick = |keep: &dyn Fn(usize) -> bool| {
+        rows.iter()
+            .enumerate()
+            .filter(|(i, _)| keep(i % 10))
+            .map(|(_, r)| r.clone())
+            .collect::<Vec<_>>()
+    };
     Ok([
         write_csv(&out.join("frappe/train.csv"), &header, &pick(&|m| m < 7))?,
-        write_csv(&out.join("frappe/valid.csv"), &header, &pick(&|m| m == 7 || m == 8))?,
+        write_csv(
+            &out.join("frappe/valid.csv"),
+            &header,
+            &pick(&|m| m == 7 || m == 8),
+        )?,
         write_csv(&out.join("frappe/test.csv"), &header, &pick(&|m| m == 9))?,
     ])
 }
 
 pub fn criteo(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
     let src = data_dir.join("ctr_wide_resdnn/criteo");
-    let header: Vec<String> = std::iter::once("label".to_string()).chain((1..=13).map(|i| format!("I{i}"))).chain((1..=26).map(|i| format!("C{i}"))).collect();
+    let header: Vec<String> = std::iter::once("label".to_string())
+        .chain((1..=13).map(|i| format!("I{i}")))
+        .chain((1..=26).map(|i| format!("C{i}")))
+        .collect();
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut counts = [0; 3];
-    for (k, (from, to)) in [("train", "train"), ("dev", "valid"), ("test", "test")].iter().enumerate() {
+    for (k, (from, to)) in [("train", "train"), ("dev", "valid"), ("test", "test")]
+        .iter()
+        .enumerate()
+    {
         let path = src.join(format!("{from}.csv"));
         let f = std::fs::File::open(&path).map_err(|e| DataError::io(&path, e))?;
         let mut rows = Vec::new();
@@ -80,7 +115,12 @@ pub fn criteo(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
             }
             let t: Vec<String> = line.split('\t').map(str::to_string).collect();
             if t.len() != 40 {
-                return Err(DataError::BadRow { path: path.clone(), line: i as u64 + 1, field: "-".into(), msg: format!("expected 40 columns, found {}", t.len()) });
+                return Err(DataError::BadRow {
+                    path: path.clone(),
+                    line: i as u64 + 1,
+                    field: "-".into(),
+                    msg: format!("expected 40 columns, found {}", t.len()),
+                });
             }
             rows.push(t);
         }
@@ -94,7 +134,12 @@ pub fn ml100k(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
     let mut genres: Vec<(usize, String)> = Vec::new();
     for line in read_lines(&src.join("u.genre"))? {
         if let Some((g, i)) = line.trim().split_once('|') {
-            genres.push((i.parse().map_err(|_| DataError::format(src.join("u.genre"), format!("bad genre id in `{line}`")))?, g.to_string()));
+            genres.push((
+                i.parse().map_err(|_| {
+                    DataError::format(src.join("u.genre"), format!("bad genre id in `{line}`"))
+                })?,
+                g.to_string(),
+            ));
         }
     }
     genres.sort();
@@ -102,14 +147,22 @@ pub fn ml100k(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
     for line in read_lines(&src.join("u.user"))? {
         let t: Vec<&str> = line.trim().split('|').collect();
         if t.len() == 5 {
-            users.insert(t[0].to_string(), [t[1], t[2], t[3], t[4]].map(str::to_string));
+            users.insert(
+                t[0].to_string(),
+                [t[1], t[2], t[3], t[4]].map(str::to_string),
+            );
         }
     }
     let mut items = HashMap::new();
     for line in read_lines(&src.join("u.item"))? {
         let t: Vec<&str> = line.split('|').collect();
         if t.len() >= 24 {
-            let names: Vec<&str> = genres.iter().zip(&t[5..24]).filter(|(_, f)| **f == "1").map(|(g, _)| g.1.as_str()).collect();
+            let names: Vec<&str> = genres
+                .iter()
+                .zip(&t[5..24])
+                .filter(|(_, f)| **f == "1")
+                .map(|(g, _)| g.1.as_str())
+                .collect();
             items.insert(t[0].to_string(), names.join("^"));
         }
     }
@@ -117,7 +170,12 @@ pub fn ml100k(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
     let mut data = Vec::new();
     for (i, line) in read_lines(&path)?.iter().enumerate() {
         let t: Vec<&str> = line.split('\t').collect();
-        let bad = |m: &str| DataError::BadRow { path: path.clone(), line: i as u64 + 1, field: "-".into(), msg: m.to_string() };
+        let bad = |m: &str| DataError::BadRow {
+            path: path.clone(),
+            line: i as u64 + 1,
+            field: "-".into(),
+            msg: m.to_string(),
+        };
         if t.len() != 4 {
             return Err(bad("expected 4 columns"));
         }
@@ -144,7 +202,16 @@ pub fn ml100k(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
             ]
         })
         .collect();
-    let header = ["label", "user_id", "item_id", "age", "gender", "occupation", "zip", "genres"];
+    let header = [
+        "label",
+        "user_id",
+        "item_id",
+        "age",
+        "gender",
+        "occupation",
+        "zip",
+        "genres",
+    ];
     Ok([
         write_csv(&out.join("ml100k/train.csv"), &header, &rows[..ntr])?,
         write_csv(&out.join("ml100k/valid.csv"), &header, &rows[ntr..nva])?,

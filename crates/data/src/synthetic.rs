@@ -59,11 +59,18 @@ impl SyntheticSpec {
         let ratio: f64 = (50.0f64 / 300_000.0).powf(1.0 / 25.0);
         let raw: Vec<f64> = (0..26).map(|i| ratio.powi(i)).collect();
         let s: f64 = raw.iter().sum();
-        let mut tail: Vec<usize> = raw.iter().map(|r| ((r / s) * big as f64).round().max(50.0) as usize).collect();
+        let mut tail: Vec<usize> = raw
+            .iter()
+            .map(|r| ((r / s) * big as f64).round().max(50.0) as usize)
+            .collect();
         let diff = big as i64 - tail.iter().sum::<usize>() as i64;
         tail[0] = (tail[0] as i64 + diff).max(50) as usize;
         sizes.extend(tail);
-        SyntheticSpec { rows, vocab_sizes: sizes, ..Default::default() }
+        SyntheticSpec {
+            rows,
+            vocab_sizes: sizes,
+            ..Default::default()
+        }
     }
 }
 
@@ -98,7 +105,13 @@ fn hashed_normal(seed: u64, field: usize, id: u64, k: usize) -> f64 {
 pub fn true_probability(spec: &SyntheticSpec, ids: &[u64]) -> f64 {
     let f = ids.len();
     let k = spec.latent_dim;
-    let first: f64 = ids.iter().enumerate().map(|(i, &id)| hashed_normal(spec.seed, i, id, 0)).sum::<f64>() * spec.first_order_scale / (f as f64).sqrt();
+    let first: f64 = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| hashed_normal(spec.seed, i, id, 0))
+        .sum::<f64>()
+        * spec.first_order_scale
+        / (f as f64).sqrt();
     let pairs = (f * (f - 1) / 2).max(1) as f64;
     // Σ_{f<g} ⟨v_f, v_g⟩ = ½ (‖Σ v‖² − Σ ‖v‖²)
     let mut sum = vec![0.0f64; k];
@@ -110,28 +123,47 @@ pub fn true_probability(spec: &SyntheticSpec, ids: &[u64]) -> f64 {
             sq += v * v;
         }
     }
-    let pair = 0.5 * (sum.iter().map(|s| s * s).sum::<f64>() - sq) * spec.pairwise_scale / (pairs * k as f64).sqrt();
+    let pair = 0.5 * (sum.iter().map(|s| s * s).sum::<f64>() - sq) * spec.pairwise_scale
+        / (pairs * k as f64).sqrt();
     let z = spec.bias + first + pair;
     1.0 / (1.0 + (-z).exp())
 }
 
 /// Writes `train.csv`, `valid.csv`, `test.csv` (header `label,f0,…`), a dataset and a model
 /// config for them, and `synthetic.json` with the Bayes-optimal test AUC.
-pub fn generate(spec: &SyntheticSpec, out: &Path, progress: &(dyn Fn(usize) + Sync)) -> Result<SyntheticInfo> {
+pub fn generate(
+    spec: &SyntheticSpec,
+    out: &Path,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<SyntheticInfo> {
     if spec.vocab_sizes.is_empty() || spec.vocab_sizes.contains(&0) {
-        return Err(DataError::Other("synthetic: every field needs a vocabulary of at least 1".into()));
+        return Err(DataError::Other(
+            "synthetic: every field needs a vocabulary of at least 1".into(),
+        ));
     }
     std::fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
     let n_test = (spec.rows as f64 * spec.test_fraction).round() as usize;
     let n_valid = (spec.rows as f64 * spec.valid_fraction).round() as usize;
     let n_train = spec.rows - n_test - n_valid;
-    let zipfs: Vec<Zipf<f64>> = spec.vocab_sizes.iter().map(|&n| Zipf::new(n as u64, spec.zipf_exponent).map_err(|e| DataError::Other(format!("zipf: {e:?}")))).collect::<Result<_>>()?;
-    let header = std::iter::once("label".to_string()).chain((0..spec.vocab_sizes.len()).map(|i| format!("f{i}"))).collect::<Vec<_>>().join(",") + "\n";
+    let zipfs: Vec<Zipf<f64>> = spec
+        .vocab_sizes
+        .iter()
+        .map(|&n| {
+            Zipf::new(n as u64, spec.zipf_exponent)
+                .map_err(|e| DataError::Other(format!("zipf: {e:?}")))
+        })
+        .collect::<Result<_>>()?;
+    let header = std::iter::once("label".to_string())
+        .chain((0..spec.vocab_sizes.len()).map(|i| format!("f{i}")))
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n";
     let open = |name: &str| -> Result<std::io::BufWriter<std::fs::File>> {
         let p = out.join(name);
         let f = std::fs::File::create(&p).map_err(|e| DataError::io(&p, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        w.write_all(header.as_bytes()).map_err(|e| DataError::io(&p, e))?;
+        w.write_all(header.as_bytes())
+            .map_err(|e| DataError::io(&p, e))?;
         Ok(w)
     };
     let mut writers = [open("train.csv")?, open("valid.csv")?, open("test.csv")?];
@@ -171,8 +203,17 @@ pub fn generate(spec: &SyntheticSpec, out: &Path, progress: &(dyn Fn(usize) + Sy
         for (text, rows) in parts {
             // rows of one part can straddle a split boundary: write line by line
             for (line, (r, y, p)) in text.lines().zip(rows) {
-                let which = if r < n_train { 0 } else if r < n_train + n_valid { 1 } else { 2 };
-                writers[which].write_all(line.as_bytes()).and_then(|_| writers[which].write_all(b"\n")).map_err(|e| DataError::io(out, e))?;
+                let which = if r < n_train {
+                    0
+                } else if r < n_train + n_valid {
+                    1
+                } else {
+                    2
+                };
+                writers[which]
+                    .write_all(line.as_bytes())
+                    .and_then(|_| writers[which].write_all(b"\n"))
+                    .map_err(|e| DataError::io(out, e))?;
                 clicks += y as usize;
                 if which == 2 {
                     test_labels.push(y);
@@ -203,7 +244,9 @@ pub fn generate(spec: &SyntheticSpec, out: &Path, progress: &(dyn Fn(usize) + Sy
 }
 
 fn write_configs(spec: &SyntheticSpec, out: &Path) -> Result<()> {
-    let names: Vec<String> = (0..spec.vocab_sizes.len()).map(|i| format!("f{i}")).collect();
+    let names: Vec<String> = (0..spec.vocab_sizes.len())
+        .map(|i| format!("f{i}"))
+        .collect();
     let p = |f: &str| out.join(f).display().to_string();
     let dataset = format!(
         "synthetic:\n    data_root: {}\n    data_format: csv\n    train_data: {}\n    valid_data: {}\n    test_data: {}\n    min_categr_count: 1\n    feature_cols:\n        - {{name: [{}], active: True, dtype: str, type: categorical}}\n    label_col: {{name: label, dtype: float}}\n",
@@ -230,10 +273,18 @@ mod tests {
     #[test]
     fn generates_configs_and_a_meaningful_bayes_auc() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = SyntheticSpec { rows: 20_000, vocab_sizes: vec![50, 200, 30, 1000], ..Default::default() };
+        let spec = SyntheticSpec {
+            rows: 20_000,
+            vocab_sizes: vec![50, 200, 30, 1000],
+            ..Default::default()
+        };
         let info = generate(&spec, dir.path(), &|_| {}).unwrap();
         assert_eq!(info.train_rows + info.valid_rows + info.test_rows, 20_000);
-        assert!(info.bayes_auc_test > 0.65 && info.bayes_auc_test < 0.95, "{}", info.bayes_auc_test);
+        assert!(
+            info.bayes_auc_test > 0.65 && info.bayes_auc_test < 0.95,
+            "{}",
+            info.bayes_auc_test
+        );
         assert!(info.click_rate > 0.1 && info.click_rate < 0.6);
         let test = std::fs::read_to_string(dir.path().join("test.csv")).unwrap();
         assert_eq!(test.lines().count(), info.test_rows + 1);
@@ -243,7 +294,10 @@ mod tests {
         // the same seed gives the same file
         let dir2 = tempfile::tempdir().unwrap();
         generate(&spec, dir2.path(), &|_| {}).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("train.csv")).unwrap(), std::fs::read(dir2.path().join("train.csv")).unwrap());
+        assert_eq!(
+            std::fs::read(dir.path().join("train.csv")).unwrap(),
+            std::fs::read(dir2.path().join("train.csv")).unwrap()
+        );
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! ids (FuxiCTR's masked average pooling); a numeric field scales a single learned vector by
 //! its value.
 
+use rand::Rng;
 use recforge_data::{Batch, FeatureMap, FieldKind};
 use recforge_nn::{EmbeddingTable, OptimizerKind, RowGrads, Tensor};
-use rand::Rng;
 
 /// FuxiCTR's default embedding initializer: N(0, 1e-4).
 pub const EMBEDDING_INIT_STD: f32 = 1e-4;
@@ -27,7 +27,13 @@ pub struct FeatureEmbedding {
 }
 
 impl FeatureEmbedding {
-    pub fn new(name: &str, fmap: &FeatureMap, dim: usize, opt: OptimizerKind, rng: &mut impl Rng) -> Self {
+    pub fn new(
+        name: &str,
+        fmap: &FeatureMap,
+        dim: usize,
+        opt: OptimizerKind,
+        rng: &mut impl Rng,
+    ) -> Self {
         let mut tables = Vec::new();
         let mut table_names = Vec::new();
         let mut owner_table = vec![usize::MAX; fmap.fields.len()];
@@ -42,7 +48,9 @@ impl FeatureEmbedding {
                 let mut t = EmbeddingTable::new(rows, dim, EMBEDDING_INIT_STD, opt, rng);
                 if rows == 1 {
                     // a numeric field's vector is not a padding row: initialize it like the rest
-                    t.weight.iter_mut().for_each(|w| *w = rng.gen_range(-1.0..1.0) * EMBEDDING_INIT_STD);
+                    t.weight
+                        .iter_mut()
+                        .for_each(|w| *w = rng.gen_range(-1.0..1.0) * EMBEDDING_INIT_STD);
                 }
                 tables.push(t);
                 table_names.push(fmap.fields[owner].spec.name.clone());

@@ -1,8 +1,8 @@
 //! Blocks shared by models, as FuxiCTR defines them.
 
-use recforge_nn::{init, Graph, NodeId, ParamId, ParamStore, Tensor};
 use rand::rngs::StdRng;
 use rand::Rng;
+use recforge_nn::{init, Graph, NodeId, ParamId, ParamStore, Tensor};
 use serde_json::Value;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,10 +29,24 @@ impl Activation {
         let names: Vec<String> = match v {
             None => vec!["relu".into(); layers],
             Some(Value::String(s)) => vec![s.clone(); layers],
-            Some(Value::Array(a)) if a.len() == layers => a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect(),
-            Some(other) => return Err(format!("activations should be a name or a list of {layers} names, got {other}")),
+            Some(Value::Array(a)) if a.len() == layers => a
+                .iter()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect(),
+            Some(other) => {
+                return Err(format!(
+                    "activations should be a name or a list of {layers} names, got {other}"
+                ))
+            }
         };
-        names.iter().map(|n| Self::parse(n).ok_or_else(|| format!("unknown activation `{n}` (relu, tanh, sigmoid, linear)"))).collect()
+        names
+            .iter()
+            .map(|n| {
+                Self::parse(n).ok_or_else(|| {
+                    format!("unknown activation `{n}` (relu, tanh, sigmoid, linear)")
+                })
+            })
+            .collect()
     }
 
     pub fn apply(self, g: &mut Graph, x: NodeId) -> NodeId {
@@ -53,9 +67,28 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(ps: &mut ParamStore, name: &str, fan_in: usize, fan_out: usize, bias: bool, rng: &mut StdRng) -> Self {
-        let w = ps.add(format!("{name}.weight"), init::xavier_normal(rng, fan_in, fan_out), true, true);
-        let b = bias.then(|| ps.add(format!("{name}.bias"), Tensor::zeros(1, fan_out), true, false));
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        fan_in: usize,
+        fan_out: usize,
+        bias: bool,
+        rng: &mut StdRng,
+    ) -> Self {
+        let w = ps.add(
+            format!("{name}.weight"),
+            init::xavier_normal(rng, fan_in, fan_out),
+            true,
+            true,
+        );
+        let b = bias.then(|| {
+            ps.add(
+                format!("{name}.bias"),
+                Tensor::zeros(1, fan_out),
+                true,
+                false,
+            )
+        });
         Linear { w, b }
     }
 
@@ -99,22 +132,55 @@ pub struct MlpConfig {
 }
 
 impl MlpBlock {
-    pub fn new(ps: &mut ParamStore, name: &str, input_dim: usize, cfg: &MlpConfig, rng: &mut StdRng) -> Self {
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        input_dim: usize,
+        cfg: &MlpConfig,
+        rng: &mut StdRng,
+    ) -> Self {
         let mut layers = Vec::new();
         let mut dim = input_dim;
         for (i, (&h, &act)) in cfg.hidden.iter().zip(&cfg.activations).enumerate() {
             let linear = Linear::new(ps, &format!("{name}.{i}"), dim, h, true, rng);
             let bn = cfg.batch_norm.then(|| BatchNorm {
-                gamma: ps.add(format!("{name}.{i}.bn.weight"), Tensor::from_vec(1, h, vec![1.0; h]), true, false),
-                beta: ps.add(format!("{name}.{i}.bn.bias"), Tensor::zeros(1, h), true, false),
-                mean: ps.add(format!("{name}.{i}.bn.running_mean"), Tensor::zeros(1, h), false, false),
-                var: ps.add(format!("{name}.{i}.bn.running_var"), Tensor::from_vec(1, h, vec![1.0; h]), false, false),
+                gamma: ps.add(
+                    format!("{name}.{i}.bn.weight"),
+                    Tensor::from_vec(1, h, vec![1.0; h]),
+                    true,
+                    false,
+                ),
+                beta: ps.add(
+                    format!("{name}.{i}.bn.bias"),
+                    Tensor::zeros(1, h),
+                    true,
+                    false,
+                ),
+                mean: ps.add(
+                    format!("{name}.{i}.bn.running_mean"),
+                    Tensor::zeros(1, h),
+                    false,
+                    false,
+                ),
+                var: ps.add(
+                    format!("{name}.{i}.bn.running_var"),
+                    Tensor::from_vec(1, h, vec![1.0; h]),
+                    false,
+                    false,
+                ),
             });
             layers.push(HiddenLayer { linear, bn, act });
             dim = h;
         }
-        let output = cfg.output_dim.map(|o| Linear::new(ps, &format!("{name}.out"), dim, o, true, rng));
-        MlpBlock { layers, output, dropout: cfg.dropout, output_dim: cfg.output_dim.unwrap_or(dim) }
+        let output = cfg
+            .output_dim
+            .map(|o| Linear::new(ps, &format!("{name}.out"), dim, o, true, rng));
+        MlpBlock {
+            layers,
+            output,
+            dropout: cfg.dropout,
+            output_dim: cfg.output_dim.unwrap_or(dim),
+        }
     }
 
     pub fn forward(&self, g: &mut Graph, mut x: NodeId, rng: &mut StdRng) -> NodeId {
@@ -140,8 +206,18 @@ pub struct CrossNetV2 {
 }
 
 impl CrossNetV2 {
-    pub fn new(ps: &mut ParamStore, name: &str, dim: usize, num_layers: usize, rng: &mut StdRng) -> Self {
-        CrossNetV2 { layers: (0..num_layers).map(|i| Linear::new(ps, &format!("{name}.{i}"), dim, dim, true, rng)).collect() }
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        dim: usize,
+        num_layers: usize,
+        rng: &mut StdRng,
+    ) -> Self {
+        CrossNetV2 {
+            layers: (0..num_layers)
+                .map(|i| Linear::new(ps, &format!("{name}.{i}"), dim, dim, true, rng))
+                .collect(),
+        }
     }
 
     pub fn forward(&self, g: &mut Graph, x0: NodeId) -> NodeId {
@@ -171,7 +247,15 @@ struct MixLayer {
 }
 
 impl CrossNetMix {
-    pub fn new(ps: &mut ParamStore, name: &str, dim: usize, num_layers: usize, low_rank: usize, num_experts: usize, rng: &mut StdRng) -> Self {
+    pub fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        dim: usize,
+        num_layers: usize,
+        low_rank: usize,
+        num_experts: usize,
+        rng: &mut StdRng,
+    ) -> Self {
         // torch's xavier_normal_ on the [experts, d, r] tensors: fan_in = d·r, fan_out = experts·r
         let std_uv = (2.0 / ((dim * low_rank + num_experts * low_rank) as f32)).sqrt();
         let std_c = (2.0 / ((low_rank * low_rank + num_experts * low_rank) as f32)).sqrt();
@@ -180,23 +264,46 @@ impl CrossNetMix {
                 experts: (0..num_experts)
                     .map(|e| {
                         (
-                            ps.add(format!("{name}.{l}.{e}.V"), init::normal(rng, dim, low_rank, std_uv), true, true),
-                            ps.add(format!("{name}.{l}.{e}.C"), init::normal(rng, low_rank, low_rank, std_c), true, true),
-                            ps.add(format!("{name}.{l}.{e}.U"), init::normal(rng, low_rank, dim, std_uv), true, true),
+                            ps.add(
+                                format!("{name}.{l}.{e}.V"),
+                                init::normal(rng, dim, low_rank, std_uv),
+                                true,
+                                true,
+                            ),
+                            ps.add(
+                                format!("{name}.{l}.{e}.C"),
+                                init::normal(rng, low_rank, low_rank, std_c),
+                                true,
+                                true,
+                            ),
+                            ps.add(
+                                format!("{name}.{l}.{e}.U"),
+                                init::normal(rng, low_rank, dim, std_uv),
+                                true,
+                                true,
+                            ),
                         )
                     })
                     .collect(),
-                bias: ps.add(format!("{name}.{l}.bias"), Tensor::zeros(1, dim), true, false),
+                bias: ps.add(
+                    format!("{name}.{l}.bias"),
+                    Tensor::zeros(1, dim),
+                    true,
+                    false,
+                ),
             })
             .collect();
-        let gates = (0..num_experts).map(|e| Linear::new(ps, &format!("{name}.gate.{e}"), dim, 1, false, rng).w).collect();
+        let gates = (0..num_experts)
+            .map(|e| Linear::new(ps, &format!("{name}.gate.{e}"), dim, 1, false, rng).w)
+            .collect();
         CrossNetMix { layers, gates }
     }
 
     pub fn forward(&self, g: &mut Graph, x0: NodeId) -> NodeId {
         let mut x = x0;
         for layer in &self.layers {
-            let gate_logits: Vec<NodeId> = self.gates.iter().map(|&w| g.linear(x, w, None)).collect();
+            let gate_logits: Vec<NodeId> =
+                self.gates.iter().map(|&w| g.linear(x, w, None)).collect();
             let gl = g.concat(&gate_logits);
             let gate = g.softmax_rows(gl);
             let mut mixed = None;

@@ -48,7 +48,10 @@ pub struct RowGrads {
 
 impl RowGrads {
     pub fn new(dim: usize) -> Self {
-        RowGrads { dim, ..Default::default() }
+        RowGrads {
+            dim,
+            ..Default::default()
+        }
     }
 
     /// Adds `scale · g` to row `row`'s gradient.
@@ -60,7 +63,10 @@ impl RowGrads {
             self.grads.resize(self.grads.len() + dim, 0.0);
             self.rows.len() - 1
         });
-        self.grads[slot * dim..(slot + 1) * dim].iter_mut().zip(g).for_each(|(a, b)| *a += scale * b);
+        self.grads[slot * dim..(slot + 1) * dim]
+            .iter_mut()
+            .zip(g)
+            .for_each(|(a, b)| *a += scale * b);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,8 +90,16 @@ impl EmbeddingTable {
             rows,
             dim,
             weight,
-            state1: if slots >= 1 { vec![0.0; rows * dim] } else { vec![] },
-            state2: if slots >= 2 { vec![0.0; rows * dim] } else { vec![] },
+            state1: if slots >= 1 {
+                vec![0.0; rows * dim]
+            } else {
+                vec![]
+            },
+            state2: if slots >= 2 {
+                vec![0.0; rows * dim]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -112,7 +126,11 @@ impl EmbeddingTable {
         match opt.mode {
             UpdateMode::Sparse => touched,
             UpdateMode::Dense if opt.l2 > 0.0 => {
-                let all: f64 = self.weight.iter().map(|&w| ((opt.l2 * w) as f64).powi(2)).sum();
+                let all: f64 = self
+                    .weight
+                    .iter()
+                    .map(|&w| ((opt.l2 * w) as f64).powi(2))
+                    .sum();
                 all - touched_l2_only + touched
             }
             UpdateMode::Dense => touched,
@@ -122,7 +140,14 @@ impl EmbeddingTable {
     /// Applies one optimizer step: `scale` multiplies the whole gradient, L2 term included
     /// (clipping by global norm, as `clip_grad_norm_` after the loss); `step`
     /// counts from 1 and is shared with the dense optimizer (bias correction).
-    pub fn apply(&mut self, g: &RowGrads, opt: &EmbeddingOptimizer, lr: f32, scale: f32, step: u64) {
+    pub fn apply(
+        &mut self,
+        g: &RowGrads,
+        opt: &EmbeddingOptimizer,
+        lr: f32,
+        scale: f32,
+        step: u64,
+    ) {
         let d = self.dim;
         match opt.mode {
             UpdateMode::Sparse => {
@@ -134,7 +159,8 @@ impl EmbeddingTable {
                         buf[k] = (g.grads[i * d + k] + opt.l2 * self.weight[r * d + k]) * scale;
                     }
                     let (s1, s2) = state_slices(&mut self.state1, &mut self.state2, span.clone());
-                    opt.kind.update(&mut self.weight[span], &buf, s1, s2, lr, step);
+                    opt.kind
+                        .update(&mut self.weight[span], &buf, s1, s2, lr, step);
                 }
             }
             UpdateMode::Dense => {
@@ -144,7 +170,9 @@ impl EmbeddingTable {
                     full[r * d..(r + 1) * d].copy_from_slice(&g.grads[i * d..(i + 1) * d]);
                 }
                 if opt.l2 > 0.0 || scale != 1.0 {
-                    full.iter_mut().zip(&self.weight).for_each(|(f, w)| *f = (*f + opt.l2 * w) * scale);
+                    full.iter_mut()
+                        .zip(&self.weight)
+                        .for_each(|(f, w)| *f = (*f + opt.l2 * w) * scale);
                 }
                 const CHUNK: usize = 1 << 14;
                 let kind = opt.kind;
@@ -163,9 +191,21 @@ impl EmbeddingTable {
     }
 }
 
-fn state_slices<'a>(s1: &'a mut [f32], s2: &'a mut [f32], span: std::ops::Range<usize>) -> (&'a mut [f32], &'a mut [f32]) {
-    let a = if s1.is_empty() { &mut [][..] } else { &mut s1[span.clone()] };
-    let b = if s2.is_empty() { &mut [][..] } else { &mut s2[span] };
+fn state_slices<'a>(
+    s1: &'a mut [f32],
+    s2: &'a mut [f32],
+    span: std::ops::Range<usize>,
+) -> (&'a mut [f32], &'a mut [f32]) {
+    let a = if s1.is_empty() {
+        &mut [][..]
+    } else {
+        &mut s1[span.clone()]
+    };
+    let b = if s2.is_empty() {
+        &mut [][..]
+    } else {
+        &mut s2[span]
+    };
     (a, b)
 }
 
@@ -194,8 +234,16 @@ mod tests {
         let mut g = RowGrads::new(4);
         g.add(7, &[0.1, -0.2, 0.3, 0.0], 1.0);
         g.add(42, &[1.0, 1.0, -1.0, 0.5], 1.0);
-        let sparse_opt = EmbeddingOptimizer { kind, mode: UpdateMode::Sparse, l2: 0.0 };
-        let dense_opt = EmbeddingOptimizer { kind, mode: UpdateMode::Dense, l2: 0.0 };
+        let sparse_opt = EmbeddingOptimizer {
+            kind,
+            mode: UpdateMode::Sparse,
+            l2: 0.0,
+        };
+        let dense_opt = EmbeddingOptimizer {
+            kind,
+            mode: UpdateMode::Dense,
+            l2: 0.0,
+        };
         let mut sparse = base.clone();
         let mut dense = base.clone();
         sparse.apply(&g, &sparse_opt, 0.01, 1.0, 1);
@@ -224,7 +272,11 @@ mod tests {
         let t = EmbeddingTable::from_weight(3, 1, vec![0.0, 2.0, -1.0], kind);
         let mut g = RowGrads::new(1);
         g.add(1, &[0.5], 1.0);
-        let opt = EmbeddingOptimizer { kind, mode: UpdateMode::Dense, l2: 0.1 };
+        let opt = EmbeddingOptimizer {
+            kind,
+            mode: UpdateMode::Dense,
+            l2: 0.1,
+        };
         // row 1: 0.5 + 0.2; row 2: -0.1
         let want = 0.7f64.powi(2) + 0.01;
         assert!((t.grad_norm_sq(&g, &opt) - want).abs() < 1e-6);

@@ -31,14 +31,28 @@ enum Op {
     Tanh(NodeId),
     Sigmoid(NodeId),
     Dropout(NodeId, Vec<f32>),
-    BatchNorm { x: NodeId, gamma: NodeId, beta: NodeId, xhat: Vec<f32>, inv_std: Vec<f32>, train: bool },
+    BatchNorm {
+        x: NodeId,
+        gamma: NodeId,
+        beta: NodeId,
+        xhat: Vec<f32>,
+        inv_std: Vec<f32>,
+        train: bool,
+    },
     Concat(Vec<NodeId>),
     SliceCols(NodeId, usize),
     SumCols(NodeId),
     ScaleRows(NodeId, NodeId),
     SoftmaxRows(NodeId),
-    FmInteraction { x: NodeId, fields: usize, dim: usize },
-    BceWithLogits { logits: NodeId, labels: Vec<f32> },
+    FmInteraction {
+        x: NodeId,
+        fields: usize,
+        dim: usize,
+    },
+    BceWithLogits {
+        logits: NodeId,
+        labels: Vec<f32>,
+    },
 }
 
 struct Node {
@@ -78,7 +92,12 @@ pub struct Graph<'p> {
 
 impl<'p> Graph<'p> {
     pub fn new(params: &'p ParamStore, train: bool) -> Self {
-        Graph { params, nodes: Vec::with_capacity(64), train, state_updates: Vec::new() }
+        Graph {
+            params,
+            nodes: Vec::with_capacity(64),
+            train,
+            state_updates: Vec::new(),
+        }
     }
 
     pub fn value(&self, id: NodeId) -> &Tensor {
@@ -89,7 +108,11 @@ impl<'p> Graph<'p> {
     }
 
     fn push(&mut self, op: Op, value: Tensor, requires_grad: bool) -> NodeId {
-        self.nodes.push(Node { op, value, requires_grad });
+        self.nodes.push(Node {
+            op,
+            value,
+            requires_grad,
+        });
         NodeId(self.nodes.len() - 1)
     }
 
@@ -110,9 +133,23 @@ impl<'p> Graph<'p> {
     /// `x[B×K] · w[K×N]`.
     pub fn matmul(&mut self, x: NodeId, w: NodeId) -> NodeId {
         let (xv, wv) = (self.value(x), self.value(w));
-        assert_eq!(xv.cols, wv.rows, "matmul: {}x{} · {}x{}", xv.rows, xv.cols, wv.rows, wv.cols);
+        assert_eq!(
+            xv.cols, wv.rows,
+            "matmul: {}x{} · {}x{}",
+            xv.rows, xv.cols, wv.rows, wv.cols
+        );
         let mut out = Tensor::zeros(xv.rows, wv.cols);
-        matmul(&mut out.data, &xv.data, &wv.data, xv.rows, wv.cols, xv.cols, false, false, false);
+        matmul(
+            &mut out.data,
+            &xv.data,
+            &wv.data,
+            xv.rows,
+            wv.cols,
+            xv.cols,
+            false,
+            false,
+            false,
+        );
         let rg = self.rg(x) || self.rg(w);
         self.push(Op::MatMul(x, w), out, rg)
     }
@@ -142,7 +179,13 @@ impl<'p> Graph<'p> {
         }
     }
 
-    fn binary(&mut self, a: NodeId, b: NodeId, f: impl Fn(f32, f32) -> f32 + Sync, op: Op) -> NodeId {
+    fn binary(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+        op: Op,
+    ) -> NodeId {
         let (av, bv) = (self.value(a), self.value(b));
         assert_eq!(av.shape(), bv.shape(), "elementwise op: shapes differ");
         let mut out = Tensor::zeros(av.rows, av.cols);
@@ -187,7 +230,9 @@ impl<'p> Graph<'p> {
         let keep = 1.0 - p;
         let scale = 1.0 / keep;
         let n = self.value(x).len();
-        let mask: Vec<f32> = (0..n).map(|_| if rng.gen::<f32>() < keep { scale } else { 0.0 }).collect();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| if rng.gen::<f32>() < keep { scale } else { 0.0 })
+            .collect();
         let xv = self.value(x);
         let mut out = Tensor::zeros(xv.rows, xv.cols);
         zip_map(&mut out.data, &xv.data, &mask, |a, m| a * m);
@@ -197,7 +242,14 @@ impl<'p> Graph<'p> {
 
     /// Batch normalization over the rows (PyTorch's BatchNorm1d: biased variance to normalize,
     /// unbiased variance into the running estimate, momentum 0.1, eps 1e-5).
-    pub fn batch_norm(&mut self, x: NodeId, gamma: ParamId, beta: ParamId, running_mean: ParamId, running_var: ParamId) -> NodeId {
+    pub fn batch_norm(
+        &mut self,
+        x: NodeId,
+        gamma: ParamId,
+        beta: ParamId,
+        running_mean: ParamId,
+        running_var: ParamId,
+    ) -> NodeId {
         const EPS: f32 = 1e-5;
         const MOMENTUM: f32 = 0.1;
         let (b, c) = self.value(x).shape();
@@ -216,13 +268,27 @@ impl<'p> Graph<'p> {
                 }
             }
             let biased: Vec<f32> = var.iter().map(|v| (v / b as f64) as f32).collect();
-            let unbiased: Vec<f32> = var.iter().map(|v| (v / (b.max(2) - 1) as f64) as f32).collect();
+            let unbiased: Vec<f32> = var
+                .iter()
+                .map(|v| (v / (b.max(2) - 1) as f64) as f32)
+                .collect();
             let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-            self.state_updates.push(StateUpdate { param: running_mean, batch_value: mean.clone(), momentum: MOMENTUM });
-            self.state_updates.push(StateUpdate { param: running_var, batch_value: unbiased, momentum: MOMENTUM });
+            self.state_updates.push(StateUpdate {
+                param: running_mean,
+                batch_value: mean.clone(),
+                momentum: MOMENTUM,
+            });
+            self.state_updates.push(StateUpdate {
+                param: running_var,
+                batch_value: unbiased,
+                momentum: MOMENTUM,
+            });
             (mean, biased)
         } else {
-            (self.params.value(running_mean).data.clone(), self.params.value(running_var).data.clone())
+            (
+                self.params.value(running_mean).data.clone(),
+                self.params.value(running_var).data.clone(),
+            )
         };
         let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
         let g = self.param(gamma);
@@ -243,7 +309,18 @@ impl<'p> Graph<'p> {
         }
         let rg = self.rg(x) || self.rg(g) || self.rg(bt);
         let train = self.train;
-        self.push(Op::BatchNorm { x, gamma: g, beta: bt, xhat, inv_std, train }, out, rg)
+        self.push(
+            Op::BatchNorm {
+                x,
+                gamma: g,
+                beta: bt,
+                xhat,
+                inv_std,
+                train,
+            },
+            out,
+            rg,
+        )
     }
 
     /// Concatenates along columns.
@@ -279,7 +356,11 @@ impl<'p> Graph<'p> {
     /// Row sums: `[B×N] → [B×1]`.
     pub fn sum_cols(&mut self, x: NodeId) -> NodeId {
         let xv = self.value(x);
-        let data = xv.data.chunks_exact(xv.cols.max(1)).map(|r| r.iter().sum()).collect();
+        let data = xv
+            .data
+            .chunks_exact(xv.cols.max(1))
+            .map(|r| r.iter().sum())
+            .collect();
         let out = Tensor::from_vec(xv.rows, 1, data);
         let rg = self.rg(x);
         self.push(Op::SumCols(x), out, rg)
@@ -354,7 +435,14 @@ impl<'p> Graph<'p> {
             .sum::<f64>()
             / n;
         let rg = self.rg(logits);
-        self.push(Op::BceWithLogits { logits, labels: labels.to_vec() }, Tensor::from_vec(1, 1, vec![loss as f32]), rg)
+        self.push(
+            Op::BceWithLogits {
+                logits,
+                labels: labels.to_vec(),
+            },
+            Tensor::from_vec(1, 1, vec![loss as f32]),
+            rg,
+        )
     }
 
     /// Reverse pass from a scalar node.
@@ -381,12 +469,32 @@ impl<'p> Graph<'p> {
                     let (b, k, nn) = (xv.rows, xv.cols, wv.cols);
                     if self.rg(*w) {
                         let mut gw = Tensor::zeros(k, nn);
-                        matmul(&mut gw.data, &xv.data, &gy.data, k, nn, b, true, false, false);
+                        matmul(
+                            &mut gw.data,
+                            &xv.data,
+                            &gy.data,
+                            k,
+                            nn,
+                            b,
+                            true,
+                            false,
+                            false,
+                        );
                         accumulate(&mut g[w.0], gw);
                     }
                     if self.rg(*x) {
                         let mut gx = Tensor::zeros(b, k);
-                        matmul(&mut gx.data, &gy.data, &wv.data, b, k, nn, false, true, false);
+                        matmul(
+                            &mut gx.data,
+                            &gy.data,
+                            &wv.data,
+                            b,
+                            k,
+                            nn,
+                            false,
+                            true,
+                            false,
+                        );
                         accumulate(&mut g[x.0], gx);
                     }
                 }
@@ -441,7 +549,14 @@ impl<'p> Graph<'p> {
                     zip_map_inplace(&mut gx.data, mask, |g, m| g * m);
                     accumulate(&mut g[x.0], gx);
                 }
-                Op::BatchNorm { x, gamma, beta, xhat, inv_std, train } => {
+                Op::BatchNorm {
+                    x,
+                    gamma,
+                    beta,
+                    xhat,
+                    inv_std,
+                    train,
+                } => {
                     let (b, c) = (gy.rows, gy.cols);
                     let gv = self.value(*gamma);
                     let mut sum_g = vec![0.0f32; c];
@@ -461,10 +576,17 @@ impl<'p> Graph<'p> {
                     if self.rg(*x) {
                         let mut gx = Tensor::zeros(b, c);
                         let bf = b as f32;
-                        for ((xr, gr), hr) in gx.data.chunks_exact_mut(c).zip(gy.data.chunks_exact(c)).zip(xhat.chunks_exact(c)) {
+                        for ((xr, gr), hr) in gx
+                            .data
+                            .chunks_exact_mut(c)
+                            .zip(gy.data.chunks_exact(c))
+                            .zip(xhat.chunks_exact(c))
+                        {
                             for j in 0..c {
                                 xr[j] = if *train {
-                                    gv.data[j] * inv_std[j] * (gr[j] - sum_g[j] / bf - hr[j] * sum_gx[j] / bf)
+                                    gv.data[j]
+                                        * inv_std[j]
+                                        * (gr[j] - sum_g[j] / bf - hr[j] * sum_gx[j] / bf)
                                 } else {
                                     gv.data[j] * inv_std[j] * gr[j]
                                 };
@@ -480,7 +602,8 @@ impl<'p> Graph<'p> {
                         if self.rg(*p) {
                             let mut gp = Tensor::zeros(gy.rows, w);
                             for r in 0..gy.rows {
-                                gp.data[r * w..(r + 1) * w].copy_from_slice(&gy.row(r)[off..off + w]);
+                                gp.data[r * w..(r + 1) * w]
+                                    .copy_from_slice(&gy.row(r)[off..off + w]);
                             }
                             accumulate(&mut g[p.0], gp);
                         }
@@ -492,7 +615,8 @@ impl<'p> Graph<'p> {
                     let mut gx = Tensor::zeros(xv.rows, xv.cols);
                     let len = gy.cols;
                     for r in 0..xv.rows {
-                        gx.data[r * xv.cols + start..r * xv.cols + start + len].copy_from_slice(gy.row(r));
+                        gx.data[r * xv.cols + start..r * xv.cols + start + len]
+                            .copy_from_slice(gy.row(r));
                     }
                     accumulate(&mut g[x.0], gx);
                 }
@@ -508,7 +632,12 @@ impl<'p> Graph<'p> {
                     let (xv, sv) = (self.value(*x), self.value(*s));
                     let c = xv.cols;
                     if self.rg(*s) {
-                        let data = gy.data.chunks_exact(c).zip(xv.data.chunks_exact(c)).map(|(gr, xr)| gr.iter().zip(xr).map(|(a, b)| a * b).sum()).collect();
+                        let data = gy
+                            .data
+                            .chunks_exact(c)
+                            .zip(xv.data.chunks_exact(c))
+                            .map(|(gr, xr)| gr.iter().zip(xr).map(|(a, b)| a * b).sum())
+                            .collect();
                         accumulate(&mut g[s.0], Tensor::from_vec(xv.rows, 1, data));
                     }
                     if self.rg(*x) {
@@ -522,9 +651,15 @@ impl<'p> Graph<'p> {
                 Op::SoftmaxRows(x) => {
                     let y = &node.value;
                     let mut gx = gy;
-                    for (gr, yr) in gx.data.chunks_exact_mut(y.cols).zip(y.data.chunks_exact(y.cols)) {
+                    for (gr, yr) in gx
+                        .data
+                        .chunks_exact_mut(y.cols)
+                        .zip(y.data.chunks_exact(y.cols))
+                    {
                         let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
-                        gr.iter_mut().zip(yr).for_each(|(gv, yv)| *gv = yv * (*gv - dot));
+                        gr.iter_mut()
+                            .zip(yr)
+                            .for_each(|(gv, yv)| *gv = yv * (*gv - dot));
                     }
                     accumulate(&mut g[x.0], gx);
                 }
@@ -533,7 +668,12 @@ impl<'p> Graph<'p> {
                     let (f, d) = (*fields, *dim);
                     let mut gx = Tensor::zeros(xv.rows, f * d);
                     let mut sum = vec![0.0f32; d];
-                    for ((row, grow), &gr) in xv.data.chunks_exact(f * d).zip(gx.data.chunks_exact_mut(f * d)).zip(&gy.data) {
+                    for ((row, grow), &gr) in xv
+                        .data
+                        .chunks_exact(f * d)
+                        .zip(gx.data.chunks_exact_mut(f * d))
+                        .zip(&gy.data)
+                    {
                         sum.fill(0.0);
                         for e in row.chunks_exact(d) {
                             sum.iter_mut().zip(e).for_each(|(s, v)| *s += v);
@@ -549,12 +689,20 @@ impl<'p> Graph<'p> {
                 Op::BceWithLogits { logits, labels } => {
                     let lv = self.value(*logits);
                     let scale = gy.data[0] / labels.len().max(1) as f32;
-                    let data = lv.data.iter().zip(labels).map(|(&z, &y)| (sigmoid(z) - y) * scale).collect();
+                    let data = lv
+                        .data
+                        .iter()
+                        .zip(labels)
+                        .map(|(&z, &y)| (sigmoid(z) - y) * scale)
+                        .collect();
                     accumulate(&mut g[logits.0], Tensor::from_vec(lv.rows, lv.cols, data));
                 }
             }
         }
-        Grads { nodes: g, params: pg }
+        Grads {
+            nodes: g,
+            params: pg,
+        }
     }
 }
 
@@ -569,7 +717,9 @@ fn zip_map_inplace(x: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync)
     assert_eq!(x.len(), y.len());
     if x.len() >= kernels::PARALLEL_MIN_LEN {
         use rayon::prelude::*;
-        x.par_chunks_mut(4096).zip(y.par_chunks(4096)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a = f(*a, *b)));
+        x.par_chunks_mut(4096)
+            .zip(y.par_chunks(4096))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a = f(*a, *b)));
     } else {
         x.iter_mut().zip(y).for_each(|(a, b)| *a = f(*a, *b));
     }
@@ -608,13 +758,19 @@ mod tests {
             p.data[i] -= 2.0 * eps;
             let down = run(&store, &p);
             let num = (up - down) / (2.0 * eps);
-            assert!(tol(gx.data[i], num), "input[{i}]: analytic {} numeric {num}", gx.data[i]);
+            assert!(
+                tol(gx.data[i], num),
+                "input[{i}]: analytic {} numeric {num}",
+                gx.data[i]
+            );
         }
         for (pid, param) in store.iter() {
             if !param.trainable {
                 continue;
             }
-            let gp = grads.param(pid).unwrap_or_else(|| panic!("no grad for {}", param.name));
+            let gp = grads
+                .param(pid)
+                .unwrap_or_else(|| panic!("no grad for {}", param.name));
             for i in 0..param.value.len() {
                 let mut s = store.clone();
                 s.value_mut(pid).data[i] += eps;
@@ -622,7 +778,12 @@ mod tests {
                 s.value_mut(pid).data[i] -= 2.0 * eps;
                 let down = run(&s, &input);
                 let num = (up - down) / (2.0 * eps);
-                assert!(tol(gp.data[i], num), "{}[{i}]: analytic {} numeric {num}", param.name, gp.data[i]);
+                assert!(
+                    tol(gp.data[i], num),
+                    "{}[{i}]: analytic {} numeric {num}",
+                    param.name,
+                    gp.data[i]
+                );
             }
         }
     }
@@ -745,7 +906,10 @@ mod tests {
         let v = g.value(y);
         let kept = v.data.iter().filter(|&&a| a > 0.0).count() as f32 / 10_000.0;
         assert!((kept - 0.75).abs() < 0.02);
-        assert!(v.data.iter().all(|&a| a == 0.0 || (a - 1.0 / 0.75).abs() < 1e-6));
+        assert!(v
+            .data
+            .iter()
+            .all(|&a| a == 0.0 || (a - 1.0 / 0.75).abs() < 1e-6));
         let mut ge = Graph::new(&store, false);
         let xe = ge.input(x, false);
         assert_eq!(ge.dropout(xe, 0.25, &mut rng), xe);

@@ -7,7 +7,11 @@ use rand_distr::{Distribution, Normal};
 
 pub fn normal(rng: &mut impl Rng, rows: usize, cols: usize, std: f32) -> Tensor {
     let dist = Normal::new(0.0f32, std).expect("finite std");
-    Tensor::from_vec(rows, cols, (0..rows * cols).map(|_| dist.sample(rng)).collect())
+    Tensor::from_vec(
+        rows,
+        cols,
+        (0..rows * cols).map(|_| dist.sample(rng)).collect(),
+    )
 }
 
 /// Xavier (Glorot) normal for a `[fan_in, fan_out]` weight.

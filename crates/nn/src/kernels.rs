@@ -36,8 +36,16 @@ pub fn matmul(
         }
         return;
     }
-    let (a_rs, a_cs) = if trans_a { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if trans_b { (1, k as isize) } else { (n as isize, 1) };
+    let (a_rs, a_cs) = if trans_a {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (b_rs, b_cs) = if trans_b {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
     let par = if m * n * k >= PARALLEL_MIN_FLOPS && rayon::current_num_threads() > 1 {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
@@ -72,7 +80,8 @@ pub fn matmul(
 /// Applies `f` to every element, on several threads for long slices.
 pub fn map_inplace(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     if x.len() >= PARALLEL_MIN_LEN {
-        x.par_chunks_mut(4096).for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+        x.par_chunks_mut(4096)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
     } else {
         x.iter_mut().for_each(|v| *v = f(*v));
     }
@@ -153,8 +162,12 @@ mod tests {
     #[test]
     fn matmul_matches_naive_for_every_transpose() {
         let (m, n, k) = (37, 23, 19);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
         let want = naive(&a, &b, m, n, k);
         let at = transpose(&a, m, k);
         let bt = transpose(&b, k, n);

@@ -8,15 +8,25 @@ use rayon::prelude::*;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerKind {
     /// PyTorch's Adam (bias-corrected, eps outside the square root).
-    Adam { beta1: f32, beta2: f32, eps: f32 },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    },
     /// PyTorch's Adagrad with zero initial accumulator.
-    Adagrad { eps: f32 },
+    Adagrad {
+        eps: f32,
+    },
     Sgd,
 }
 
 impl OptimizerKind {
     pub fn adam() -> Self {
-        OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 
     pub fn adagrad() -> Self {
@@ -45,7 +55,15 @@ impl OptimizerKind {
     /// Updates `w` in place from gradient `g` (already scaled), with state slices `s1`, `s2`
     /// (empty when unused); `step` counts from 1.
     #[inline]
-    pub fn update(&self, w: &mut [f32], g: &[f32], s1: &mut [f32], s2: &mut [f32], lr: f32, step: u64) {
+    pub fn update(
+        &self,
+        w: &mut [f32],
+        g: &[f32],
+        s1: &mut [f32],
+        s2: &mut [f32],
+        lr: f32,
+        step: u64,
+    ) {
         match *self {
             OptimizerKind::Adam { beta1, beta2, eps } => {
                 let bc1 = 1.0 - beta1.powi(step as i32);
@@ -89,38 +107,77 @@ impl DenseOptimizer {
             .iter()
             .map(|(_, p)| {
                 let n = p.value.len();
-                (vec![0.0; if slots >= 1 { n } else { 0 }], vec![0.0; if slots >= 2 { n } else { 0 }])
+                (
+                    vec![0.0; if slots >= 1 { n } else { 0 }],
+                    vec![0.0; if slots >= 2 { n } else { 0 }],
+                )
             })
             .collect();
-        DenseOptimizer { kind, step: 0, state }
+        DenseOptimizer {
+            kind,
+            step: 0,
+            state,
+        }
     }
 
     /// Applies one step with gradients `grads` (indexed like the store) plus `l2 · w` on
     /// parameters marked `regularize`, the sum scaled by `scale` (gradient clipping).
-    pub fn step(&mut self, store: &mut ParamStore, grads: &[Option<Tensor>], lr: f32, scale: f32, l2: f32) {
+    pub fn step(
+        &mut self,
+        store: &mut ParamStore,
+        grads: &[Option<Tensor>],
+        lr: f32,
+        scale: f32,
+        l2: f32,
+    ) {
         self.step += 1;
-        let ids: Vec<_> = store.iter().filter(|(_, p)| p.trainable).map(|(id, p)| (id, p.regularize)).collect();
+        let ids: Vec<_> = store
+            .iter()
+            .filter(|(_, p)| p.trainable)
+            .map(|(id, p)| (id, p.regularize))
+            .collect();
         for (id, regularize) in ids {
             let Some(g) = &grads[id.0] else { continue };
             let w = store.value_mut(id);
             let l2 = if regularize { l2 } else { 0.0 };
-            let g: Vec<f32> = g.data.iter().zip(&w.data).map(|(g, w)| (g + l2 * w) * scale).collect();
+            let g: Vec<f32> = g
+                .data
+                .iter()
+                .zip(&w.data)
+                .map(|(g, w)| (g + l2 * w) * scale)
+                .collect();
             let (s1, s2) = &mut self.state[id.0];
             let kind = self.kind;
             let step = self.step;
             const CHUNK: usize = 16384;
             if w.data.len() > CHUNK {
-                let s1c: Vec<&mut [f32]> = if s1.is_empty() { vec![] } else { s1.chunks_mut(CHUNK).collect() };
-                let s2c: Vec<&mut [f32]> = if s2.is_empty() { vec![] } else { s2.chunks_mut(CHUNK).collect() };
+                let s1c: Vec<&mut [f32]> = if s1.is_empty() {
+                    vec![]
+                } else {
+                    s1.chunks_mut(CHUNK).collect()
+                };
+                let s2c: Vec<&mut [f32]> = if s2.is_empty() {
+                    vec![]
+                } else {
+                    s2.chunks_mut(CHUNK).collect()
+                };
                 let mut s1c = s1c.into_iter();
                 let mut s2c = s2c.into_iter();
                 let jobs: Vec<_> = w
                     .data
                     .chunks_mut(CHUNK)
                     .zip(g.chunks(CHUNK))
-                    .map(|(wc, gc)| (wc, gc, s1c.next().unwrap_or_default(), s2c.next().unwrap_or_default()))
+                    .map(|(wc, gc)| {
+                        (
+                            wc,
+                            gc,
+                            s1c.next().unwrap_or_default(),
+                            s2c.next().unwrap_or_default(),
+                        )
+                    })
                     .collect();
-                jobs.into_par_iter().for_each(|(wc, gc, a, b)| kind.update(wc, gc, a, b, lr, step));
+                jobs.into_par_iter()
+                    .for_each(|(wc, gc, a, b)| kind.update(wc, gc, a, b, lr, step));
             } else {
                 kind.update(&mut w.data, &g, s1, s2, lr, step);
             }
@@ -137,7 +194,11 @@ pub fn grad_norm_sq(store: &ParamStore, grads: &[Option<Tensor>], l2: f32) -> f6
         .filter_map(|(id, p)| grads[id.0].as_ref().map(|g| (p, g)))
         .map(|(p, g)| {
             let l2 = if p.regularize { l2 } else { 0.0 };
-            g.data.iter().zip(&p.value.data).map(|(g, w)| ((g + l2 * w) as f64).powi(2)).sum::<f64>()
+            g.data
+                .iter()
+                .zip(&p.value.data)
+                .map(|(g, w)| ((g + l2 * w) as f64).powi(2))
+                .sum::<f64>()
         })
         .sum()
 }

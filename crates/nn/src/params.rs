@@ -26,10 +26,24 @@ impl ParamStore {
         Self::default()
     }
 
-    pub fn add(&mut self, name: impl Into<String>, value: Tensor, trainable: bool, regularize: bool) -> ParamId {
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        value: Tensor,
+        trainable: bool,
+        regularize: bool,
+    ) -> ParamId {
         let name = name.into();
-        debug_assert!(self.params.iter().all(|p| p.name != name), "duplicate parameter {name}");
-        self.params.push(Param { name, value, trainable, regularize });
+        debug_assert!(
+            self.params.iter().all(|p| p.name != name),
+            "duplicate parameter {name}"
+        );
+        self.params.push(Param {
+            name,
+            value,
+            trainable,
+            regularize,
+        });
         ParamId(self.params.len() - 1)
     }
 

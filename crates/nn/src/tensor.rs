@@ -9,11 +9,19 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn zeros(rows: usize, cols: usize) -> Self {
-        Tensor { rows, cols, data: vec![0.0; rows * cols] }
+        Tensor {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
     }
 
     pub fn from_vec(rows: usize, cols: usize, data: Vec<f32>) -> Self {
-        assert_eq!(rows * cols, data.len(), "tensor shape {rows}x{cols} does not match data");
+        assert_eq!(
+            rows * cols,
+            data.len(),
+            "tensor shape {rows}x{cols} does not match data"
+        );
         Tensor { rows, cols, data }
     }
 

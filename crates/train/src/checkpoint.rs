@@ -41,21 +41,39 @@ fn sidecar(path: &Path) -> PathBuf {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Every tensor of a model under its checkpoint name, with its shape.
-fn named_tensors<'a>(model: &'a Model, opt: Option<&'a DenseOptimizer>) -> Vec<(String, Vec<usize>, &'a [f32])> {
+fn named_tensors<'a>(
+    model: &'a Model,
+    opt: Option<&'a DenseOptimizer>,
+) -> Vec<(String, Vec<usize>, &'a [f32])> {
     let mut out = Vec::new();
     for (id, p) in model.params.iter() {
-        out.push((format!("dense.{}", p.name), vec![p.value.rows, p.value.cols], &p.value.data[..]));
+        out.push((
+            format!("dense.{}", p.name),
+            vec![p.value.rows, p.value.cols],
+            &p.value.data[..],
+        ));
         if let Some(o) = opt {
             let (s1, s2) = &o.state[id.0];
             if !s1.is_empty() {
-                out.push((format!("opt1.dense.{}", p.name), vec![p.value.rows, p.value.cols], &s1[..]));
+                out.push((
+                    format!("opt1.dense.{}", p.name),
+                    vec![p.value.rows, p.value.cols],
+                    &s1[..],
+                ));
             }
             if !s2.is_empty() {
-                out.push((format!("opt2.dense.{}", p.name), vec![p.value.rows, p.value.cols], &s2[..]));
+                out.push((
+                    format!("opt2.dense.{}", p.name),
+                    vec![p.value.rows, p.value.cols],
+                    &s2[..],
+                ));
             }
         }
     }
@@ -78,19 +96,42 @@ fn named_tensors<'a>(model: &'a Model, opt: Option<&'a DenseOptimizer>) -> Vec<(
 
 /// Saves `model` to `path` (`.safetensors`) and its sidecar (`.json`). With `opt`, optimizer
 /// moments are saved too (for resuming).
-pub fn save_checkpoint(path: &Path, model: &Model, cfg: &ModelConfig, fmap: &FeatureMap, metrics: serde_json::Map<String, serde_json::Value>, opt: Option<&DenseOptimizer>, resume: Option<serde_json::Value>) -> Result<()> {
+pub fn save_checkpoint(
+    path: &Path,
+    model: &Model,
+    cfg: &ModelConfig,
+    fmap: &FeatureMap,
+    metrics: serde_json::Map<String, serde_json::Value>,
+    opt: Option<&DenseOptimizer>,
+    resume: Option<serde_json::Value>,
+) -> Result<()> {
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| TrainError::Io { path: d.to_path_buf(), source: e })?;
+        std::fs::create_dir_all(d).map_err(|e| TrainError::Io {
+            path: d.to_path_buf(),
+            source: e,
+        })?;
     }
     let tensors = named_tensors(model, opt);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.into_iter().map(|(n, s, d)| (n, s, to_bytes(d))).collect();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, d)| (n, s, to_bytes(d)))
+        .collect();
     let views: Vec<(String, TensorView)> = bytes
         .iter()
         .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
-    let info = HashMap::from([("format".to_string(), FORMAT.to_string()), ("model".to_string(), model.name.clone())]);
-    let data = safetensors::serialize(views, &Some(info)).map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
+        .map_err(|e| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    let info = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("model".to_string(), model.name.clone()),
+    ]);
+    let data = safetensors::serialize(views, &Some(info)).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
     let meta = CheckpointMeta {
         format: FORMAT.into(),
         model: model.name.clone(),
@@ -100,7 +141,10 @@ pub fn save_checkpoint(path: &Path, model: &Model, cfg: &ModelConfig, fmap: &Fea
         resume,
         tensors_sha256: sha256_hex(&data),
     };
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
     // tensors first, sidecar last: a sidecar always names tensors that are fully written
     write_atomic(path, &data)?;
     write_atomic(&sidecar(path), &json)?;
@@ -110,10 +154,20 @@ pub fn save_checkpoint(path: &Path, model: &Model, cfg: &ModelConfig, fmap: &Fea
 /// Reads a checkpoint's sidecar.
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
     let side = sidecar(path);
-    let text = std::fs::read_to_string(&side).map_err(|e| TrainError::Io { path: side.clone(), source: e })?;
-    let mut meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint { path: side.clone(), msg: format!("not a recforge checkpoint: {e}") })?;
+    let text = std::fs::read_to_string(&side).map_err(|e| TrainError::Io {
+        path: side.clone(),
+        source: e,
+    })?;
+    let mut meta: CheckpointMeta =
+        serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+            path: side.clone(),
+            msg: format!("not a recforge checkpoint: {e}"),
+        })?;
     if meta.format != FORMAT {
-        return Err(TrainError::Checkpoint { path: side, msg: format!("format `{}`, expected `{FORMAT}`", meta.format) });
+        return Err(TrainError::Checkpoint {
+            path: side,
+            msg: format!("format `{}`, expected `{FORMAT}`", meta.format),
+        });
     }
     meta.feature_map.build_indexes();
     Ok(meta)
@@ -121,21 +175,50 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
 
 /// Loads tensors from `path` into `model` (and optimizer moments into `opt` when given).
 /// Every tensor the model has must be present with the same shape.
-pub fn load_checkpoint(path: &Path, model: &mut Model, opt: Option<&mut DenseOptimizer>) -> Result<CheckpointMeta> {
+pub fn load_checkpoint(
+    path: &Path,
+    model: &mut Model,
+    opt: Option<&mut DenseOptimizer>,
+) -> Result<CheckpointMeta> {
     let meta = read_meta(path)?;
-    let file = std::fs::File::open(path).map_err(|e| TrainError::Io { path: path.to_path_buf(), source: e })?;
+    let file = std::fs::File::open(path).map_err(|e| TrainError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     // SAFETY: read-only map of a file written atomically by `save_checkpoint`.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TrainError::Io { path: path.to_path_buf(), source: e })?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TrainError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     if sha256_hex(&map) != meta.tensors_sha256 {
-        return Err(TrainError::Checkpoint { path: path.to_path_buf(), msg: "tensors do not match the sidecar's checksum (torn or mixed checkpoint)".into() });
+        return Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: "tensors do not match the sidecar's checksum (torn or mixed checkpoint)".into(),
+        });
     }
-    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
+    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
     let fetch = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-        let t = st.tensor(name).map_err(|_| TrainError::Checkpoint { path: path.to_path_buf(), msg: format!("missing tensor `{name}`") })?;
+        let t = st.tensor(name).map_err(|_| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: format!("missing tensor `{name}`"),
+        })?;
         if t.shape() != shape || t.dtype() != Dtype::F32 {
-            return Err(TrainError::Checkpoint { path: path.to_path_buf(), msg: format!("tensor `{name}` is {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape()) });
+            return Err(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                ),
+            });
         }
-        Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
     };
     let with_opt = opt.is_some();
     // read everything first, then assign: a failure leaves the model untouched
@@ -143,7 +226,14 @@ pub fn load_checkpoint(path: &Path, model: &mut Model, opt: Option<&mut DenseOpt
     for (id, p) in model.params.iter() {
         let shape = [p.value.rows, p.value.cols];
         let key = format!("dense.{}", p.name);
-        let s = if with_opt && p.trainable { (fetch(&format!("opt1.{key}"), &shape).ok(), fetch(&format!("opt2.{key}"), &shape).ok()) } else { (None, None) };
+        let s = if with_opt && p.trainable {
+            (
+                fetch(&format!("opt1.{key}"), &shape).ok(),
+                fetch(&format!("opt2.{key}"), &shape).ok(),
+            )
+        } else {
+            (None, None)
+        };
         dense.push((id, fetch(&key, &shape)?, s));
     }
     let mut tables = Vec::new();
@@ -151,7 +241,14 @@ pub fn load_checkpoint(path: &Path, model: &mut Model, opt: Option<&mut DenseOpt
         for (ti, (t, name)) in e.tables.iter().zip(&e.table_names).enumerate() {
             let key = format!("{}.{}", e.name, name);
             let shape = [t.rows, t.dim];
-            let s = if with_opt { (fetch(&format!("opt1.{key}"), &shape).ok(), fetch(&format!("opt2.{key}"), &shape).ok()) } else { (None, None) };
+            let s = if with_opt {
+                (
+                    fetch(&format!("opt1.{key}"), &shape).ok(),
+                    fetch(&format!("opt2.{key}"), &shape).ok(),
+                )
+            } else {
+                (None, None)
+            };
             tables.push((ei, ti, fetch(&key, &shape)?, s));
         }
     }

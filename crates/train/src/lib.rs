@@ -14,14 +14,22 @@ pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
 pub use run::{EpochLog, RunDir};
-pub use trainer::{evaluate, EvalMetrics, Monitor, TrainConfig, TrainObserver, TrainReport, Trainer};
+pub use trainer::{
+    evaluate, EvalMetrics, Monitor, TrainConfig, TrainObserver, TrainReport, Trainer,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("{path}: {msg}")]
-    Checkpoint { path: std::path::PathBuf, msg: String },
+    Checkpoint {
+        path: std::path::PathBuf,
+        msg: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("config: {0}")]
     Config(String),
     #[error(transparent)]

@@ -23,8 +23,13 @@ pub struct RunDir {
 
 impl RunDir {
     pub fn create(path: &Path) -> Result<Self> {
-        std::fs::create_dir_all(path).map_err(|e| TrainError::Io { path: path.to_path_buf(), source: e })?;
-        Ok(RunDir { path: path.to_path_buf() })
+        std::fs::create_dir_all(path).map_err(|e| TrainError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn best_checkpoint(&self) -> PathBuf {
@@ -36,16 +41,28 @@ impl RunDir {
     }
 
     pub fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(value).map_err(|e| TrainError::Config(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(value).map_err(|e| TrainError::Config(e.to_string()))?;
         Ok(write_atomic(&self.path.join(name), &bytes)?)
     }
 
     /// Writes `metrics.csv`, `metrics.json` and `curve.svg` for the epochs so far.
     pub fn write_epochs(&self, epochs: &[EpochLog]) -> Result<()> {
-        let mut csv = String::from("epoch,learning_rate,train_loss,valid_auc,valid_logloss,seconds,samples_per_sec\n");
+        let mut csv = String::from(
+            "epoch,learning_rate,train_loss,valid_auc,valid_logloss,seconds,samples_per_sec\n",
+        );
         let opt = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
         for e in epochs {
-            csv += &format!("{},{},{:.6},{},{},{:.3},{:.0}\n", e.epoch, e.learning_rate, e.train_loss, opt(e.valid_auc), opt(e.valid_logloss), e.seconds, e.samples_per_sec);
+            csv += &format!(
+                "{},{},{:.6},{},{},{:.3},{:.0}\n",
+                e.epoch,
+                e.learning_rate,
+                e.train_loss,
+                opt(e.valid_auc),
+                opt(e.valid_logloss),
+                e.seconds,
+                e.samples_per_sec
+            );
         }
         write_atomic(&self.path.join("metrics.csv"), csv.as_bytes())?;
         self.write_json("metrics.json", &epochs)?;
@@ -62,9 +79,18 @@ impl RunDir {
             root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
             let (top, bottom) = root.split_vertically(240);
             let n = epochs.len().max(2) as f64;
-            let losses: Vec<(f64, f64)> = epochs.iter().map(|e| (e.epoch as f64, e.train_loss)).collect();
-            let vloss: Vec<(f64, f64)> = epochs.iter().filter_map(|e| e.valid_logloss.map(|v| (e.epoch as f64, v))).collect();
-            let aucs: Vec<(f64, f64)> = epochs.iter().filter_map(|e| e.valid_auc.map(|v| (e.epoch as f64, v))).collect();
+            let losses: Vec<(f64, f64)> = epochs
+                .iter()
+                .map(|e| (e.epoch as f64, e.train_loss))
+                .collect();
+            let vloss: Vec<(f64, f64)> = epochs
+                .iter()
+                .filter_map(|e| e.valid_logloss.map(|v| (e.epoch as f64, v)))
+                .collect();
+            let aucs: Vec<(f64, f64)> = epochs
+                .iter()
+                .filter_map(|e| e.valid_auc.map(|v| (e.epoch as f64, v)))
+                .collect();
             let range = |pts: &[(f64, f64)]| {
                 let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
                 let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
@@ -85,10 +111,22 @@ impl RunDir {
                 .y_label_area_size(48)
                 .build_cartesian_2d(1.0..n, range(&all_loss))
                 .map_err(|e| err(e.to_string()))?;
-            c.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
-            c.draw_series(LineSeries::new(losses, &BLUE)).map_err(|e| err(e.to_string()))?.label("train").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
-            c.draw_series(LineSeries::new(vloss, &RED)).map_err(|e| err(e.to_string()))?.label("valid").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
-            c.configure_series_labels().border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
+            c.configure_mesh()
+                .x_desc("epoch")
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
+            c.draw_series(LineSeries::new(losses, &BLUE))
+                .map_err(|e| err(e.to_string()))?
+                .label("train")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
+            c.draw_series(LineSeries::new(vloss, &RED))
+                .map_err(|e| err(e.to_string()))?
+                .label("valid")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
+            c.configure_series_labels()
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
             let mut c2 = ChartBuilder::on(&bottom)
                 .caption("valid AUC", ("sans-serif", 16))
                 .margin(8)
@@ -96,8 +134,12 @@ impl RunDir {
                 .y_label_area_size(48)
                 .build_cartesian_2d(1.0..n, range(&aucs))
                 .map_err(|e| err(e.to_string()))?;
-            c2.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
-            c2.draw_series(LineSeries::new(aucs, &GREEN)).map_err(|e| err(e.to_string()))?;
+            c2.configure_mesh()
+                .x_desc("epoch")
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
+            c2.draw_series(LineSeries::new(aucs, &GREEN))
+                .map_err(|e| err(e.to_string()))?;
             root.present().map_err(|e| err(e.to_string()))?;
         }
         Ok(write_atomic(&path, svg.as_bytes())?)

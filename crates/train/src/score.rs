@@ -33,7 +33,13 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
 
 /// Streams `input` through the model. `sink` gets each batch's probabilities and labels (when
 /// the file has the label column). Returns (rows scored, rows skipped).
-pub fn score_file(lm: &LoadedModel, input: &Path, on_bad: OnBadRow, batch_size: usize, sink: &mut dyn FnMut(&[f32], Option<&[f32]>) -> Result<()>) -> Result<(usize, u64)> {
+pub fn score_file(
+    lm: &LoadedModel,
+    input: &Path,
+    on_bad: OnBadRow,
+    batch_size: usize,
+    sink: &mut dyn FnMut(&[f32], Option<&[f32]>) -> Result<()>,
+) -> Result<(usize, u64)> {
     let fmap = &lm.meta.feature_map;
     let specs: Vec<_> = fmap.fields.iter().map(|f| f.spec.clone()).collect();
     let cfg = DatasetConfig::for_file(input, specs.clone(), &fmap.label)?;
@@ -49,7 +55,12 @@ pub fn score_file(lm: &LoadedModel, input: &Path, on_bad: OnBadRow, batch_size: 
     };
     let mut rec = Vec::new();
     let mut values: Vec<String> = Vec::new();
-    let mut batch = Batch { size: 0, width: fmap.width, labels: Vec::new(), slots: Vec::new() };
+    let mut batch = Batch {
+        size: 0,
+        width: fmap.width,
+        labels: Vec::new(),
+        slots: Vec::new(),
+    };
     let mut row = vec![0u32; fmap.width];
     let (mut rows, mut skipped) = (0usize, 0u64);
     let mut flush = |batch: &mut Batch| -> Result<()> {
@@ -62,11 +73,13 @@ pub fn score_file(lm: &LoadedModel, input: &Path, on_bad: OnBadRow, batch_size: 
         }
         Ok(())
     };
-    while let Some(line) = r.next_record(&mut rec)? {
+    while let Some(line) = reader::next_record(r.as_mut(), &mut rec, on_bad, &mut skipped)? {
         values.clear();
         values.extend(idx.iter().map(|&i| rec[i].clone()));
         let label = match label_idx {
-            Some(l) => recforge_data::FeatureMap::parse_label(&rec[l]).map_err(|m| (fmap.label.clone(), m)),
+            Some(l) => {
+                recforge_data::FeatureMap::parse_label(&rec[l]).map_err(|m| (fmap.label.clone(), m))
+            }
             None => Ok(0.0),
         };
         match label.and_then(|l| fmap.encode_fields(&values, &mut row).map(|_| l)) {
@@ -76,7 +89,14 @@ pub fn score_file(lm: &LoadedModel, input: &Path, on_bad: OnBadRow, batch_size: 
                 batch.size += 1;
                 rows += 1;
             }
-            Err((field, msg)) if on_bad == OnBadRow::Error => return Err(TrainError::Data(DataError::BadRow { path: input.to_path_buf(), line, field, msg })),
+            Err((field, msg)) if on_bad == OnBadRow::Error => {
+                return Err(TrainError::Data(DataError::BadRow {
+                    path: input.to_path_buf(),
+                    line,
+                    field,
+                    msg,
+                }))
+            }
             Err(_) => skipped += 1,
         }
         if batch.size >= batch_size {

@@ -25,18 +25,31 @@ impl Monitor {
         let terms = match cfg.get("monitor") {
             None => vec![("AUC".to_string(), 1.0)],
             Some(Value::String(s)) => vec![(s.clone(), 1.0)],
-            Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(1.0))).collect(),
-            Some(v) => return Err(TrainError::Config(format!("monitor should be a metric name or a mapping of metric to weight, got {v}"))),
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(1.0)))
+                .collect(),
+            Some(v) => {
+                return Err(TrainError::Config(format!(
+                    "monitor should be a metric name or a mapping of metric to weight, got {v}"
+                )))
+            }
         };
         for (name, _) in &terms {
             if !matches!(name.as_str(), "AUC" | "logloss" | "gAUC") {
-                return Err(TrainError::Config(format!("monitor: unknown metric `{name}` (AUC, logloss, gAUC)")));
+                return Err(TrainError::Config(format!(
+                    "monitor: unknown metric `{name}` (AUC, logloss, gAUC)"
+                )));
             }
         }
         let maximize = match cfg.str_or("monitor_mode", "max").as_str() {
             "max" => true,
             "min" => false,
-            other => return Err(TrainError::Config(format!("monitor_mode `{other}` (max or min)"))),
+            other => {
+                return Err(TrainError::Config(format!(
+                    "monitor_mode `{other}` (max or min)"
+                )))
+            }
         };
         Ok(Monitor { terms, maximize })
     }
@@ -89,7 +102,11 @@ impl TrainConfig {
             "auto" => EmbeddingUpdate::Auto,
             "sparse" => EmbeddingUpdate::Sparse,
             "dense" => EmbeddingUpdate::Dense,
-            other => return Err(TrainError::Config(format!("embedding_update `{other}` (auto, sparse, dense)"))),
+            other => {
+                return Err(TrainError::Config(format!(
+                    "embedding_update `{other}` (auto, sparse, dense)"
+                )))
+            }
         };
         let batch_size = cfg.usize_or("batch_size", 4096).map_err(e)?;
         if batch_size == 0 {
@@ -106,8 +123,13 @@ impl TrainConfig {
             max_grad_norm: cfg.f64_or("max_gradient_norm", 10.0).map_err(e)? as f32,
             reduce_lr_on_plateau: cfg.bool_or("reduce_lr_on_plateau", true).map_err(e)?,
             embedding_update: update,
-            dense_max_values: cfg.usize_or("dense_embedding_max_values", 1 << 18).map_err(e)?,
-            group_id: cfg.get("group_id").and_then(|v| v.as_str()).map(str::to_string),
+            dense_max_values: cfg
+                .usize_or("dense_embedding_max_values", 1 << 18)
+                .map_err(e)?,
+            group_id: cfg
+                .get("group_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
         })
     }
 }
@@ -133,7 +155,13 @@ impl EvalMetrics {
     }
 
     pub fn describe(&self) -> String {
-        let mut s = format!("AUC {}  logloss {:.6}", self.auc.map(|a| format!("{a:.6}")).unwrap_or_else(|| "n/a".into()), self.logloss);
+        let mut s = format!(
+            "AUC {}  logloss {:.6}",
+            self.auc
+                .map(|a| format!("{a:.6}"))
+                .unwrap_or_else(|| "n/a".into()),
+            self.logloss
+        );
         if let Some(g) = self.gauc {
             s += &format!("  gAUC {g:.6}");
         }
@@ -142,10 +170,18 @@ impl EvalMetrics {
 }
 
 /// Scores a split in file order; returns the metrics and the probabilities.
-pub fn evaluate(model: &Model, split: &EncodedSplit, fmap: &FeatureMap, batch_size: usize, group_id: Option<&str>) -> (EvalMetrics, Vec<f32>) {
+pub fn evaluate(
+    model: &Model,
+    split: &EncodedSplit,
+    fmap: &FeatureMap,
+    batch_size: usize,
+    group_id: Option<&str>,
+) -> (EvalMetrics, Vec<f32>) {
     let mut probs = Vec::with_capacity(split.rows);
     let mut groups = Vec::new();
-    let group_slot = group_id.and_then(|g| fmap.field_index(g)).map(|i| fmap.fields[i].offset);
+    let group_slot = group_id
+        .and_then(|g| fmap.field_index(g))
+        .map(|i| fmap.fields[i].offset);
     for b in BatchIter::sequential(split, batch_size.max(1024)) {
         probs.extend(model.predict(&b));
         if let Some(o) = group_slot {
@@ -216,16 +252,36 @@ impl Trainer {
                         let mode = match cfg.embedding_update {
                             EmbeddingUpdate::Sparse => UpdateMode::Sparse,
                             EmbeddingUpdate::Dense => UpdateMode::Dense,
-                            EmbeddingUpdate::Auto if t.weight.len() <= cfg.dense_max_values => UpdateMode::Dense,
+                            EmbeddingUpdate::Auto if t.weight.len() <= cfg.dense_max_values => {
+                                UpdateMode::Dense
+                            }
                             EmbeddingUpdate::Auto => UpdateMode::Sparse,
                         };
-                        EmbeddingOptimizer { kind, mode, l2: model.common.embedding_regularizer }
+                        EmbeddingOptimizer {
+                            kind,
+                            mode,
+                            l2: model.common.embedding_regularizer,
+                        }
                     })
                     .collect()
             })
             .collect();
-        let state = TrainState { epochs_done: 0, learning_rate: cfg.learning_rate, best: None, best_epoch: 0, stopping_steps: 0, step: 0, logs: Vec::new(), stopped: false };
-        Trainer { opt: DenseOptimizer::new(kind, &model.params), cfg, emb_opts, state }
+        let state = TrainState {
+            epochs_done: 0,
+            learning_rate: cfg.learning_rate,
+            best: None,
+            best_epoch: 0,
+            stopping_steps: 0,
+            step: 0,
+            logs: Vec::new(),
+            stopped: false,
+        };
+        Trainer {
+            opt: DenseOptimizer::new(kind, &model.params),
+            cfg,
+            emb_opts,
+            state,
+        }
     }
 
     pub fn learning_rate(&self) -> f32 {
@@ -246,24 +302,41 @@ impl Trainer {
             .zip(&fwd.emb_nodes)
             .map(|(e, &n)| match grads.take(n) {
                 Some(g) => e.backward(batch, &g),
-                None => e.tables.iter().map(|_| recforge_nn::RowGrads::new(e.dim)).collect(),
+                None => e
+                    .tables
+                    .iter()
+                    .map(|_| recforge_nn::RowGrads::new(e.dim))
+                    .collect(),
             })
             .collect();
         drop(graph);
 
         let net_l2 = model.common.net_regularizer;
         let mut norm_sq = grad_norm_sq(&model.params, &grads.params, net_l2);
-        for (e, (eg, opts)) in model.embeddings.iter().zip(emb_grads.iter().zip(&self.emb_opts)) {
+        for (e, (eg, opts)) in model
+            .embeddings
+            .iter()
+            .zip(emb_grads.iter().zip(&self.emb_opts))
+        {
             for ((t, g), o) in e.tables.iter().zip(eg).zip(opts) {
                 norm_sq += t.grad_norm_sq(g, o);
             }
         }
         let norm = norm_sq.sqrt() as f32;
-        let scale = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm { self.cfg.max_grad_norm / (norm + 1e-6) } else { 1.0 };
+        let scale = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
+            self.cfg.max_grad_norm / (norm + 1e-6)
+        } else {
+            1.0
+        };
         let lr = self.state.learning_rate;
-        self.opt.step(&mut model.params, &grads.params, lr, scale, net_l2);
+        self.opt
+            .step(&mut model.params, &grads.params, lr, scale, net_l2);
         let step = self.opt.step;
-        for (e, (eg, opts)) in model.embeddings.iter_mut().zip(emb_grads.iter().zip(&self.emb_opts)) {
+        for (e, (eg, opts)) in model
+            .embeddings
+            .iter_mut()
+            .zip(emb_grads.iter().zip(&self.emb_opts))
+        {
             for ((t, g), o) in e.tables.iter_mut().zip(eg).zip(opts) {
                 t.apply(g, o, lr, scale, step);
             }
@@ -275,20 +348,41 @@ impl Trainer {
 
     /// Trains with early stopping, writes the run directory, restores the best checkpoint and
     /// scores the test split. With `resume`, continues from the run's `last` checkpoint.
-    pub fn fit(&mut self, model: &mut Model, ds: &EncodedDataset, mcfg: &ModelConfig, run: &RunDir, resume: bool, obs: &mut dyn TrainObserver) -> Result<TrainReport> {
+    pub fn fit(
+        &mut self,
+        model: &mut Model,
+        ds: &EncodedDataset,
+        mcfg: &ModelConfig,
+        run: &RunDir,
+        resume: bool,
+        obs: &mut dyn TrainObserver,
+    ) -> Result<TrainReport> {
         let fmap = &ds.feature_map;
         if resume && run.last_checkpoint().exists() {
             let meta = load_checkpoint(&run.last_checkpoint(), model, Some(&mut self.opt))?;
-            let st = meta.resume.ok_or_else(|| TrainError::Checkpoint { path: run.last_checkpoint(), msg: "no trainer state to resume from".into() })?;
-            self.state = serde_json::from_value(st).map_err(|e| TrainError::Checkpoint { path: run.last_checkpoint(), msg: e.to_string() })?;
+            let st = meta.resume.ok_or_else(|| TrainError::Checkpoint {
+                path: run.last_checkpoint(),
+                msg: "no trainer state to resume from".into(),
+            })?;
+            self.state = serde_json::from_value(st).map_err(|e| TrainError::Checkpoint {
+                path: run.last_checkpoint(),
+                msg: e.to_string(),
+            })?;
             self.opt.step = self.state.step;
-            obs.message(&format!("resuming after epoch {} (lr {:e})", self.state.epochs_done, self.state.learning_rate));
+            obs.message(&format!(
+                "resuming after epoch {} (lr {:e})",
+                self.state.epochs_done, self.state.learning_rate
+            ));
         }
         let cfg = self.cfg.clone();
         while !self.state.stopped && self.state.epochs_done < cfg.epochs {
             let epoch = self.state.epochs_done + 1;
             let epoch_seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
-            let batches = if cfg.shuffle { BatchIter::shuffled(&ds.train, cfg.batch_size, epoch_seed) } else { BatchIter::sequential(&ds.train, cfg.batch_size) };
+            let batches = if cfg.shuffle {
+                BatchIter::shuffled(&ds.train, cfg.batch_size, epoch_seed)
+            } else {
+                BatchIter::sequential(&ds.train, cfg.batch_size)
+            };
             obs.on_epoch_start(epoch, batches.num_batches());
             let mut rng = StdRng::seed_from_u64(epoch_seed ^ 0x5eed);
             let t0 = Instant::now();
@@ -300,7 +394,10 @@ impl Trainer {
                 obs.on_batch(i + 1, samples, loss_sum / samples as f64);
             }
             let seconds = t0.elapsed().as_secs_f64();
-            let valid = ds.valid.as_ref().map(|v| evaluate(model, v, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
+            let valid = ds
+                .valid
+                .as_ref()
+                .map(|v| evaluate(model, v, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
             let log = EpochLog {
                 epoch,
                 learning_rate: self.state.learning_rate,
@@ -330,7 +427,15 @@ impl Trainer {
                 self.state.best_epoch = epoch;
                 self.state.stopping_steps = 0;
                 let metrics = valid.as_ref().map(|v| v.to_json()).unwrap_or_default();
-                save_checkpoint(&run.best_checkpoint(), model, mcfg, fmap, metrics, None, None)?;
+                save_checkpoint(
+                    &run.best_checkpoint(),
+                    model,
+                    mcfg,
+                    fmap,
+                    metrics,
+                    None,
+                    None,
+                )?;
             } else {
                 self.state.stopping_steps += 1;
                 if cfg.reduce_lr_on_plateau {
@@ -342,16 +447,36 @@ impl Trainer {
             }
             obs.on_epoch_end(&log);
             run.write_epochs(&self.state.logs)?;
-            let state = serde_json::to_value(&self.state).map_err(|e| TrainError::Config(e.to_string()))?;
-            save_checkpoint(&run.last_checkpoint(), model, mcfg, fmap, Default::default(), Some(&self.opt), Some(state))?;
+            let state =
+                serde_json::to_value(&self.state).map_err(|e| TrainError::Config(e.to_string()))?;
+            save_checkpoint(
+                &run.last_checkpoint(),
+                model,
+                mcfg,
+                fmap,
+                Default::default(),
+                Some(&self.opt),
+                Some(state),
+            )?;
         }
         if self.state.best_epoch == 0 {
-            return Err(TrainError::Config("no epoch was trained (epochs = 0?)".into()));
+            return Err(TrainError::Config(
+                "no epoch was trained (epochs = 0?)".into(),
+            ));
         }
-        obs.message(&format!("restoring the best checkpoint (epoch {})", self.state.best_epoch));
+        obs.message(&format!(
+            "restoring the best checkpoint (epoch {})",
+            self.state.best_epoch
+        ));
         load_checkpoint(&run.best_checkpoint(), model, None)?;
-        let valid = ds.valid.as_ref().map(|v| evaluate(model, v, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
-        let test = ds.test.as_ref().map(|t| evaluate(model, t, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
+        let valid = ds
+            .valid
+            .as_ref()
+            .map(|v| evaluate(model, v, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
+        let test = ds
+            .test
+            .as_ref()
+            .map(|t| evaluate(model, t, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
         let mut metrics = serde_json::Map::new();
         if let Some(v) = &valid {
             metrics.insert("valid".into(), Value::Object(v.to_json()));
@@ -360,8 +485,23 @@ impl Trainer {
             metrics.insert("test".into(), Value::Object(t.to_json()));
         }
         // the best checkpoint's sidecar also records its test metrics
-        save_checkpoint(&run.best_checkpoint(), model, mcfg, fmap, metrics, None, None)?;
-        let report = TrainReport { epochs: self.state.logs.clone(), best_epoch: self.state.best_epoch, best_monitor: self.state.best, valid, test, checkpoint: run.best_checkpoint() };
+        save_checkpoint(
+            &run.best_checkpoint(),
+            model,
+            mcfg,
+            fmap,
+            metrics,
+            None,
+            None,
+        )?;
+        let report = TrainReport {
+            epochs: self.state.logs.clone(),
+            best_epoch: self.state.best_epoch,
+            best_monitor: self.state.best,
+            valid,
+            test,
+            checkpoint: run.best_checkpoint(),
+        };
         run.write_json("report.json", &report)?;
         Ok(report)
     }
@@ -370,6 +510,9 @@ impl Trainer {
 fn apply_state_updates(params: &mut ParamStore, updates: &[recforge_nn::StateUpdate]) {
     for u in updates {
         let v = params.value_mut(u.param);
-        v.data.iter_mut().zip(&u.batch_value).for_each(|(r, b)| *r = (1.0 - u.momentum) * *r + u.momentum * b);
+        v.data
+            .iter_mut()
+            .zip(&u.batch_value)
+            .for_each(|(r, b)| *r = (1.0 - u.momentum) * *r + u.momentum * b);
     }
 }

@@ -33,37 +33,77 @@ pub struct Dcnv2 {
 }
 
 impl Dcnv2 {
-    pub fn new(cfg: &ModelConfig, ps: &mut ParamStore, fields: usize, dim: usize, rng: &mut StdRng) -> Result<Self> {
-        let err = |msg: String| ModelError::Config { expid: cfg.expid.clone(), msg };
+    pub fn new(
+        cfg: &ModelConfig,
+        ps: &mut ParamStore,
+        fields: usize,
+        dim: usize,
+        rng: &mut StdRng,
+    ) -> Result<Self> {
+        let err = |msg: String| ModelError::Config {
+            expid: cfg.expid.clone(),
+            msg,
+        };
         let structure = match cfg.str_or("model_structure", "parallel").as_str() {
             "crossnet_only" => Dcnv2Structure::CrossnetOnly,
             "stacked" => Dcnv2Structure::Stacked,
             "parallel" => Dcnv2Structure::Parallel,
             "stacked_parallel" => Dcnv2Structure::StackedParallel,
-            other => return Err(err(format!("model_structure `{other}` (crossnet_only, stacked, parallel, stacked_parallel)"))),
+            other => return Err(err(format!(
+                "model_structure `{other}` (crossnet_only, stacked, parallel, stacked_parallel)"
+            ))),
         };
         let input = fields * dim;
-        let layers = cfg.usize_or("num_cross_layers", 3).map_err(|e| err(e.to_string()))?;
-        let cross = if cfg.bool_or("use_low_rank_mixture", false).map_err(|e| err(e.to_string()))? {
-            let rank = cfg.usize_or("low_rank", 32).map_err(|e| err(e.to_string()))?;
-            let experts = cfg.usize_or("num_experts", 4).map_err(|e| err(e.to_string()))?;
+        let layers = cfg
+            .usize_or("num_cross_layers", 3)
+            .map_err(|e| err(e.to_string()))?;
+        let cross = if cfg
+            .bool_or("use_low_rank_mixture", false)
+            .map_err(|e| err(e.to_string()))?
+        {
+            let rank = cfg
+                .usize_or("low_rank", 32)
+                .map_err(|e| err(e.to_string()))?;
+            let experts = cfg
+                .usize_or("num_experts", 4)
+                .map_err(|e| err(e.to_string()))?;
             if rank == 0 || experts == 0 {
                 return Err(err("low_rank and num_experts must be positive".into()));
             }
-            Cross::Mix(CrossNetMix::new(ps, "crossnet", input, layers, rank, experts, rng))
+            Cross::Mix(CrossNetMix::new(
+                ps, "crossnet", input, layers, rank, experts, rng,
+            ))
         } else {
             Cross::Full(CrossNetV2::new(ps, "crossnet", input, layers, rng))
         };
-        let use_stacked = matches!(structure, Dcnv2Structure::Stacked | Dcnv2Structure::StackedParallel);
-        let use_parallel = matches!(structure, Dcnv2Structure::Parallel | Dcnv2Structure::StackedParallel);
+        let use_stacked = matches!(
+            structure,
+            Dcnv2Structure::Stacked | Dcnv2Structure::StackedParallel
+        );
+        let use_parallel = matches!(
+            structure,
+            Dcnv2Structure::Parallel | Dcnv2Structure::StackedParallel
+        );
         let stacked = if use_stacked {
-            let c = mlp_config(cfg, "stacked_dnn_hidden_units", "dnn_activations", &[500, 500, 500], None)?;
+            let c = mlp_config(
+                cfg,
+                "stacked_dnn_hidden_units",
+                "dnn_activations",
+                &[500, 500, 500],
+                None,
+            )?;
             Some(MlpBlock::new(ps, "stacked_dnn", input, &c, rng))
         } else {
             None
         };
         let parallel = if use_parallel {
-            let c = mlp_config(cfg, "parallel_dnn_hidden_units", "dnn_activations", &[400, 400, 400], None)?;
+            let c = mlp_config(
+                cfg,
+                "parallel_dnn_hidden_units",
+                "dnn_activations",
+                &[400, 400, 400],
+                None,
+            )?;
             Some(MlpBlock::new(ps, "parallel_dnn", input, &c, rng))
         } else {
             None
@@ -72,10 +112,20 @@ impl Dcnv2 {
             Dcnv2Structure::CrossnetOnly => input,
             Dcnv2Structure::Stacked => stacked.as_ref().map_or(input, |m| m.output_dim),
             Dcnv2Structure::Parallel => input + parallel.as_ref().map_or(0, |m| m.output_dim),
-            Dcnv2Structure::StackedParallel => stacked.as_ref().map_or(0, |m| m.output_dim) + parallel.as_ref().map_or(0, |m| m.output_dim),
+            Dcnv2Structure::StackedParallel => {
+                stacked.as_ref().map_or(0, |m| m.output_dim)
+                    + parallel.as_ref().map_or(0, |m| m.output_dim)
+            }
         };
         let out = Linear::new(ps, "fc", final_dim, 1, true, rng);
-        Ok(Dcnv2 { structure, cross, stacked, parallel, out, dim })
+        Ok(Dcnv2 {
+            structure,
+            cross,
+            stacked,
+            parallel,
+            out,
+            dim,
+        })
     }
 }
 
@@ -92,13 +142,21 @@ impl CtrNet for Dcnv2 {
         };
         let h = match self.structure {
             Dcnv2Structure::CrossnetOnly => cross,
-            Dcnv2Structure::Stacked => self.stacked.as_ref().expect("stacked").forward(g, cross, rng),
+            Dcnv2Structure::Stacked => self
+                .stacked
+                .as_ref()
+                .expect("stacked")
+                .forward(g, cross, rng),
             Dcnv2Structure::Parallel => {
                 let p = self.parallel.as_ref().expect("parallel").forward(g, x, rng);
                 g.concat(&[cross, p])
             }
             Dcnv2Structure::StackedParallel => {
-                let s = self.stacked.as_ref().expect("stacked").forward(g, cross, rng);
+                let s = self
+                    .stacked
+                    .as_ref()
+                    .expect("stacked")
+                    .forward(g, cross, rng);
                 let p = self.parallel.as_ref().expect("parallel").forward(g, x, rng);
                 g.concat(&[s, p])
             }

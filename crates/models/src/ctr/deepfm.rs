@@ -15,10 +15,26 @@ pub struct DeepFm {
 }
 
 impl DeepFm {
-    pub fn new(cfg: &ModelConfig, ps: &mut ParamStore, fields: usize, dim: usize, rng: &mut StdRng) -> Result<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        ps: &mut ParamStore,
+        fields: usize,
+        dim: usize,
+        rng: &mut StdRng,
+    ) -> Result<Self> {
         let fm = Fm::new(ps, fields, dim);
-        let mlp_cfg = mlp_config(cfg, "hidden_units", "hidden_activations", &[64, 64, 64], Some(1))?;
-        Ok(DeepFm { fm, mlp: MlpBlock::new(ps, "dnn", fields * dim, &mlp_cfg, rng), dim })
+        let mlp_cfg = mlp_config(
+            cfg,
+            "hidden_units",
+            "hidden_activations",
+            &[64, 64, 64],
+            Some(1),
+        )?;
+        Ok(DeepFm {
+            fm,
+            mlp: MlpBlock::new(ps, "dnn", fields * dim, &mlp_cfg, rng),
+            dim,
+        })
     }
 }
 

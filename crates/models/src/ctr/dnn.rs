@@ -13,9 +13,24 @@ pub struct Dnn {
 }
 
 impl Dnn {
-    pub fn new(cfg: &ModelConfig, ps: &mut ParamStore, fields: usize, dim: usize, rng: &mut StdRng) -> Result<Self> {
-        let mlp_cfg = mlp_config(cfg, "hidden_units", "hidden_activations", &[64, 64, 64], Some(1))?;
-        Ok(Dnn { mlp: MlpBlock::new(ps, "dnn", fields * dim, &mlp_cfg, rng), dim })
+    pub fn new(
+        cfg: &ModelConfig,
+        ps: &mut ParamStore,
+        fields: usize,
+        dim: usize,
+        rng: &mut StdRng,
+    ) -> Result<Self> {
+        let mlp_cfg = mlp_config(
+            cfg,
+            "hidden_units",
+            "hidden_activations",
+            &[64, 64, 64],
+            Some(1),
+        )?;
+        Ok(Dnn {
+            mlp: MlpBlock::new(ps, "dnn", fields * dim, &mlp_cfg, rng),
+            dim,
+        })
     }
 }
 

@@ -13,7 +13,11 @@ pub struct Fm {
 
 impl Fm {
     pub fn new(ps: &mut ParamStore, fields: usize, dim: usize) -> Self {
-        Fm { lr: Lr::new(ps), fields, dim }
+        Fm {
+            lr: Lr::new(ps),
+            fields,
+            dim,
+        }
     }
 
     /// The FM logit from first-order weights `[B × F]` and factors `[B × F·d]`.

@@ -10,7 +10,9 @@ pub struct Lr {
 
 impl Lr {
     pub fn new(ps: &mut ParamStore) -> Self {
-        Lr { bias: ps.add("lr.bias", Tensor::zeros(1, 1), true, false) }
+        Lr {
+            bias: ps.add("lr.bias", Tensor::zeros(1, 1), true, false),
+        }
     }
 
     /// `Σ_f w_f + b` from a `[batch × fields]` matrix of first-order weights.

@@ -44,7 +44,10 @@ pub struct CommonConfig {
 
 impl CommonConfig {
     pub fn from_config(cfg: &ModelConfig) -> Result<Self> {
-        let err = |e: recforge_data::DataError| ModelError::Config { expid: cfg.expid.clone(), msg: e.to_string() };
+        let err = |e: recforge_data::DataError| ModelError::Config {
+            expid: cfg.expid.clone(),
+            msg: e.to_string(),
+        };
         // LR and FM take one `regularizer` for both, as FuxiCTR's do
         let shared = cfg.f64_or("regularizer", 0.0).map_err(err)?;
         let opt_name = cfg.str_or("optimizer", "adam");
@@ -52,22 +55,47 @@ impl CommonConfig {
             embedding_dim: cfg.usize_or("embedding_dim", 10).map_err(err)?,
             embedding_regularizer: cfg.f64_or("embedding_regularizer", shared).map_err(err)? as f32,
             net_regularizer: cfg.f64_or("net_regularizer", shared).map_err(err)? as f32,
-            optimizer: OptimizerKind::parse(&opt_name).ok_or_else(|| ModelError::Config { expid: cfg.expid.clone(), msg: format!("unknown optimizer `{opt_name}` (adam, adagrad, sgd)") })?,
+            optimizer: OptimizerKind::parse(&opt_name).ok_or_else(|| ModelError::Config {
+                expid: cfg.expid.clone(),
+                msg: format!("unknown optimizer `{opt_name}` (adam, adagrad, sgd)"),
+            })?,
             seed: cfg.usize_or("seed", 2024).map_err(err)? as u64,
         })
     }
 }
 
 /// Reads an MLP's hidden sizes, activations, dropout and batch-norm flag from `cfg`.
-pub(crate) fn mlp_config(cfg: &ModelConfig, units_key: &str, act_key: &str, default_units: &[usize], output_dim: Option<usize>) -> Result<MlpConfig> {
-    let err = |msg: String| ModelError::Config { expid: cfg.expid.clone(), msg };
-    let hidden = cfg.usize_list_or(units_key, default_units).map_err(|e| err(e.to_string()))?;
-    let activations = Activation::parse_per_layer(cfg.get(act_key), hidden.len()).map_err(|m| err(format!("`{act_key}`: {m}")))?;
-    let dropout = cfg.f64_or_first("net_dropout", 0.0).map_err(|e| err(e.to_string()))? as f32;
+pub(crate) fn mlp_config(
+    cfg: &ModelConfig,
+    units_key: &str,
+    act_key: &str,
+    default_units: &[usize],
+    output_dim: Option<usize>,
+) -> Result<MlpConfig> {
+    let err = |msg: String| ModelError::Config {
+        expid: cfg.expid.clone(),
+        msg,
+    };
+    let hidden = cfg
+        .usize_list_or(units_key, default_units)
+        .map_err(|e| err(e.to_string()))?;
+    let activations = Activation::parse_per_layer(cfg.get(act_key), hidden.len())
+        .map_err(|m| err(format!("`{act_key}`: {m}")))?;
+    let dropout = cfg
+        .f64_or_first("net_dropout", 0.0)
+        .map_err(|e| err(e.to_string()))? as f32;
     if !(0.0..1.0).contains(&dropout) {
         return Err(err(format!("net_dropout must be in [0, 1), got {dropout}")));
     }
-    Ok(MlpConfig { hidden, activations, dropout, batch_norm: cfg.bool_or("batch_norm", false).map_err(|e| err(e.to_string()))?, output_dim })
+    Ok(MlpConfig {
+        hidden,
+        activations,
+        dropout,
+        batch_norm: cfg
+            .bool_or("batch_norm", false)
+            .map_err(|e| err(e.to_string()))?,
+        output_dim,
+    })
 }
 
 /// A model ready to train or score: the tape part, its dense parameters and its tables.
@@ -103,45 +131,92 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
         "DNN" => Box::new(Dnn::new(cfg, &mut params, fields, d, &mut rng)?),
         "DeepFM" => Box::new(DeepFm::new(cfg, &mut params, fields, d, &mut rng)?),
         "DCNv2" => Box::new(Dcnv2::new(cfg, &mut params, fields, d, &mut rng)?),
-        other => return Err(ModelError::Config { expid: cfg.expid.clone(), msg: format!("unknown model `{other}` (known: {})", MODEL_NAMES.join(", ")) }),
+        other => {
+            return Err(ModelError::Config {
+                expid: cfg.expid.clone(),
+                msg: format!(
+                    "unknown model `{other}` (known: {})",
+                    MODEL_NAMES.join(", ")
+                ),
+            })
+        }
     };
     let embeddings = net
         .embedding_dims()
         .iter()
         .enumerate()
-        .map(|(k, &dim)| FeatureEmbedding::new(&format!("emb{k}"), fmap, dim, common.optimizer, &mut rng))
+        .map(|(k, &dim)| {
+            FeatureEmbedding::new(&format!("emb{k}"), fmap, dim, common.optimizer, &mut rng)
+        })
         .collect();
-    Ok(Model { name, net, params, embeddings, common })
+    Ok(Model {
+        name,
+        net,
+        params,
+        embeddings,
+        common,
+    })
 }
 
 impl Model {
     pub fn forward<'a>(&'a self, batch: &Batch, train: bool, rng: &mut StdRng) -> Forward<'a> {
         let mut graph = Graph::new(&self.params, train);
-        let emb_nodes: Vec<NodeId> = self.embeddings.iter().map(|e| graph.input(e.forward(batch), train)).collect();
+        let emb_nodes: Vec<NodeId> = self
+            .embeddings
+            .iter()
+            .map(|e| graph.input(e.forward(batch), true))
+            .collect();
         let logits = self.net.forward(&mut graph, &emb_nodes, rng);
-        Forward { graph, logits, emb_nodes }
+        Forward {
+            graph,
+            logits,
+            emb_nodes,
+        }
     }
 
     /// Click probabilities for a batch (evaluation mode).
     pub fn predict(&self, batch: &Batch) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(0);
         let f = self.forward(batch, false, &mut rng);
-        f.graph.value(f.logits).data.iter().map(|&z| recforge_nn::kernels::sigmoid(z)).collect()
+        f.graph
+            .value(f.logits)
+            .data
+            .iter()
+            .map(|&z| recforge_nn::kernels::sigmoid(z))
+            .collect()
     }
 
     /// Per-table row gradients of each embedding from a backward pass.
-    pub fn embedding_grads(&self, batch: &Batch, fwd: &Forward, grads: &mut Grads) -> Vec<Vec<recforge_nn::RowGrads>> {
+    pub fn embedding_grads(
+        &self,
+        batch: &Batch,
+        fwd: &Forward,
+        grads: &mut Grads,
+    ) -> Vec<Vec<recforge_nn::RowGrads>> {
         self.embeddings
             .iter()
             .zip(&fwd.emb_nodes)
             .map(|(e, &n)| match grads.take(n) {
                 Some(g) => e.backward(batch, &g),
-                None => e.tables.iter().map(|_| recforge_nn::RowGrads::new(e.dim)).collect(),
+                None => e
+                    .tables
+                    .iter()
+                    .map(|_| recforge_nn::RowGrads::new(e.dim))
+                    .collect(),
             })
             .collect()
     }
 
     pub fn num_parameters(&self) -> usize {
-        self.params.iter().filter(|(_, p)| p.trainable).map(|(_, p)| p.value.len()).sum::<usize>() + self.embeddings.iter().map(|e| e.num_values()).sum::<usize>()
+        self.params
+            .iter()
+            .filter(|(_, p)| p.trainable)
+            .map(|(_, p)| p.value.len())
+            .sum::<usize>()
+            + self
+                .embeddings
+                .iter()
+                .map(|e| e.num_values())
+                .sum::<usize>()
     }
 }

@@ -1,0 +1,127 @@
+//! Training on the shared real datasets (`cargo test --features real-data`). These tests fail,
+//! never skip, when the data is missing: set RECFORGE_DATA or place it at ../shared/data.
+#![cfg(feature = "real-data")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn data_dir() -> PathBuf {
+    let d = std::env::var_os("RECFORGE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    assert!(
+        d.join("frappe_nfm/frappe.validation.libfm").is_file(),
+        "real data missing at {} (set RECFORGE_DATA)",
+        d.display()
+    );
+    d
+}
+
+/// Makes the fixed splits and FuxiCTR's configs pointing at them; returns the work dir.
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_recforge"))
+        .args(["data", "split", "--data-dir"])
+        .arg(data_dir())
+        .arg("--out")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/fuxictr");
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    let ds = std::fs::read_to_string(cfg.join("dataset_config.yaml"))
+        .unwrap()
+        .replace("./data/", &format!("{}/data/", dir.path().display()));
+    std::fs::write(dir.path().join("config/dataset_config.yaml"), ds).unwrap();
+    std::fs::copy(
+        cfg.join("model_config.yaml"),
+        dir.path().join("config/model_config.yaml"),
+    )
+    .unwrap();
+    dir
+}
+
+fn test_auc(dir: &Path, expid: &str) -> f64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_recforge"))
+        .args(["train", "--config", "config", "--expid", expid])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{expid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("test"))
+        .unwrap_or_else(|| panic!("{expid}: no test line in {stdout}"));
+    let auc: f64 = line
+        .split_whitespace()
+        .skip_while(|w| *w != "AUC")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("{expid}: test AUC {auc:.4}");
+    auc
+}
+
+#[test]
+fn splits_have_the_documented_sizes() {
+    let dir = setup();
+    let rows = |p: &str| {
+        std::fs::read_to_string(dir.path().join("data").join(p))
+            .unwrap()
+            .lines()
+            .count()
+            - 1
+    };
+    assert_eq!(
+        [
+            rows("frappe/train.csv"),
+            rows("frappe/valid.csv"),
+            rows("frappe/test.csv")
+        ],
+        [60_608, 17_316, 8_658]
+    );
+    assert_eq!(
+        [
+            rows("criteo/train.csv"),
+            rows("criteo/valid.csv"),
+            rows("criteo/test.csv")
+        ],
+        [7_200, 409, 391]
+    );
+    assert_eq!(
+        [
+            rows("ml100k/train.csv"),
+            rows("ml100k/valid.csv"),
+            rows("ml100k/test.csv")
+        ],
+        [80_000, 10_000, 10_000]
+    );
+}
+
+#[test]
+fn frappe_deepfm_reaches_095_and_beats_lr() {
+    let dir = setup();
+    let lr = test_auc(dir.path(), "LR_frappe");
+    let deepfm = test_auc(dir.path(), "DeepFM_frappe");
+    assert!(deepfm >= 0.95, "DeepFM on Frappe: {deepfm}");
+    assert!(deepfm > lr, "DeepFM {deepfm} should beat LR {lr}");
+}
+
+#[test]
+fn criteo_slice_lr_matches_fuxictr() {
+    let dir = setup();
+    // FuxiCTR 2.3.10: 0.7285 (valid/test have ~400 rows: ±0.02–0.03 noise)
+    let auc = test_auc(dir.path(), "LR_criteo");
+    assert!((auc - 0.7285).abs() < 0.03, "LR on the Criteo slice: {auc}");
+}

@@ -1,0 +1,236 @@
+//! Readers, encoding rules, bad-row handling and the cache, on small files written here.
+
+use recforge_data::config::load_experiment;
+use recforge_data::features::OnBadRow;
+use recforge_data::{DataError, EncodedDataset};
+use std::path::Path;
+
+fn write_config(dir: &Path, format: &str, ext: &str, cols: &str, extra: &str) {
+    let p = |s: &str| dir.join(format!("{s}.{ext}")).display().to_string();
+    std::fs::write(
+        dir.join("dataset_config.yaml"),
+        format!(
+            "d:\n  data_root: {}\n  data_format: {format}\n  train_data: {}\n  valid_data: {}\n  min_categr_count: 1\n{extra}  feature_cols:\n{cols}  label_col: {{name: label, dtype: float}}\n",
+            dir.join("processed").display(),
+            p("train"),
+            p("valid")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("model_config.yaml"),
+        "m:\n  model: LR\n  dataset_id: d\n",
+    )
+    .unwrap();
+}
+
+fn prepare(dir: &Path, on_bad: OnBadRow) -> Result<EncodedDataset, DataError> {
+    let exp = load_experiment(dir, "m")?;
+    EncodedDataset::prepare(&exp.dataset, on_bad, false, &|_| {})
+}
+
+#[test]
+fn criteo_raw_tsv_without_header_buckets_numbers_and_maps_na_to_oov() {
+    let dir = tempfile::tempdir().unwrap();
+    // label, I1, I2, C1
+    std::fs::write(
+        dir.path().join("train.tsv"),
+        "1\t5\t\tab\n0\t0\t3\tab\n1\t100\t1\t\n0\t5\t2\tcd\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("valid.tsv"), "1\t1000\t7\tzz\n").unwrap();
+    write_config(
+        dir.path(),
+        "tsv",
+        "tsv",
+        "    - {name: [I1, I2], active: true, dtype: float, type: categorical, preprocess: convert_to_bucket, fill_na: 0}\n    - {name: C1, active: true, dtype: str, type: categorical, fill_na: \"\"}\n",
+        "",
+    );
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    let fm = &ds.feature_map;
+    // I1 buckets: 5→2 (ln5²=2.59), 0→na, 100→21, 5→2 ⇒ vocab [2 (×2), 21]
+    assert_eq!(fm.vocab_of(0).tokens, ["2", "21"]);
+    // I2: missing→na(0), 3→1, 1→1, 2→2 ⇒ [1 (×2), 2]
+    assert_eq!(fm.vocab_of(1).tokens, ["1", "2"]);
+    assert_eq!(fm.vocab_of(2).tokens, ["ab", "cd"]);
+    let oov = |f: usize| fm.vocab_of(f).oov();
+    assert_eq!(&ds.train.row(1)[1..], &[oov(0), 1, 1]); // I1=0 is the fill_na token → OOV
+    assert_eq!(&ds.train.row(2)[1..], &[2, 1, oov(2)]); // empty C1 → OOV
+                                                        // valid: 1000 → floor(ln(1000)^2)=47 unseen → OOV; 7 → 3 unseen → OOV; zz unseen → OOV
+    assert_eq!(
+        &ds.valid.as_ref().unwrap().row(0)[1..],
+        &[oov(0), oov(1), oov(2)]
+    );
+    assert_eq!(ds.valid.as_ref().unwrap().label(0), 1.0);
+}
+
+#[test]
+fn libfm_reads_frappe_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("train.libfm"),
+        "-1 3:1 10:1\n1 4:1 10:1\n1 3:1 11:1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("valid.libfm"), "1 3:1 12:1\n").unwrap();
+    write_config(
+        dir.path(),
+        "libfm",
+        "libfm",
+        "    - {name: [f0, f1], active: true, dtype: str, type: categorical}\n",
+        "",
+    );
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    assert_eq!(ds.train.labels(), vec![0.0, 1.0, 1.0]);
+    assert_eq!(ds.feature_map.vocab_of(0).tokens, ["3", "4"]);
+    assert_eq!(ds.feature_map.vocab_of(1).tokens, ["10", "11"]);
+    assert_eq!(&ds.valid.as_ref().unwrap().row(0)[1..], &[1, 3]);
+}
+
+#[test]
+fn sequences_are_padded_truncated_and_share_vocabularies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("train.csv"),
+        "label,item,hist\n1,a,b^a^c^a\n0,b,\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("valid.csv"), "label,item,hist\n1,zz,a\n").unwrap();
+    write_config(
+        dir.path(),
+        "csv",
+        "csv",
+        "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: hist, active: true, dtype: str, type: sequence, splitter: ^, max_len: 3, share_embedding: item}\n",
+        "",
+    );
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    let fm = &ds.feature_map;
+    // shared counts: a×3, b×2, c×1
+    assert_eq!(fm.vocab_of(0).tokens, ["a", "b", "c"]);
+    assert_eq!(fm.vocab_of(1).tokens, ["a", "b", "c"]);
+    // b^a^c^a truncated to the last 3 (a c a), post-padded
+    assert_eq!(&ds.train.row(0)[1..], &[1, 1, 3, 1]);
+    assert_eq!(&ds.train.row(1)[1..], &[2, 0, 0, 0]);
+    assert_eq!(&ds.valid.as_ref().unwrap().row(0)[1..], &[4, 1, 0, 0]);
+}
+
+#[test]
+fn malformed_rows_name_file_line_and_field_or_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("train.csv"),
+        "label,item,price\n1,a,0.5\n0,b,cheap\n1,a,2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("valid.csv"),
+        "label,item,price\n1,a,1\n0,a\n",
+    )
+    .unwrap();
+    write_config(
+        dir.path(),
+        "csv",
+        "csv",
+        "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: price, active: true, dtype: float, type: numeric}\n",
+        "",
+    );
+    let err = prepare(dir.path(), OnBadRow::Error)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("train.csv:3") && err.contains("`price`") && err.contains("cheap"),
+        "{err}"
+    );
+    // nothing half-written is left behind
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("processed/d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        left.iter()
+            .all(|f| !f.ends_with(".tmp") && f != "feature_map.json"),
+        "{left:?}"
+    );
+    let ds = prepare(dir.path(), OnBadRow::Skip).unwrap();
+    assert_eq!(ds.train.rows, 2);
+    assert_eq!(ds.valid.as_ref().unwrap().rows, 1);
+    assert_eq!(ds.skipped, 2);
+    assert_eq!(f32::from_bits(ds.train.row(1)[2]), 2.0);
+}
+
+#[test]
+fn cache_is_reused_and_rebuilt_when_the_config_or_data_change() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.csv"), "label,item\n1,a\n0,b\n").unwrap();
+    std::fs::write(dir.path().join("valid.csv"), "label,item\n1,a\n").unwrap();
+    let cols = "    - {name: item, active: true, dtype: str, type: categorical}\n";
+    write_config(dir.path(), "csv", "csv", cols, "");
+    assert!(prepare(dir.path(), OnBadRow::Error).unwrap().built);
+    assert!(!prepare(dir.path(), OnBadRow::Error).unwrap().built);
+    // min_categr_count changed: rebuilt, and `a`/`b` (seen once each) fall to OOV
+    let text = std::fs::read_to_string(dir.path().join("dataset_config.yaml"))
+        .unwrap()
+        .replace("min_categr_count: 1", "min_categr_count: 2");
+    std::fs::write(dir.path().join("dataset_config.yaml"), text).unwrap();
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    assert!(ds.built);
+    assert!(ds.feature_map.vocab_of(0).tokens.is_empty());
+    // the data changed: rebuilt
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(dir.path().join("train.csv"), "label,item\n1,a\n0,a\n1,a\n").unwrap();
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    assert!(ds.built);
+    assert_eq!(ds.train.rows, 3);
+}
+
+#[test]
+fn parquet_reads_like_csv() {
+    use parquet::data_type::{ByteArray, ByteArrayType, FloatType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Arc::new(
+        parse_message_type("message s { required float label; required binary item (UTF8); }")
+            .unwrap(),
+    );
+    for (name, labels, items) in [
+        ("train", vec![1.0f32, 0.0, 1.0], vec!["a", "b", "a"]),
+        ("valid", vec![0.0], vec!["b"]),
+    ] {
+        let file = std::fs::File::create(dir.path().join(format!("{name}.parquet"))).unwrap();
+        let mut w = SerializedFileWriter::new(
+            file,
+            schema.clone(),
+            Arc::new(WriterProperties::builder().build()),
+        )
+        .unwrap();
+        let mut rg = w.next_row_group().unwrap();
+        let mut c = rg.next_column().unwrap().unwrap();
+        c.typed::<FloatType>()
+            .write_batch(&labels, None, None)
+            .unwrap();
+        c.close().unwrap();
+        let mut c = rg.next_column().unwrap().unwrap();
+        let vals: Vec<ByteArray> = items.iter().map(|s| ByteArray::from(*s)).collect();
+        c.typed::<ByteArrayType>()
+            .write_batch(&vals, None, None)
+            .unwrap();
+        c.close().unwrap();
+        rg.close().unwrap();
+        w.close().unwrap();
+    }
+    write_config(
+        dir.path(),
+        "parquet",
+        "parquet",
+        "    - {name: item, active: true, dtype: str, type: categorical}\n",
+        "",
+    );
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    assert_eq!(ds.train.labels(), vec![1.0, 0.0, 1.0]);
+    assert_eq!(ds.feature_map.vocab_of(0).tokens, ["a", "b"]);
+    assert_eq!(&ds.valid.as_ref().unwrap().row(0)[1..], &[2]);
+}

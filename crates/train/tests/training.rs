@@ -1,0 +1,209 @@
+//! End-to-end behaviour of the trainer: learning, determinism, resuming, checkpoints.
+
+mod common;
+
+use recforge_data::synthetic::{generate, SyntheticSpec};
+use recforge_train::checkpoint::read_meta;
+use recforge_train::score::load_model;
+use recforge_train::trainer::Silent;
+use recforge_train::{evaluate, RunDir, TrainConfig, Trainer};
+use serde_json::json;
+
+fn weights(model: &recforge_models::Model) -> Vec<f32> {
+    let mut w: Vec<f32> = model
+        .params
+        .iter()
+        .flat_map(|(_, p)| p.value.data.clone())
+        .collect();
+    for e in &model.embeddings {
+        for t in &e.tables {
+            w.extend_from_slice(&t.weight);
+        }
+    }
+    w
+}
+
+fn fit(
+    dir: &std::path::Path,
+    expid: &str,
+    run: &std::path::Path,
+    epochs: usize,
+    resume: bool,
+) -> (recforge_models::Model, recforge_train::TrainReport) {
+    let (mut exp, ds) = common::load(dir, expid);
+    exp.model.values.insert("epochs".into(), json!(epochs));
+    exp.model
+        .values
+        .insert("early_stop_patience".into(), json!(100));
+    let mut model = recforge_models::build(&exp.model, &ds.feature_map).unwrap();
+    let mut trainer = Trainer::new(TrainConfig::from_config(&exp.model).unwrap(), &model);
+    let report = trainer
+        .fit(
+            &mut model,
+            &ds,
+            &exp.model,
+            &RunDir::create(run).unwrap(),
+            resume,
+            &mut Silent,
+        )
+        .unwrap();
+    (model, report)
+}
+
+#[test]
+fn every_model_learns_the_tiny_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_dataset(dir.path());
+    for expid in common::ALL_MODELS {
+        let (_, report) = fit(
+            dir.path(),
+            expid,
+            &dir.path().join("runs").join(expid),
+            8,
+            false,
+        );
+        let auc = report.test.unwrap().auc.unwrap();
+        // label = (user + item) % 3 == 0 or user < 4: pairs and first-order terms
+        assert!(auc > 0.7, "{expid}: test AUC {auc}");
+        let first = report.epochs.first().unwrap().train_loss;
+        let last = report.epochs.last().unwrap().train_loss;
+        assert!(last < first, "{expid}: train loss {first} → {last}");
+    }
+}
+
+#[test]
+fn same_seed_same_weights_and_resume_equals_uninterrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_dataset(dir.path());
+    let (a, _) = fit(dir.path(), "DeepFM_t", &dir.path().join("a"), 4, false);
+    let (b, _) = fit(dir.path(), "DeepFM_t", &dir.path().join("b"), 4, false);
+    assert_eq!(
+        weights(&a),
+        weights(&b),
+        "same seed, same thread count: same weights"
+    );
+    // interrupted after 2 epochs, then resumed to 4
+    fit(dir.path(), "DeepFM_t", &dir.path().join("c"), 2, false);
+    let (c, report) = fit(dir.path(), "DeepFM_t", &dir.path().join("c"), 4, true);
+    assert_eq!(report.epochs.len(), 4);
+    assert_eq!(
+        weights(&a),
+        weights(&c),
+        "resumed run differs from the uninterrupted one"
+    );
+}
+
+#[test]
+fn checkpoint_round_trip_and_corruption_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_dataset(dir.path());
+    let run = dir.path().join("run");
+    let (model, report) = fit(dir.path(), "DCNv2_t", &run, 2, false);
+    let (_, ds) = common::load(dir.path(), "DCNv2_t");
+    let (m1, p1) = evaluate(&model, ds.test.as_ref().unwrap(), &ds.feature_map, 64, None);
+    let loaded = load_model(&run).unwrap();
+    let (m2, p2) = evaluate(
+        &loaded.model,
+        ds.test.as_ref().unwrap(),
+        &ds.feature_map,
+        64,
+        None,
+    );
+    assert_eq!(p1, p2);
+    assert_eq!(m1.auc, m2.auc);
+    assert_eq!(report.test.unwrap().auc, m1.auc);
+    let meta = read_meta(&run.join("model.safetensors")).unwrap();
+    assert!(meta.metrics.contains_key("test"));
+    // run directory contents
+    for f in [
+        "metrics.csv",
+        "metrics.json",
+        "curve.svg",
+        "report.json",
+        "model.json",
+        "last.safetensors",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(std::fs::read_to_string(run.join("curve.svg"))
+        .unwrap()
+        .contains("<svg"));
+    // flip one byte of the tensors: loading must fail, naming the file
+    let path = run.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let err = load_model(&run)
+        .err()
+        .expect("corrupt checkpoint must not load")
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("checksum"),
+        "{err}"
+    );
+}
+
+#[test]
+fn synthetic_log_learned_close_to_bayes_optimal() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SyntheticSpec {
+        rows: 60_000,
+        vocab_sizes: vec![20, 50, 30, 40, 25],
+        latent_dim: 2,
+        ..Default::default()
+    };
+    let info = generate(&spec, dir.path(), &|_| {}).unwrap();
+    let mut aucs = std::collections::HashMap::new();
+    for expid in ["LR_synthetic", "DeepFM_synthetic"] {
+        let (mut exp, ds) = {
+            let exp = recforge_data::config::load_experiment(dir.path(), expid).unwrap();
+            let ds = recforge_data::EncodedDataset::prepare(
+                &exp.dataset,
+                Default::default(),
+                false,
+                &|_| {},
+            )
+            .unwrap();
+            (exp, ds)
+        };
+        exp.model.values.insert("epochs".into(), json!(6));
+        exp.model.values.insert("batch_size".into(), json!(512));
+        exp.model
+            .values
+            .insert("hidden_units".into(), json!([32, 32]));
+        exp.model.values.insert("embedding_dim".into(), json!(8));
+        exp.model
+            .values
+            .insert("learning_rate".into(), json!(0.005));
+        let mut model = recforge_models::build(&exp.model, &ds.feature_map).unwrap();
+        let mut t = Trainer::new(TrainConfig::from_config(&exp.model).unwrap(), &model);
+        let r = t
+            .fit(
+                &mut model,
+                &ds,
+                &exp.model,
+                &RunDir::create(&dir.path().join(expid)).unwrap(),
+                false,
+                &mut Silent,
+            )
+            .unwrap();
+        aucs.insert(expid, r.test.unwrap().auc.unwrap());
+    }
+    let (lr, deepfm) = (aucs["LR_synthetic"], aucs["DeepFM_synthetic"]);
+    let bayes = info.bayes_auc_test;
+    assert!(
+        deepfm <= bayes + 0.01,
+        "nothing beats the Bayes-optimal scorer: {deepfm} vs {bayes}"
+    );
+    assert!(
+        deepfm > bayes - 0.02,
+        "DeepFM {deepfm} far from Bayes {bayes}"
+    );
+    assert!(
+        deepfm > lr + 0.01,
+        "pairwise terms are planted: DeepFM {deepfm} should beat LR {lr}"
+    );
+}
