@@ -12,6 +12,11 @@ use recforge_train::{EpochLog, RunDir, TrainConfig, TrainObserver, TrainReport, 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+// Batches allocate and free tensors of megabytes every step; the system allocator returns them
+// to the OS each time and pays page faults to get them back.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "recforge",

@@ -179,12 +179,14 @@ impl DatasetConfig {
                     splitter: col.splitter.clone().unwrap_or_else(|| "^".into()),
                     pad_post: col.padding.as_deref().unwrap_or("post") == "post",
                 },
-                other => return Err(DataError::config(
-                    source,
-                    format!(
+                other => {
+                    return Err(DataError::config(
+                        source,
+                        format!(
                         "feature type `{other}` is not supported (categorical, numeric, sequence)"
                     ),
-                )),
+                    ))
+                }
             };
             let preprocess = match col.preprocess.as_deref() {
                 None => None,

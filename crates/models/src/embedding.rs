@@ -6,11 +6,16 @@
 //! its value.
 
 use rand::Rng;
+use rayon::prelude::*;
 use recforge_data::{Batch, FeatureMap, FieldKind};
 use recforge_nn::{EmbeddingTable, OptimizerKind, RowGrads, Tensor};
 
 /// FuxiCTR's default embedding initializer: N(0, 1e-4).
 pub const EMBEDDING_INIT_STD: f32 = 1e-4;
+
+/// Tables up to this many rows collect gradients through a direct row index (a few hundred KB
+/// per batch, cheaper than hashing); larger ones hash, so a step stays O(batch).
+pub const DIRECT_INDEX_MAX_ROWS: usize = 1 << 16;
 
 #[derive(Clone, Debug)]
 pub struct FeatureEmbedding {
@@ -82,63 +87,93 @@ impl FeatureEmbedding {
     pub fn forward(&self, batch: &Batch) -> Tensor {
         let (f, d) = (self.num_fields(), self.dim);
         let mut out = Tensor::zeros(batch.size, f * d);
-        for (r, orow) in out.data.chunks_exact_mut(f * d).enumerate() {
-            let slots = batch.row(r);
-            for (i, kind) in self.kinds.iter().enumerate() {
-                let t = &self.tables[self.table_of_field[i]];
-                let o = &mut orow[i * d..(i + 1) * d];
-                let off = self.offsets[i];
-                match kind {
-                    FieldKind::Categorical => o.copy_from_slice(t.row(slots[off])),
-                    FieldKind::Numeric => {
-                        let x = f32::from_bits(slots[off]);
-                        o.iter_mut().zip(t.row(0)).for_each(|(o, w)| *o = x * w);
-                    }
-                    FieldKind::Sequence { max_len, .. } => {
-                        let ids = &slots[off..off + max_len];
-                        let n = ids.iter().filter(|&&id| id != 0).count();
-                        if n > 0 {
-                            for &id in ids.iter().filter(|&&id| id != 0) {
-                                o.iter_mut().zip(t.row(id)).for_each(|(o, w)| *o += w);
-                            }
-                            let inv = 1.0 / n as f32;
-                            o.iter_mut().for_each(|v| *v *= inv);
-                        }
-                    }
+        out.data
+            .par_chunks_mut(f * d * 256)
+            .enumerate()
+            .for_each(|(chunk, rows)| {
+                for (k, orow) in rows.chunks_exact_mut(f * d).enumerate() {
+                    self.embed_row(batch.row(chunk * 256 + k), orow);
                 }
-            }
-        }
+            });
         out
     }
 
-    /// Sums the output gradient into per-table row gradients.
-    pub fn backward(&self, batch: &Batch, grad: &Tensor) -> Vec<RowGrads> {
-        let (f, d) = (self.num_fields(), self.dim);
-        let mut out: Vec<RowGrads> = self.tables.iter().map(|_| RowGrads::new(d)).collect();
-        let mut scaled = vec![0.0f32; d];
-        for (r, grow) in grad.data.chunks_exact(f * d).enumerate() {
-            let slots = batch.row(r);
-            for (i, kind) in self.kinds.iter().enumerate() {
-                let g = &grow[i * d..(i + 1) * d];
-                let rg = &mut out[self.table_of_field[i]];
-                let off = self.offsets[i];
-                match kind {
-                    FieldKind::Categorical => rg.add(slots[off], g, 1.0),
-                    FieldKind::Numeric => rg.add(0, g, f32::from_bits(slots[off])),
-                    FieldKind::Sequence { max_len, .. } => {
-                        let ids = &slots[off..off + max_len];
-                        let n = ids.iter().filter(|&&id| id != 0).count();
-                        if n > 0 {
-                            scaled.copy_from_slice(g);
-                            for &id in ids.iter().filter(|&&id| id != 0) {
-                                rg.add(id, &scaled, 1.0 / n as f32);
-                            }
+    fn embed_row(&self, slots: &[u32], orow: &mut [f32]) {
+        let d = self.dim;
+        for (i, kind) in self.kinds.iter().enumerate() {
+            let t = &self.tables[self.table_of_field[i]];
+            let o = &mut orow[i * d..(i + 1) * d];
+            let off = self.offsets[i];
+            match kind {
+                FieldKind::Categorical => o.copy_from_slice(t.row(slots[off])),
+                FieldKind::Numeric => {
+                    let x = f32::from_bits(slots[off]);
+                    o.iter_mut().zip(t.row(0)).for_each(|(o, w)| *o = x * w);
+                }
+                FieldKind::Sequence { max_len, .. } => {
+                    let ids = &slots[off..off + max_len];
+                    let n = ids.iter().filter(|&&id| id != 0).count();
+                    if n > 0 {
+                        for &id in ids.iter().filter(|&&id| id != 0) {
+                            o.iter_mut().zip(t.row(id)).for_each(|(o, w)| *o += w);
                         }
+                        let inv = 1.0 / n as f32;
+                        o.iter_mut().for_each(|v| *v *= inv);
                     }
                 }
             }
         }
-        out
+    }
+
+    /// Sums the output gradient into per-table row gradients (tables in parallel; within a
+    /// table, fields in order then rows in order, so the result is deterministic). Tables of at
+    /// most `direct_max_rows` rows index rows directly instead of hashing.
+    pub fn backward(&self, batch: &Batch, grad: &Tensor) -> Vec<RowGrads> {
+        self.backward_with(batch, grad, DIRECT_INDEX_MAX_ROWS)
+    }
+
+    pub fn backward_with(
+        &self,
+        batch: &Batch,
+        grad: &Tensor,
+        direct_max_rows: usize,
+    ) -> Vec<RowGrads> {
+        let (f, d) = (self.num_fields(), self.dim);
+        (0..self.tables.len())
+            .into_par_iter()
+            .map(|t| {
+                let rows = self.tables[t].rows;
+                let mut rg = if rows <= direct_max_rows {
+                    RowGrads::direct(d, rows)
+                } else {
+                    RowGrads::new(d)
+                };
+                for (i, kind) in self
+                    .kinds
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| self.table_of_field[*i] == t)
+                {
+                    let off = self.offsets[i];
+                    for (r, grow) in grad.data.chunks_exact(f * d).enumerate() {
+                        let g = &grow[i * d..(i + 1) * d];
+                        let slots = batch.row(r);
+                        match kind {
+                            FieldKind::Categorical => rg.add(slots[off], g, 1.0),
+                            FieldKind::Numeric => rg.add(0, g, f32::from_bits(slots[off])),
+                            FieldKind::Sequence { max_len, .. } => {
+                                let ids = &slots[off..off + max_len];
+                                let n = ids.iter().filter(|&&id| id != 0).count();
+                                for &id in ids.iter().filter(|&&id| id != 0) {
+                                    rg.add(id, g, 1.0 / n as f32);
+                                }
+                            }
+                        }
+                    }
+                }
+                rg
+            })
+            .collect()
     }
 
     pub fn num_values(&self) -> usize {

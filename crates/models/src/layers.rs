@@ -5,16 +5,16 @@ use rand::Rng;
 use recforge_nn::{init, Graph, NodeId, ParamId, ParamStore, Tensor};
 use serde_json::Value;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    Relu,
-    Tanh,
-    Sigmoid,
-    Linear,
+pub use recforge_nn::Activation;
+
+/// Reading activations from configs.
+pub trait ActivationExt: Sized {
+    fn parse(name: &str) -> Option<Self>;
+    fn parse_per_layer(v: Option<&Value>, layers: usize) -> Result<Vec<Self>, String>;
 }
 
-impl Activation {
-    pub fn parse(name: &str) -> Option<Self> {
+impl ActivationExt for Activation {
+    fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "relu" => Some(Activation::Relu),
             "tanh" => Some(Activation::Tanh),
@@ -25,7 +25,7 @@ impl Activation {
     }
 
     /// A config value that is one name or a list with one name per layer.
-    pub fn parse_per_layer(v: Option<&Value>, layers: usize) -> Result<Vec<Self>, String> {
+    fn parse_per_layer(v: Option<&Value>, layers: usize) -> Result<Vec<Self>, String> {
         let names: Vec<String> = match v {
             None => vec!["relu".into(); layers],
             Some(Value::String(s)) => vec![s.clone(); layers],
@@ -48,14 +48,14 @@ impl Activation {
             })
             .collect()
     }
+}
 
-    pub fn apply(self, g: &mut Graph, x: NodeId) -> NodeId {
-        match self {
-            Activation::Relu => g.relu(x),
-            Activation::Tanh => g.tanh(x),
-            Activation::Sigmoid => g.sigmoid(x),
-            Activation::Linear => x,
-        }
+fn apply_activation(act: Activation, g: &mut Graph, x: NodeId) -> NodeId {
+    match act {
+        Activation::Relu => g.relu(x),
+        Activation::Tanh => g.tanh(x),
+        Activation::Sigmoid => g.sigmoid(x),
+        Activation::Linear => x,
     }
 }
 
@@ -185,11 +185,14 @@ impl MlpBlock {
 
     pub fn forward(&self, g: &mut Graph, mut x: NodeId, rng: &mut StdRng) -> NodeId {
         for l in &self.layers {
-            x = l.linear.forward(g, x);
-            if let Some(bn) = &l.bn {
-                x = g.batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var);
-            }
-            x = l.act.apply(g, x);
+            x = match &l.bn {
+                Some(bn) => {
+                    let h = l.linear.forward(g, x);
+                    let h = g.batch_norm(h, bn.gamma, bn.beta, bn.mean, bn.var);
+                    apply_activation(l.act, g, h)
+                }
+                None => g.dense(x, l.linear.w, l.linear.b, l.act),
+            };
             x = g.dropout(x, self.dropout, rng);
         }
         match &self.output {

@@ -9,6 +9,28 @@ use crate::optim::OptimizerKind;
 use rand::Rng;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Multiplicative hashing for row ids: ids are small integers, SipHash's DoS resistance buys
+/// nothing here and costs most of the scatter time.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = (i as u64 ^ 0x9E37_79B9).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type IdMap = HashMap<u32, usize, BuildHasherDefault<IdHasher>>;
 
 /// How a table's rows are updated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +65,21 @@ pub struct RowGrads {
     pub dim: usize,
     pub rows: Vec<u32>,
     pub grads: Vec<f32>,
-    index: HashMap<u32, usize>,
+    index: RowIndex,
+}
+
+/// Where a row's gradient sits: a hash map for large tables, a direct array for small ones
+/// (dense-mode tables, whose step is O(table) anyway).
+#[derive(Clone, Debug)]
+enum RowIndex {
+    Hashed(IdMap),
+    Direct(Vec<u32>),
+}
+
+impl Default for RowIndex {
+    fn default() -> Self {
+        RowIndex::Hashed(IdMap::default())
+    }
 }
 
 impl RowGrads {
@@ -54,15 +90,35 @@ impl RowGrads {
         }
     }
 
+    /// For a table of `table_rows` rows: direct indexing (no hashing), O(table_rows) memory.
+    pub fn direct(dim: usize, table_rows: usize) -> Self {
+        RowGrads {
+            dim,
+            index: RowIndex::Direct(vec![u32::MAX; table_rows]),
+            ..Default::default()
+        }
+    }
+
     /// Adds `scale · g` to row `row`'s gradient.
     #[inline]
     pub fn add(&mut self, row: u32, g: &[f32], scale: f32) {
         let dim = self.dim;
-        let slot = *self.index.entry(row).or_insert_with(|| {
-            self.rows.push(row);
-            self.grads.resize(self.grads.len() + dim, 0.0);
-            self.rows.len() - 1
-        });
+        let (rows, grads) = (&mut self.rows, &mut self.grads);
+        let mut new_slot = || {
+            rows.push(row);
+            grads.resize(grads.len() + dim, 0.0);
+            rows.len() - 1
+        };
+        let slot = match &mut self.index {
+            RowIndex::Hashed(map) => *map.entry(row).or_insert_with(new_slot),
+            RowIndex::Direct(ix) => {
+                let e = &mut ix[row as usize];
+                if *e == u32::MAX {
+                    *e = new_slot() as u32;
+                }
+                *e as usize
+            }
+        };
         self.grads[slot * dim..(slot + 1) * dim]
             .iter_mut()
             .zip(g)
@@ -217,12 +273,13 @@ mod tests {
 
     #[test]
     fn row_grads_sum_duplicates_in_first_seen_order() {
-        let mut g = RowGrads::new(2);
-        g.add(5, &[1.0, 2.0], 1.0);
-        g.add(3, &[1.0, 1.0], 1.0);
-        g.add(5, &[0.5, 0.5], 2.0);
-        assert_eq!(g.rows, vec![5, 3]);
-        assert_eq!(g.grads, vec![2.0, 3.0, 1.0, 1.0]);
+        for mut g in [RowGrads::new(2), RowGrads::direct(2, 10)] {
+            g.add(5, &[1.0, 2.0], 1.0);
+            g.add(3, &[1.0, 1.0], 1.0);
+            g.add(5, &[0.5, 0.5], 2.0);
+            assert_eq!(g.rows, vec![5, 3]);
+            assert_eq!(g.grads, vec![2.0, 3.0, 1.0, 1.0]);
+        }
     }
 
     #[test]

@@ -20,8 +20,53 @@ pub struct StateUpdate {
     pub momentum: f32,
 }
 
+/// Activations that can be fused into a linear layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Linear,
+    Relu,
+    Tanh,
+    Sigmoid,
+}
+
+impl Activation {
+    #[inline]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::Linear => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Tanh => v.tanh(),
+            Activation::Sigmoid => sigmoid(v),
+        }
+    }
+
+    /// The derivative expressed through the output `y`.
+    #[inline]
+    fn grad_from_output(self, g: f32, y: f32) -> f32 {
+        match self {
+            Activation::Linear => g,
+            Activation::Relu => {
+                if y > 0.0 {
+                    g
+                } else {
+                    0.0
+                }
+            }
+            Activation::Tanh => g * (1.0 - y * y),
+            Activation::Sigmoid => g * y * (1.0 - y),
+        }
+    }
+}
+
 enum Op {
     Input,
+    /// `act(x · w + b)` in one node: one pass over the output, no intermediate copy.
+    Dense {
+        x: NodeId,
+        w: NodeId,
+        b: Option<NodeId>,
+        act: Activation,
+    },
     Param(ParamId),
     MatMul(NodeId, NodeId),
     AddBias(NodeId, NodeId),
@@ -168,15 +213,53 @@ impl<'p> Graph<'p> {
 
     /// `x · w + b` (bias optional).
     pub fn linear(&mut self, x: NodeId, w: ParamId, b: Option<ParamId>) -> NodeId {
+        self.dense(x, w, b, Activation::Linear)
+    }
+
+    /// `act(x · w + b)` as one fused node.
+    pub fn dense(&mut self, x: NodeId, w: ParamId, b: Option<ParamId>, act: Activation) -> NodeId {
         let wn = self.param(w);
-        let y = self.matmul(x, wn);
-        match b {
-            Some(b) => {
-                let bn = self.param(b);
-                self.add_bias(y, bn)
-            }
-            None => y,
+        let bn = b.map(|b| self.param(b));
+        let (xv, wv) = (self.value(x), self.value(wn));
+        assert_eq!(
+            xv.cols, wv.rows,
+            "dense: {}x{} · {}x{}",
+            xv.rows, xv.cols, wv.rows, wv.cols
+        );
+        let (m, k, n) = (xv.rows, xv.cols, wv.cols);
+        let mut out = Tensor::zeros(m, n);
+        if let Some(bn) = bn {
+            let bv = self.value(bn);
+            assert_eq!((bv.rows, bv.cols), (1, n), "dense: bias shape");
+            out.data
+                .chunks_exact_mut(n)
+                .for_each(|row| row.copy_from_slice(&bv.data));
         }
+        matmul(
+            &mut out.data,
+            &xv.data,
+            &wv.data,
+            m,
+            n,
+            k,
+            false,
+            false,
+            bn.is_some(),
+        );
+        if act != Activation::Linear {
+            map_inplace(&mut out.data, move |v| act.apply(v));
+        }
+        let rg = self.rg(x) || self.rg(wn) || bn.is_some_and(|b| self.rg(b));
+        self.push(
+            Op::Dense {
+                x,
+                w: wn,
+                b: bn,
+                act,
+            },
+            out,
+            rg,
+        )
     }
 
     fn binary(
@@ -464,6 +547,52 @@ impl<'p> Graph<'p> {
                     g[i] = Some(gy);
                 }
                 Op::Param(p) => accumulate(&mut pg[p.0], gy),
+                Op::Dense { x, w, b, act } => {
+                    let mut gz = gy;
+                    if *act != Activation::Linear {
+                        let act = *act;
+                        zip_map_inplace(&mut gz.data, &node.value.data, move |g, y| {
+                            act.grad_from_output(g, y)
+                        });
+                    }
+                    let (xv, wv) = (self.value(*x), self.value(*w));
+                    let (m, k, n) = (xv.rows, xv.cols, wv.cols);
+                    if self.rg(*w) {
+                        let mut gw = Tensor::zeros(k, n);
+                        matmul(
+                            &mut gw.data,
+                            &xv.data,
+                            &gz.data,
+                            k,
+                            n,
+                            m,
+                            true,
+                            false,
+                            false,
+                        );
+                        accumulate(&mut g[w.0], gw);
+                    }
+                    if let Some(b) = b.filter(|b| self.rg(*b)) {
+                        let mut gb = Tensor::zeros(1, n);
+                        col_sums_into(&mut gb.data, &gz.data, n);
+                        accumulate(&mut g[b.0], gb);
+                    }
+                    if self.rg(*x) {
+                        let mut gx = Tensor::zeros(m, k);
+                        matmul(
+                            &mut gx.data,
+                            &gz.data,
+                            &wv.data,
+                            m,
+                            k,
+                            n,
+                            false,
+                            true,
+                            false,
+                        );
+                        accumulate(&mut g[x.0], gx);
+                    }
+                }
                 Op::MatMul(x, w) => {
                     let (xv, wv) = (self.value(*x), self.value(*w));
                     let (b, k, nn) = (xv.rows, xv.cols, wv.cols);
@@ -804,6 +933,26 @@ mod tests {
             let sg = g.sigmoid(t);
             g.sum_cols(sg)
         });
+    }
+
+    #[test]
+    fn fused_dense_with_every_activation() {
+        for act in [
+            Activation::Linear,
+            Activation::Relu,
+            Activation::Tanh,
+            Activation::Sigmoid,
+        ] {
+            let mut rng = StdRng::seed_from_u64(11);
+            let mut s = ParamStore::new();
+            let w = s.add("w", init::xavier_normal(&mut rng, 5, 4), true, true);
+            let b = s.add("b", init::normal(&mut rng, 1, 4, 0.5), true, false);
+            let v = s.add("v", init::xavier_normal(&mut rng, 4, 1), true, true);
+            check(s, rand_input(&mut rng, 6, 5), |g, x| {
+                let h = g.dense(x, w, Some(b), act);
+                g.dense(h, v, None, Activation::Linear)
+            });
+        }
     }
 
     #[test]

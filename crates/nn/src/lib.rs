@@ -14,7 +14,7 @@ pub mod params;
 pub mod tensor;
 
 pub use embedding::{EmbeddingOptimizer, EmbeddingTable, RowGrads, UpdateMode};
-pub use graph::{Graph, NodeId, StateUpdate};
+pub use graph::{Activation, Graph, NodeId, StateUpdate};
 pub use optim::{DenseOptimizer, OptimizerKind};
 pub use params::{ParamId, ParamStore};
 pub use tensor::Tensor;

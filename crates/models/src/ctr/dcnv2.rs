@@ -49,9 +49,11 @@ impl Dcnv2 {
             "stacked" => Dcnv2Structure::Stacked,
             "parallel" => Dcnv2Structure::Parallel,
             "stacked_parallel" => Dcnv2Structure::StackedParallel,
-            other => return Err(err(format!(
+            other => {
+                return Err(err(format!(
                 "model_structure `{other}` (crossnet_only, stacked, parallel, stacked_parallel)"
-            ))),
+            )))
+            }
         };
         let input = fields * dim;
         let layers = cfg

@@ -16,7 +16,7 @@ pub use fm::Fm;
 pub use lr::Lr;
 
 use crate::embedding::FeatureEmbedding;
-use crate::layers::{Activation, MlpConfig};
+use crate::layers::{Activation, ActivationExt, MlpConfig};
 use crate::{ModelError, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
