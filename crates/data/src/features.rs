@@ -35,6 +35,16 @@ impl Vocab {
         v
     }
 
+    /// Tokens `"1"..="n"` (benchmarks and tests that need a vocabulary of a given size).
+    pub fn numbered(n: usize) -> Self {
+        let mut v = Vocab {
+            tokens: (1..=n).map(|i| i.to_string()).collect(),
+            index: HashMap::new(),
+        };
+        v.build_index();
+        v
+    }
+
     pub fn build_index(&mut self) {
         self.index = self
             .tokens

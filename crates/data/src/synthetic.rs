@@ -129,6 +129,9 @@ pub fn true_probability(spec: &SyntheticSpec, ids: &[u64]) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
+/// A generated chunk: its CSV text and, per row, (row index, label, true probability).
+type ChunkOut = (String, Vec<(usize, f32, f32)>);
+
 /// Writes `train.csv`, `valid.csv`, `test.csv` (header `label,f0,…`), a dataset and a model
 /// config for them, and `synthetic.json` with the Bayes-optimal test AUC.
 pub fn generate(
@@ -174,7 +177,7 @@ pub fn generate(
     let mut done = 0usize;
     for chunk_start in (0..spec.rows).step_by(CHUNK * 8) {
         let hi = (chunk_start + CHUNK * 8).min(spec.rows);
-        let parts: Vec<(String, Vec<(usize, f32, f32)>)> = (chunk_start..hi)
+        let parts: Vec<ChunkOut> = (chunk_start..hi)
             .step_by(CHUNK)
             .collect::<Vec<_>>()
             .into_par_iter()

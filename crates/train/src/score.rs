@@ -8,6 +8,9 @@ use recforge_data::{reader, Batch, DataError, DatasetConfig};
 use recforge_models::Model;
 use std::path::{Path, PathBuf};
 
+/// Receives each scored batch: probabilities, and labels when the file has them.
+pub type ScoreSink<'a> = dyn FnMut(&[f32], Option<&[f32]>) -> Result<()> + 'a;
+
 pub struct LoadedModel {
     pub model: Model,
     pub meta: CheckpointMeta,
@@ -38,7 +41,7 @@ pub fn score_file(
     input: &Path,
     on_bad: OnBadRow,
     batch_size: usize,
-    sink: &mut dyn FnMut(&[f32], Option<&[f32]>) -> Result<()>,
+    sink: &mut ScoreSink,
 ) -> Result<(usize, u64)> {
     let fmap = &lm.meta.feature_map;
     let specs: Vec<_> = fmap.fields.iter().map(|f| f.spec.clone()).collect();

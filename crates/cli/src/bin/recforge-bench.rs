@@ -1,0 +1,137 @@
+//! Benchmarks that need no data files (see bench/run.sh for the full comparison run).
+//!
+//! `recforge-bench vocab-scaling [--vocab 100000,1000000,10000000] [--model DeepFM]`:
+//! median training-step time of a 39-field model (batch 4096, embedding 16, MLP 400×3) as the
+//! embedding tables grow; ids are Zipf(1.1) per field. Sparse row-wise updates should keep the
+//! step flat. Prints one JSON line per size.
+
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use recforge_data::config::{FieldKind, FieldSpec};
+use recforge_data::features::{FieldInfo, Vocab};
+use recforge_data::synthetic::SyntheticSpec;
+use recforge_data::{Batch, FeatureMap, ModelConfig};
+use recforge_train::{TrainConfig, Trainer};
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn feature_map(vocab_sizes: &[usize]) -> FeatureMap {
+    let fields = vocab_sizes
+        .iter()
+        .enumerate()
+        .map(|(i, _)| FieldInfo {
+            spec: FieldSpec {
+                name: format!("f{i}"),
+                kind: FieldKind::Categorical,
+                numeric_dtype: false,
+                preprocess: None,
+                fill_na: String::new(),
+                min_count: 1,
+                embedding_dim: None,
+                share_embedding: None,
+            },
+            vocab_owner: i,
+            offset: i,
+            width: 1,
+        })
+        .collect();
+    FeatureMap {
+        dataset_id: "bench".into(),
+        label: "label".into(),
+        fields,
+        vocabs: vocab_sizes.iter().map(|&n| Vocab::numbered(n)).collect(),
+        width: vocab_sizes.len(),
+    }
+}
+
+fn batches(vocab_sizes: &[usize], n: usize, batch: usize, seed: u64) -> Vec<Batch> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let zipfs: Vec<Zipf<f64>> = vocab_sizes
+        .iter()
+        .map(|&v| Zipf::new(v as u64, 1.1).expect("zipf"))
+        .collect();
+    (0..n)
+        .map(|_| {
+            let mut b = Batch {
+                size: batch,
+                width: vocab_sizes.len(),
+                labels: Vec::with_capacity(batch),
+                slots: Vec::with_capacity(batch * vocab_sizes.len()),
+            };
+            for _ in 0..batch {
+                b.labels.push(rng.gen_bool(0.25) as u8 as f32);
+                b.slots
+                    .extend(zipfs.iter().map(|z| z.sample(&mut rng) as u32));
+            }
+            b
+        })
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |k: &str, d: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| d.to_string())
+    };
+    if args.get(1).map(String::as_str) != Some("vocab-scaling") {
+        anyhow::bail!("usage: recforge-bench vocab-scaling [--vocab 100000,1000000,10000000] [--model DeepFM] [--steps 20] [--batch 4096]");
+    }
+    let model_name = get("--model", "DeepFM");
+    let steps: usize = get("--steps", "20").parse()?;
+    let batch: usize = get("--batch", "4096").parse()?;
+    for total in get("--vocab", "100000,1000000,10000000").split(',') {
+        let total: usize = total.trim().parse()?;
+        let sizes = SyntheticSpec::criteo_like(0, total).vocab_sizes;
+        let fmap = feature_map(&sizes);
+        let cfg: serde_json::Map<String, serde_json::Value> = serde_json::from_value(
+            serde_json::json!({
+                "model": model_name, "embedding_dim": 16, "hidden_units": [400, 400, 400],
+                "parallel_dnn_hidden_units": [400, 400, 400], "num_cross_layers": 3, "batch_size": batch, "seed": 2024,
+            }),
+        )?;
+        let cfg = ModelConfig::new("bench", cfg);
+        let mut model = recforge_models::build(&cfg, &fmap)?;
+        let mut trainer = Trainer::new(TrainConfig::from_config(&cfg)?, &model);
+        let pool = batches(&sizes, 8, batch, 7);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for b in pool.iter().take(3) {
+            trainer.train_step(&mut model, b, &mut rng);
+        }
+        let mut times: Vec<f64> = (0..steps)
+            .map(|i| {
+                let t = Instant::now();
+                trainer.train_step(&mut model, &pool[i % pool.len()], &mut rng);
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(|a, b| a.total_cmp(b));
+        let med = times[times.len() / 2];
+        let ms = |t: f64| (t * 1e4).round() / 10.0;
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": model_name, "embedding_rows": sizes.iter().map(|s| s + 2).sum::<usize>(), "batch": batch,
+                "step_ms_median": ms(med), "step_ms_p10": ms(times[times.len() / 10]), "step_ms_p90": ms(times[times.len() * 9 / 10]),
+                "samples_per_sec": (batch as f64 / med).round(), "peak_rss_mb": peak_rss_mb().round(),
+            })
+        );
+    }
+    Ok(())
+}
