@@ -3,7 +3,7 @@
 //! One table per vocabulary (fields that `share_embedding` use their owner's table). A
 //! categorical field looks up one row; a sequence field averages the rows of its non-padding
 //! ids (FuxiCTR's masked average pooling); a numeric field scales a single learned vector by
-//! its value.
+//! its value. Fields may have their own `embedding_dim`.
 
 use rand::Rng;
 use rayon::prelude::*;
@@ -21,36 +21,47 @@ pub const DIRECT_INDEX_MAX_ROWS: usize = 1 << 16;
 pub struct FeatureEmbedding {
     /// Name prefix in checkpoints.
     pub name: String,
-    pub dim: usize,
+    /// Embedding size per field.
+    pub dims: Vec<usize>,
     /// Table per field (fields sharing a vocabulary point at the same table).
     pub table_of_field: Vec<usize>,
     pub tables: Vec<EmbeddingTable>,
     /// Field names of the tables (the owner field), for checkpoint keys.
     pub table_names: Vec<String>,
+    /// Column where each field's embedding starts in an output row.
+    out_offsets: Vec<usize>,
+    width: usize,
     kinds: Vec<FieldKind>,
     offsets: Vec<usize>,
 }
 
 impl FeatureEmbedding {
+    /// `dims[i]` is field `i`'s embedding size; fields sharing a vocabulary must agree on it.
     pub fn new(
         name: &str,
         fmap: &FeatureMap,
-        dim: usize,
+        dims: &[usize],
         opt: OptimizerKind,
         rng: &mut impl Rng,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let mut tables = Vec::new();
         let mut table_names = Vec::new();
         let mut owner_table = vec![usize::MAX; fmap.fields.len()];
         let mut table_of_field = Vec::new();
         for (i, f) in fmap.fields.iter().enumerate() {
             let owner = f.vocab_owner;
+            if dims[i] != dims[owner] {
+                return Err(format!(
+                    "field `{}` shares the embedding of `{}` but has embedding_dim {} instead of {}",
+                    f.spec.name, fmap.fields[owner].spec.name, dims[i], dims[owner]
+                ));
+            }
             if owner_table[owner] == usize::MAX {
                 let rows = match fmap.fields[owner].spec.kind {
                     FieldKind::Numeric => 1,
                     _ => fmap.vocabs[owner].size(),
                 };
-                let mut t = EmbeddingTable::new(rows, dim, EMBEDDING_INIT_STD, opt, rng);
+                let mut t = EmbeddingTable::new(rows, dims[owner], EMBEDDING_INIT_STD, opt, rng);
                 if rows == 1 {
                     // a numeric field's vector is not a padding row: initialize it like the rest
                     t.weight
@@ -62,36 +73,46 @@ impl FeatureEmbedding {
                 owner_table[owner] = tables.len() - 1;
             }
             table_of_field.push(owner_table[owner]);
-            let _ = i;
         }
-        FeatureEmbedding {
+        let out_offsets: Vec<usize> = dims
+            .iter()
+            .scan(0, |acc, &d| Some(std::mem::replace(acc, *acc + d)))
+            .collect();
+        Ok(FeatureEmbedding {
             name: name.to_string(),
-            dim,
+            dims: dims.to_vec(),
             table_of_field,
             tables,
             table_names,
+            out_offsets,
+            width: dims.iter().sum(),
             kinds: fmap.fields.iter().map(|f| f.spec.kind.clone()).collect(),
             offsets: fmap.fields.iter().map(|f| f.offset).collect(),
-        }
+        })
     }
 
     pub fn num_fields(&self) -> usize {
         self.kinds.len()
     }
 
+    /// Columns of the output: the sum of the fields' embedding sizes.
     pub fn width(&self) -> usize {
-        self.num_fields() * self.dim
+        self.width
     }
 
-    /// `[batch × fields·dim]`, field-major within a row.
+    fn span(&self, field: usize) -> std::ops::Range<usize> {
+        self.out_offsets[field]..self.out_offsets[field] + self.dims[field]
+    }
+
+    /// `[batch × Σ dims]`, field-major within a row.
     pub fn forward(&self, batch: &Batch) -> Tensor {
-        let (f, d) = (self.num_fields(), self.dim);
-        let mut out = Tensor::zeros(batch.size, f * d);
+        let w = self.width;
+        let mut out = Tensor::zeros(batch.size, w);
         out.data
-            .par_chunks_mut(f * d * 256)
+            .par_chunks_mut(w * 256)
             .enumerate()
             .for_each(|(chunk, rows)| {
-                for (k, orow) in rows.chunks_exact_mut(f * d).enumerate() {
+                for (k, orow) in rows.chunks_exact_mut(w).enumerate() {
                     self.embed_row(batch.row(chunk * 256 + k), orow);
                 }
             });
@@ -99,10 +120,9 @@ impl FeatureEmbedding {
     }
 
     fn embed_row(&self, slots: &[u32], orow: &mut [f32]) {
-        let d = self.dim;
         for (i, kind) in self.kinds.iter().enumerate() {
             let t = &self.tables[self.table_of_field[i]];
-            let o = &mut orow[i * d..(i + 1) * d];
+            let o = &mut orow[self.span(i)];
             let off = self.offsets[i];
             match kind {
                 FieldKind::Categorical => o.copy_from_slice(t.row(slots[off])),
@@ -126,24 +146,14 @@ impl FeatureEmbedding {
     }
 
     /// Sums the output gradient into per-table row gradients (tables in parallel; within a
-    /// table, fields in order then rows in order, so the result is deterministic). Tables of at
-    /// most `direct_max_rows` rows index rows directly instead of hashing.
+    /// table, fields in order then rows in order, so the result is deterministic).
     pub fn backward(&self, batch: &Batch, grad: &Tensor) -> Vec<RowGrads> {
-        self.backward_with(batch, grad, DIRECT_INDEX_MAX_ROWS)
-    }
-
-    pub fn backward_with(
-        &self,
-        batch: &Batch,
-        grad: &Tensor,
-        direct_max_rows: usize,
-    ) -> Vec<RowGrads> {
-        let (f, d) = (self.num_fields(), self.dim);
+        let w = self.width;
         (0..self.tables.len())
             .into_par_iter()
             .map(|t| {
-                let rows = self.tables[t].rows;
-                let mut rg = if rows <= direct_max_rows {
+                let (rows, d) = (self.tables[t].rows, self.tables[t].dim);
+                let mut rg = if rows <= DIRECT_INDEX_MAX_ROWS {
                     RowGrads::direct(d, rows)
                 } else {
                     RowGrads::new(d)
@@ -155,8 +165,9 @@ impl FeatureEmbedding {
                     .filter(|(i, _)| self.table_of_field[*i] == t)
                 {
                     let off = self.offsets[i];
-                    for (r, grow) in grad.data.chunks_exact(f * d).enumerate() {
-                        let g = &grow[i * d..(i + 1) * d];
+                    let span = self.span(i);
+                    for (r, grow) in grad.data.chunks_exact(w).enumerate() {
+                        let g = &grow[span.clone()];
                         let slots = batch.row(r);
                         match kind {
                             FieldKind::Categorical => rg.add(slots[off], g, 1.0),
@@ -174,6 +185,11 @@ impl FeatureEmbedding {
                 rg
             })
             .collect()
+    }
+
+    /// Empty gradients, one per table (when the tape produced none).
+    pub fn no_grads(&self) -> Vec<RowGrads> {
+        self.tables.iter().map(|t| RowGrads::new(t.dim)).collect()
     }
 
     pub fn num_values(&self) -> usize {

@@ -296,19 +296,7 @@ impl Trainer {
         let loss_value = graph.value(loss).data[0] as f64;
         let mut grads = graph.backward(loss);
         let updates = std::mem::take(&mut graph.state_updates);
-        let emb_grads: Vec<Vec<recforge_nn::RowGrads>> = model
-            .embeddings
-            .iter()
-            .zip(&fwd.emb_nodes)
-            .map(|(e, &n)| match grads.take(n) {
-                Some(g) => e.backward(batch, &g),
-                None => e
-                    .tables
-                    .iter()
-                    .map(|_| recforge_nn::RowGrads::new(e.dim))
-                    .collect(),
-            })
-            .collect();
+        let emb_grads = model.embedding_grads(batch, &fwd.emb_nodes, &mut grads);
         drop(graph);
 
         let net_l2 = model.common.net_regularizer;

@@ -102,3 +102,19 @@ fn every_model_gradient_matches_finite_differences() {
         }
     }
 }
+
+#[test]
+fn per_field_embedding_sizes_widen_the_input_and_fm_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_dataset(dir.path());
+    let (exp, ds) = common::load(dir.path(), "DNNmixed_t");
+    let model = recforge_models::build(&exp.model, &ds.feature_map).unwrap();
+    // user 4 + item 4 + price 6 + tags 2
+    assert_eq!(model.embeddings[0].width(), 16);
+    let (exp, ds) = common::load(dir.path(), "FMmixed_t");
+    let err = recforge_models::build(&exp.model, &ds.feature_map)
+        .err()
+        .expect("FM needs equal sizes")
+        .to_string();
+    assert!(err.contains("embedding_dim 4"), "{err}");
+}

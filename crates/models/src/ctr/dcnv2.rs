@@ -3,7 +3,7 @@
 //! `model_structure`: `crossnet_only`, `stacked` (cross → MLP), `parallel` (cross ‖ MLP) or
 //! `stacked_parallel` (cross → MLP ‖ MLP), then one linear output.
 
-use super::{mlp_config, CtrNet};
+use super::{mlp_config, CtrNet, EmbeddingUse};
 use crate::layers::{CrossNetMix, CrossNetV2, Linear, MlpBlock};
 use crate::{ModelError, Result};
 use rand::rngs::StdRng;
@@ -29,15 +29,13 @@ pub struct Dcnv2 {
     stacked: Option<MlpBlock>,
     parallel: Option<MlpBlock>,
     out: Linear,
-    dim: usize,
 }
 
 impl Dcnv2 {
     pub fn new(
         cfg: &ModelConfig,
         ps: &mut ParamStore,
-        fields: usize,
-        dim: usize,
+        input_dim: usize,
         rng: &mut StdRng,
     ) -> Result<Self> {
         let err = |msg: String| ModelError::Config {
@@ -55,7 +53,7 @@ impl Dcnv2 {
             )))
             }
         };
-        let input = fields * dim;
+        let input = input_dim;
         let layers = cfg
             .usize_or("num_cross_layers", 3)
             .map_err(|e| err(e.to_string()))?;
@@ -126,14 +124,13 @@ impl Dcnv2 {
             stacked,
             parallel,
             out,
-            dim,
         })
     }
 }
 
 impl CtrNet for Dcnv2 {
-    fn embedding_dims(&self) -> Vec<usize> {
-        vec![self.dim]
+    fn embeddings(&self) -> Vec<EmbeddingUse> {
+        vec![EmbeddingUse::Factors]
     }
 
     fn forward(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> NodeId {

@@ -1,7 +1,7 @@
 //! DeepFM (Guo et al. 2017): an FM and an MLP over the same field embeddings, logits summed.
 //! As in FuxiCTR, the FM's first-order weights are a separate dimension-1 table.
 
-use super::{mlp_config, CtrNet, Fm};
+use super::{mlp_config, CtrNet, EmbeddingUse, Fm};
 use crate::layers::MlpBlock;
 use crate::Result;
 use rand::rngs::StdRng;
@@ -11,7 +11,6 @@ use recforge_nn::{Graph, NodeId, ParamStore};
 pub struct DeepFm {
     fm: Fm,
     mlp: MlpBlock,
-    dim: usize,
 }
 
 impl DeepFm {
@@ -33,14 +32,13 @@ impl DeepFm {
         Ok(DeepFm {
             fm,
             mlp: MlpBlock::new(ps, "dnn", fields * dim, &mlp_cfg, rng),
-            dim,
         })
     }
 }
 
 impl CtrNet for DeepFm {
-    fn embedding_dims(&self) -> Vec<usize> {
-        vec![1, self.dim]
+    fn embeddings(&self) -> Vec<EmbeddingUse> {
+        vec![EmbeddingUse::FirstOrder, EmbeddingUse::Factors]
     }
 
     fn forward(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> NodeId {

@@ -1,6 +1,6 @@
 //! A plain MLP over the concatenated field embeddings.
 
-use super::{mlp_config, CtrNet};
+use super::{mlp_config, CtrNet, EmbeddingUse};
 use crate::layers::MlpBlock;
 use crate::Result;
 use rand::rngs::StdRng;
@@ -9,15 +9,13 @@ use recforge_nn::{Graph, NodeId, ParamStore};
 
 pub struct Dnn {
     mlp: MlpBlock,
-    dim: usize,
 }
 
 impl Dnn {
     pub fn new(
         cfg: &ModelConfig,
         ps: &mut ParamStore,
-        fields: usize,
-        dim: usize,
+        input_dim: usize,
         rng: &mut StdRng,
     ) -> Result<Self> {
         let mlp_cfg = mlp_config(
@@ -28,15 +26,14 @@ impl Dnn {
             Some(1),
         )?;
         Ok(Dnn {
-            mlp: MlpBlock::new(ps, "dnn", fields * dim, &mlp_cfg, rng),
-            dim,
+            mlp: MlpBlock::new(ps, "dnn", input_dim, &mlp_cfg, rng),
         })
     }
 }
 
 impl CtrNet for Dnn {
-    fn embedding_dims(&self) -> Vec<usize> {
-        vec![self.dim]
+    fn embeddings(&self) -> Vec<EmbeddingUse> {
+        vec![EmbeddingUse::Factors]
     }
 
     fn forward(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> NodeId {

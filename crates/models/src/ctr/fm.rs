@@ -1,7 +1,7 @@
 //! Factorization machine (Rendle 2010): logistic regression plus
 //! `Σ_{i<j} ⟨v_i, v_j⟩`, computed in O(fields·dim).
 
-use super::{CtrNet, Lr};
+use super::{CtrNet, EmbeddingUse, Lr};
 use rand::rngs::StdRng;
 use recforge_nn::{Graph, NodeId, ParamStore};
 
@@ -29,8 +29,8 @@ impl Fm {
 }
 
 impl CtrNet for Fm {
-    fn embedding_dims(&self) -> Vec<usize> {
-        vec![1, self.dim]
+    fn embeddings(&self) -> Vec<EmbeddingUse> {
+        vec![EmbeddingUse::FirstOrder, EmbeddingUse::Factors]
     }
 
     fn forward(&self, g: &mut Graph, emb: &[NodeId], _rng: &mut StdRng) -> NodeId {

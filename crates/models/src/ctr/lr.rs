@@ -1,6 +1,6 @@
 //! Logistic regression: one learned weight per feature value plus a bias.
 
-use super::CtrNet;
+use super::{CtrNet, EmbeddingUse};
 use rand::rngs::StdRng;
 use recforge_nn::{Graph, NodeId, ParamId, ParamStore, Tensor};
 
@@ -28,8 +28,8 @@ impl Lr {
 }
 
 impl CtrNet for Lr {
-    fn embedding_dims(&self) -> Vec<usize> {
-        vec![1]
+    fn embeddings(&self) -> Vec<EmbeddingUse> {
+        vec![EmbeddingUse::FirstOrder]
     }
 
     fn forward(&self, g: &mut Graph, emb: &[NodeId], _rng: &mut StdRng) -> NodeId {

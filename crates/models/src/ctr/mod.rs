@@ -24,10 +24,19 @@ use recforge_data::{Batch, FeatureMap, ModelConfig};
 use recforge_nn::graph::Grads;
 use recforge_nn::{Graph, NodeId, OptimizerKind, ParamStore};
 
+/// What an embedding matrix a model consumes holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmbeddingUse {
+    /// One weight per feature value (dimension 1): first-order terms.
+    FirstOrder,
+    /// Each field's embedding (`embedding_dim`, or the field's own).
+    Factors,
+}
+
 /// The part of a model that runs on the tape.
 pub trait CtrNet: Send + Sync {
-    /// Embedding dimensions of the matrices `forward` receives, in order.
-    fn embedding_dims(&self) -> Vec<usize>;
+    /// The embedding matrices `forward` receives, in order.
+    fn embeddings(&self) -> Vec<EmbeddingUse>;
     /// Click logits `[batch × 1]` from the embedded batch (`emb[k]` is `[batch × fields·dims[k]]`).
     fn forward(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> NodeId;
 }
@@ -125,12 +134,21 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
     let name = cfg.str_or("model", "");
     let fields = fmap.num_fields();
     let d = common.embedding_dim;
+    let field_dims: Vec<usize> = fmap
+        .fields
+        .iter()
+        .map(|f| f.spec.embedding_dim.unwrap_or(d))
+        .collect();
+    let input_dim: usize = field_dims.iter().sum();
+    if matches!(name.as_str(), "FM" | "DeepFM") && field_dims.iter().any(|&x| x != d) {
+        return Err(ModelError::Config { expid: cfg.expid.clone(), msg: format!("{name} takes inner products of field embeddings: every field needs embedding_dim {d}") });
+    }
     let net: Box<dyn CtrNet> = match name.as_str() {
         "LR" => Box::new(Lr::new(&mut params)),
         "FM" => Box::new(Fm::new(&mut params, fields, d)),
-        "DNN" => Box::new(Dnn::new(cfg, &mut params, fields, d, &mut rng)?),
+        "DNN" => Box::new(Dnn::new(cfg, &mut params, input_dim, &mut rng)?),
         "DeepFM" => Box::new(DeepFm::new(cfg, &mut params, fields, d, &mut rng)?),
-        "DCNv2" => Box::new(Dcnv2::new(cfg, &mut params, fields, d, &mut rng)?),
+        "DCNv2" => Box::new(Dcnv2::new(cfg, &mut params, input_dim, &mut rng)?),
         other => {
             return Err(ModelError::Config {
                 expid: cfg.expid.clone(),
@@ -142,13 +160,21 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
         }
     };
     let embeddings = net
-        .embedding_dims()
+        .embeddings()
         .iter()
         .enumerate()
-        .map(|(k, &dim)| {
-            FeatureEmbedding::new(&format!("emb{k}"), fmap, dim, common.optimizer, &mut rng)
+        .map(|(k, usage)| {
+            let dims = match usage {
+                EmbeddingUse::FirstOrder => vec![1; fields],
+                EmbeddingUse::Factors => field_dims.clone(),
+            };
+            FeatureEmbedding::new(&format!("emb{k}"), fmap, &dims, common.optimizer, &mut rng)
+                .map_err(|msg| ModelError::Config {
+                    expid: cfg.expid.clone(),
+                    msg,
+                })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     Ok(Model {
         name,
         net,
@@ -186,23 +212,20 @@ impl Model {
             .collect()
     }
 
-    /// Per-table row gradients of each embedding from a backward pass.
+    /// Per-table row gradients of each embedding, taken from a backward pass over the
+    /// embedding nodes `emb_nodes` of a forward pass on `batch`.
     pub fn embedding_grads(
         &self,
         batch: &Batch,
-        fwd: &Forward,
+        emb_nodes: &[NodeId],
         grads: &mut Grads,
     ) -> Vec<Vec<recforge_nn::RowGrads>> {
         self.embeddings
             .iter()
-            .zip(&fwd.emb_nodes)
+            .zip(emb_nodes)
             .map(|(e, &n)| match grads.take(n) {
                 Some(g) => e.backward(batch, &g),
-                None => e
-                    .tables
-                    .iter()
-                    .map(|_| recforge_nn::RowGrads::new(e.dim))
-                    .collect(),
+                None => e.no_grads(),
             })
             .collect()
     }
