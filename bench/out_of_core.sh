@@ -20,7 +20,7 @@ else                                             # cgroup v2
   CG=/sys/fs/cgroup/recforge-ooc; mkdir -p $CG
   echo $((LIMIT_MB * 1024 * 1024)) > $CG/memory.max; PEAK=$CG/memory.peak
 fi
-bash -c "echo \$\$ > $CG/cgroup.procs 2>/dev/null || echo \$\$ > $CG/tasks; exec /usr/bin/time -f '%M' -o '$OUT/rss.txt' '$BIN' --threads 2 train --config '$OUT/syn' --expid LR_synthetic --set epochs=1 --run-dir '$OUT/run'" > "$OUT/train.log" 2>&1
+bash -c "echo \$\$ > $CG/cgroup.procs 2>/dev/null || echo \$\$ > $CG/tasks; exec /usr/bin/time -f '%M' -o '$OUT/rss.txt' '$BIN' --threads 2 train --config '$OUT/syn' --expid LR_synthetic --set epochs=1 --set shuffle_block_rows=65536 --run-dir '$OUT/run'" > "$OUT/train.log" 2>&1
 echo "rows: $ROWS; CSV: $(du -m "$OUT/syn/train.csv" | cut -f1) MB train; encoded cache: $(du -cm "$OUT"/syn/processed/synthetic/*.bin | tail -1 | cut -f1) MB"
 echo "memory limit: $LIMIT_MB MB; cgroup peak (RSS + page cache): $(( $(cat $PEAK) / 1024 / 1024 )) MB; process peak RSS: $(( $(cat "$OUT/rss.txt") / 1024 )) MB"
 grep '^test' "$OUT/train.log"

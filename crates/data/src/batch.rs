@@ -60,8 +60,33 @@ impl<'a> BatchIter<'a> {
     /// Batches over a permutation of the rows drawn from `seed` (the same seed gives the same
     /// order on any machine).
     pub fn shuffled(split: &'a EncodedSplit, batch_size: usize, seed: u64) -> Self {
+        Self::block_shuffled(split, batch_size, seed, 0)
+    }
+
+    /// Like [`shuffled`](Self::shuffled), but with `block_rows > 0` the permutation keeps
+    /// blocks of that many consecutive rows together (blocks in random order, rows shuffled
+    /// within each block). A split larger than memory is then read a block at a time instead
+    /// of one random page per row.
+    pub fn block_shuffled(
+        split: &'a EncodedSplit,
+        batch_size: usize,
+        seed: u64,
+        block_rows: usize,
+    ) -> Self {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut order: Vec<u32> = (0..split.rows as u32).collect();
-        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        if block_rows == 0 || block_rows >= split.rows {
+            order.shuffle(&mut rng);
+        } else {
+            let mut blocks: Vec<&mut [u32]> = order.chunks_mut(block_rows).collect();
+            blocks.shuffle(&mut rng);
+            let mut shuffled = Vec::with_capacity(split.rows);
+            for b in blocks {
+                b.shuffle(&mut rng);
+                shuffled.extend_from_slice(b);
+            }
+            order = shuffled;
+        }
         BatchIter {
             split,
             order: Some(order),
@@ -119,6 +144,17 @@ mod tests {
             .flat_map(|b| b.slots)
             .collect();
         assert_eq!(seen, again);
+        // block shuffle: every row once, blocks of 4 consecutive rows stay together
+        let seen: Vec<u32> = BatchIter::block_shuffled(&split, 3, 7, 4)
+            .flat_map(|b| b.slots)
+            .collect();
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).map(|i| i * 10).collect::<Vec<_>>());
+        for w in seen.chunks(4).filter(|w| w.len() == 4) {
+            let lo = w.iter().min().unwrap() / 40;
+            assert!(w.iter().all(|v| v / 40 == lo), "{seen:?}");
+        }
         let b: Vec<Batch> = BatchIter::sequential(&split, 4).collect();
         assert_eq!(b.len(), 3);
         assert_eq!(b[2].labels, vec![8.0, 9.0]);

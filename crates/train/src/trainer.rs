@@ -91,6 +91,9 @@ pub struct TrainConfig {
     pub reduce_lr_on_plateau: bool,
     pub embedding_update: EmbeddingUpdate,
     pub dense_max_values: usize,
+    /// Shuffle blocks of this many consecutive rows (0: a full permutation). Default: 0 for
+    /// splits whose cache fits in 2 GiB, 65,536 above, so out-of-core data is read in blocks.
+    pub shuffle_block_rows: Option<usize>,
     /// Field whose id groups rows for gAUC (FuxiCTR's `group_id`).
     pub group_id: Option<String>,
 }
@@ -126,6 +129,10 @@ impl TrainConfig {
             dense_max_values: cfg
                 .usize_or("dense_embedding_max_values", 1 << 18)
                 .map_err(e)?,
+            shuffle_block_rows: cfg
+                .get("shuffle_block_rows")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize),
             group_id: cfg
                 .get("group_id")
                 .and_then(|v| v.as_str())
@@ -366,8 +373,15 @@ impl Trainer {
         while !self.state.stopped && self.state.epochs_done < cfg.epochs {
             let epoch = self.state.epochs_done + 1;
             let epoch_seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
+            let block = cfg.shuffle_block_rows.unwrap_or(
+                if ds.train.rows * ds.train.width * 4 > (2 << 30) {
+                    65_536
+                } else {
+                    0
+                },
+            );
             let batches = if cfg.shuffle {
-                BatchIter::shuffled(&ds.train, cfg.batch_size, epoch_seed)
+                BatchIter::block_shuffled(&ds.train, cfg.batch_size, epoch_seed, block)
             } else {
                 BatchIter::sequential(&ds.train, cfg.batch_size)
             };
