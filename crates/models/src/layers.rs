@@ -226,9 +226,8 @@ impl CrossNetV2 {
     pub fn forward(&self, g: &mut Graph, x0: NodeId) -> NodeId {
         let mut x = x0;
         for l in &self.layers {
-            let h = l.forward(g, x);
-            let m = g.mul(x0, h);
-            x = g.add(m, x);
+            let b = l.b.expect("cross layers have a bias");
+            x = g.cross(x0, x, l.w, b);
         }
         x
     }

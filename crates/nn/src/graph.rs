@@ -60,6 +60,14 @@ impl Activation {
 
 enum Op {
     Input,
+    /// DCNv2's cross layer `x0 ⊙ (xl · w + b) + xl` in one node; keeps `xl · w + b`.
+    Cross {
+        x0: NodeId,
+        xl: NodeId,
+        w: NodeId,
+        b: NodeId,
+        h: Vec<f32>,
+    },
     /// `act(x · w + b)` in one node: one pass over the output, no intermediate copy.
     Dense {
         x: NodeId,
@@ -173,6 +181,56 @@ impl<'p> Graph<'p> {
     pub fn param(&mut self, id: ParamId) -> NodeId {
         let trainable = self.params.get(id).trainable;
         self.push(Op::Param(id), Tensor::default(), trainable)
+    }
+
+    /// DCNv2's cross layer `x0 ⊙ (xl · w + b) + xl` as one node (saves three full-size
+    /// intermediates per layer against separate matmul/mul/add nodes).
+    pub fn cross(&mut self, x0: NodeId, xl: NodeId, w: ParamId, b: ParamId) -> NodeId {
+        let wn = self.param(w);
+        let bn = self.param(b);
+        let (xv, wv, bv) = (self.value(xl), self.value(wn), self.value(bn));
+        let (m, k, n) = (xv.rows, xv.cols, wv.cols);
+        assert_eq!(
+            (wv.rows, n, bv.cols),
+            (k, k, k),
+            "cross: weight must be square over the input width"
+        );
+        assert_eq!(
+            self.value(x0).shape(),
+            (m, k),
+            "cross: x0 and xl shapes differ"
+        );
+        let mut h = vec![0.0f32; m * n];
+        h.chunks_exact_mut(n)
+            .for_each(|row| row.copy_from_slice(&bv.data));
+        matmul(&mut h, &xv.data, &wv.data, m, n, k, false, false, true);
+        let mut out = Tensor::zeros(m, n);
+        let (x0v, xlv) = (&self.value(x0).data, &self.value(xl).data);
+        {
+            use rayon::prelude::*;
+            out.data
+                .par_chunks_mut(4096)
+                .zip(h.par_chunks(4096))
+                .enumerate()
+                .for_each(|(c, (o, hc))| {
+                    let base = c * 4096;
+                    for i in 0..o.len() {
+                        o[i] = x0v[base + i] * hc[i] + xlv[base + i];
+                    }
+                });
+        }
+        let rg = self.rg(x0) || self.rg(xl) || self.rg(wn) || self.rg(bn);
+        self.push(
+            Op::Cross {
+                x0,
+                xl,
+                w: wn,
+                b: bn,
+                h,
+            },
+            out,
+            rg,
+        )
     }
 
     /// `x[B×K] · w[K×N]`.
@@ -547,6 +605,42 @@ impl<'p> Graph<'p> {
                     g[i] = Some(gy);
                 }
                 Op::Param(p) => accumulate(&mut pg[p.0], gy),
+                Op::Cross { x0, xl, w, b, h } => {
+                    let (x0v, xlv, wv) = (self.value(*x0), self.value(*xl), self.value(*w));
+                    let (m, k) = (xlv.rows, xlv.cols);
+                    let mut gz = Tensor::zeros(m, k);
+                    zip_map(&mut gz.data, &gy.data, &x0v.data, |g, x| g * x);
+                    if self.rg(*w) {
+                        let mut gw = Tensor::zeros(k, k);
+                        matmul(
+                            &mut gw.data,
+                            &xlv.data,
+                            &gz.data,
+                            k,
+                            k,
+                            m,
+                            true,
+                            false,
+                            false,
+                        );
+                        accumulate(&mut g[w.0], gw);
+                    }
+                    if self.rg(*b) {
+                        let mut gb = Tensor::zeros(1, k);
+                        col_sums_into(&mut gb.data, &gz.data, k);
+                        accumulate(&mut g[b.0], gb);
+                    }
+                    if self.rg(*xl) {
+                        let mut gx = gy.clone();
+                        matmul(&mut gx.data, &gz.data, &wv.data, m, k, k, false, true, true);
+                        accumulate(&mut g[xl.0], gx);
+                    }
+                    if self.rg(*x0) {
+                        let mut g0 = gy;
+                        zip_map_inplace(&mut g0.data, h, |g, hv| g * hv);
+                        accumulate(&mut g[x0.0], g0);
+                    }
+                }
                 Op::Dense { x, w, b, act } => {
                     let mut gz = gy;
                     if *act != Activation::Linear {
@@ -1001,6 +1095,22 @@ mod tests {
             let sl = g.slice_cols(x0, 1, 2);
             let c = g.concat(&[x1, sl]);
             g.linear(c, v, None)
+        });
+    }
+
+    #[test]
+    fn fused_cross_layers_match_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut s = ParamStore::new();
+        let w1 = s.add("w1", init::xavier_normal(&mut rng, 4, 4), true, true);
+        let b1 = s.add("b1", init::normal(&mut rng, 1, 4, 0.3), true, false);
+        let w2 = s.add("w2", init::xavier_normal(&mut rng, 4, 4), true, true);
+        let b2 = s.add("b2", init::normal(&mut rng, 1, 4, 0.3), true, false);
+        let v = s.add("v", init::xavier_normal(&mut rng, 4, 1), true, true);
+        check(s, rand_input(&mut rng, 5, 4), |g, x0| {
+            let x1 = g.cross(x0, x0, w1, b1);
+            let x2 = g.cross(x0, x1, w2, b2);
+            g.linear(x2, v, None)
         });
     }
 

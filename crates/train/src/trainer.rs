@@ -429,15 +429,7 @@ impl Trainer {
                 self.state.best_epoch = epoch;
                 self.state.stopping_steps = 0;
                 let metrics = valid.as_ref().map(|v| v.to_json()).unwrap_or_default();
-                save_checkpoint(
-                    &run.best_checkpoint(),
-                    model,
-                    mcfg,
-                    fmap,
-                    metrics,
-                    None,
-                    None,
-                )?;
+                save_best(run, model, mcfg, fmap, metrics)?;
             } else {
                 self.state.stopping_steps += 1;
                 if cfg.reduce_lr_on_plateau {
@@ -487,15 +479,7 @@ impl Trainer {
             metrics.insert("test".into(), Value::Object(t.to_json()));
         }
         // the best checkpoint's sidecar also records its test metrics
-        save_checkpoint(
-            &run.best_checkpoint(),
-            model,
-            mcfg,
-            fmap,
-            metrics,
-            None,
-            None,
-        )?;
+        save_best(run, model, mcfg, fmap, metrics)?;
         let report = TrainReport {
             epochs: self.state.logs.clone(),
             best_epoch: self.state.best_epoch,
@@ -507,6 +491,25 @@ impl Trainer {
         run.write_json("report.json", &report)?;
         Ok(report)
     }
+}
+
+/// The best model so far: weights only (no optimizer state), with its metrics in the sidecar.
+fn save_best(
+    run: &RunDir,
+    model: &Model,
+    mcfg: &ModelConfig,
+    fmap: &FeatureMap,
+    metrics: serde_json::Map<String, Value>,
+) -> Result<()> {
+    save_checkpoint(
+        &run.best_checkpoint(),
+        model,
+        mcfg,
+        fmap,
+        metrics,
+        None,
+        None,
+    )
 }
 
 fn apply_state_updates(params: &mut ParamStore, updates: &[recforge_nn::StateUpdate]) {
