@@ -3,7 +3,7 @@
 # run, on the same synthetic log (39 fields, 1,000,078 embedding rows, Zipf(1.1) ids), same
 # hyper-parameters (embedding 16, batch 4096, MLP 400×3, Adam 1e-3), same thread count, one epoch.
 # Then recforge's step time as the embedding tables grow (10^5 → 10^7 rows).
-#   usage: bench/run.sh [OUT_DIR]        (env: ROWS=2000000 THREADS=2 VENV=.venv-bench)
+#   usage: bench/run.sh [OUT_DIR]   (env: ROWS=2000000 THREADS=2 VENV=.venv-bench MODELS="DeepFM DCNv2" SCALING=1)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$(mkdir -p "${1:-$ROOT/bench/out/throughput}" && readlink -f "${1:-$ROOT/bench/out/throughput}")
@@ -23,7 +23,7 @@ rm -rf "$OUT/syn/processed"
 start=$(date +%s.%N)
 "$BIN" data inspect --config "$OUT/syn" --expid DeepFM_synthetic > /dev/null 2>&1
 echo "recforge preprocessing (fit vocabularies + encode 3 splits, $ROWS rows): $(python3 -c "print(round($(date +%s.%N)-$start,1))") s"
-for m in DeepFM DCNv2; do
+for m in ${MODELS:-DeepFM DCNv2}; do
   rm -rf "$OUT/runs/$m"
   /usr/bin/time -f "%M" -o "$OUT/rss-$m.txt" "$BIN" --threads "$THREADS" train --config "$OUT/syn" --expid "${m}_synthetic" \
     --set epochs=1 --run-dir "$OUT/runs/$m" > /dev/null 2>&1
@@ -31,4 +31,4 @@ for m in DeepFM DCNv2; do
   echo "{\"impl\": \"recforge\", \"model\": \"$m\", \"samples_per_sec\": $rf, \"peak_rss_mb\": $(( $(cat "$OUT/rss-$m.txt") / 1024 ))}"
   "$VENV/bin/python" "$ROOT/bench/fuxictr_throughput.py" "$OUT/syn/train.csv" "$m" --threads "$THREADS" 2>/dev/null | sed 's/^{/{"impl": "FuxiCTR", /'
 done
-"$ROOT/target/release/recforge-bench" vocab-scaling --vocab 100000,1000000,10000000 --steps 20
+[ "${SCALING:-1}" = 0 ] || "$ROOT/target/release/recforge-bench" vocab-scaling --vocab 100000,1000000,10000000 --steps 20
