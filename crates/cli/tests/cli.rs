@@ -16,6 +16,17 @@ fn recforge(args: &[&str], cwd: &Path) -> (bool, String, String) {
     )
 }
 
+/// `recforge data generate` into `d/gen`; returns its standard output.
+fn generate(d: &Path, rows: usize, fields: usize, vocab: usize) -> String {
+    let (rows, fields, vocab) = (rows.to_string(), fields.to_string(), vocab.to_string());
+    let args = [
+        "data", "generate", "--out", "gen", "--rows", &rows, "--fields", &fields, "--vocab", &vocab,
+    ];
+    let (ok, out, err) = recforge(&args, d);
+    assert!(ok, "{err}");
+    out
+}
+
 fn number_after(text: &str, line_start: &str, key: &str) -> f64 {
     let line = text
         .lines()
@@ -29,13 +40,7 @@ fn number_after(text: &str, line_start: &str, key: &str) -> f64 {
 fn generate_train_predict_evaluate_agree() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ok, out, err) = recforge(
-        &[
-            "data", "generate", "--out", "gen", "--rows", "20000", "--fields", "6", "--vocab", "50",
-        ],
-        d,
-    );
-    assert!(ok, "{err}");
+    let out = generate(d, 20000, 6, 50);
     assert!(out.contains("Bayes-optimal test AUC"), "{out}");
     let (ok, out, err) = recforge(
         &[
@@ -146,13 +151,7 @@ fn recforge_metrics_auc(labels: &[f32], scores: &[f32]) -> f64 {
 fn bad_rows_fail_with_location_or_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ok, _, err) = recforge(
-        &[
-            "data", "generate", "--out", "gen", "--rows", "2000", "--fields", "3", "--vocab", "20",
-        ],
-        d,
-    );
-    assert!(ok, "{err}");
+    generate(d, 2000, 3, 20);
     let train = std::fs::read_to_string(d.join("gen/train.csv")).unwrap();
     let mut lines: Vec<&str> = train.lines().collect();
     lines[5] = "1,2";
@@ -196,12 +195,7 @@ fn bad_rows_fail_with_location_or_are_skipped() {
 fn unknown_experiment_lists_the_known_ones() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    recforge(
-        &[
-            "data", "generate", "--out", "gen", "--rows", "1000", "--fields", "2", "--vocab", "5",
-        ],
-        d,
-    );
+    generate(d, 1000, 2, 5);
     let (ok, _, err) = recforge(&["train", "--config", "gen", "--expid", "Nope"], d);
     assert!(!ok);
     assert!(
