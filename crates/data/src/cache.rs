@@ -6,7 +6,7 @@
 
 use crate::config::DatasetConfig;
 use crate::error::{DataError, Result};
-use crate::features::{column_indices, FeatureMap, OnBadRow};
+use crate::features::{column_index, field_indices, FeatureMap, OnBadRow};
 use crate::reader;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -167,7 +167,8 @@ fn encode_split(
     on_bad: OnBadRow,
 ) -> Result<(usize, u64)> {
     let mut r = reader::open(src, cfg)?;
-    let (label_idx, idx) = column_indices(&cfg.fields, &cfg.raw.label_col.name, r.as_ref())?;
+    let label_idx = column_index(r.as_ref(), &cfg.raw.label_col.name)?;
+    let idx = field_indices(&cfg.fields, r.as_ref())?;
     let tmp = dst.with_extension("bin.tmp");
     let mut guard = TempGuard(Some(tmp.clone()));
     let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
@@ -175,6 +176,7 @@ fn encode_split(
     let mut rec = Vec::new();
     let mut values: Vec<String> = Vec::with_capacity(idx.len());
     let mut row = vec![0u32; 1 + fmap.width];
+    let mut bytes = Vec::with_capacity(row.len() * 4);
     let (mut rows, mut skipped) = (0usize, 0u64);
     while let Some(line) = reader::next_record(r.as_mut(), &mut rec, on_bad, &mut skipped)? {
         let label = FeatureMap::parse_label(&rec[label_idx])
@@ -187,10 +189,9 @@ fn encode_split(
         });
         match res {
             Ok(()) => {
-                for v in &row {
-                    w.write_all(&v.to_le_bytes())
-                        .map_err(|e| DataError::io(&tmp, e))?;
-                }
+                bytes.clear();
+                bytes.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+                w.write_all(&bytes).map_err(|e| DataError::io(&tmp, e))?;
                 rows += 1;
             }
             Err((field, msg)) if on_bad == OnBadRow::Error => {

@@ -125,36 +125,36 @@ fn categorical_token(spec: &FieldSpec, raw: &str) -> std::result::Result<String,
     })
 }
 
-fn na_token(spec: &FieldSpec) -> String {
-    categorical_token(spec, "").unwrap_or_default()
+/// The token `fill_na` stands for; borrowed for string fields, which are most fields.
+fn na_token(spec: &FieldSpec) -> std::borrow::Cow<'_, str> {
+    if spec.numeric_dtype {
+        categorical_token(spec, "").unwrap_or_default().into()
+    } else {
+        spec.fill_na.as_str().into()
+    }
 }
 
 fn sequence_tokens<'a>(raw: &'a str, splitter: &'a str) -> impl Iterator<Item = &'a str> {
     raw.split(splitter).map(str::trim).filter(|t| !t.is_empty())
 }
 
-/// Column index of each field and of the label in a reader's columns.
-pub fn column_indices(
-    cfg_fields: &[FieldSpec],
-    label: &str,
-    reader: &dyn RecordReader,
-) -> Result<(usize, Vec<usize>)> {
+/// Position of column `name` in a reader's columns.
+pub fn column_index(reader: &dyn RecordReader, name: &str) -> Result<usize> {
     let cols = reader.columns();
-    let find = |name: &str| {
-        cols.iter().position(|c| c == name).ok_or_else(|| {
-            DataError::format(
-                reader.path(),
-                format!("no column `{name}` (columns: {})", cols.join(", ")),
-            )
-        })
-    };
-    Ok((
-        find(label)?,
-        cfg_fields
-            .iter()
-            .map(|f| find(&f.name))
-            .collect::<Result<_>>()?,
-    ))
+    cols.iter().position(|c| c == name).ok_or_else(|| {
+        DataError::format(
+            reader.path(),
+            format!("no column `{name}` (columns: {})", cols.join(", ")),
+        )
+    })
+}
+
+/// Position of each field's column in a reader's columns.
+pub fn field_indices(fields: &[FieldSpec], reader: &dyn RecordReader) -> Result<Vec<usize>> {
+    fields
+        .iter()
+        .map(|f| column_index(reader, &f.name))
+        .collect()
 }
 
 impl FeatureMap {
@@ -175,8 +175,9 @@ impl FeatureMap {
                     .unwrap_or(i)
             })
             .collect();
-        let (_, idx) = column_indices(specs, &cfg.raw.label_col.name, reader)?;
-        let na: Vec<String> = specs.iter().map(na_token).collect();
+        column_index(reader, &cfg.raw.label_col.name)?;
+        let idx = field_indices(specs, reader)?;
+        let na: Vec<String> = specs.iter().map(|s| na_token(s).into_owned()).collect();
         let mut counts: Vec<HashMap<String, u64>> = vec![HashMap::new(); specs.len()];
         let mut rec = Vec::new();
         let mut skipped = 0u64;

@@ -3,7 +3,7 @@
 
 use crate::checkpoint::{load_checkpoint, read_meta, CheckpointMeta};
 use crate::{Result, TrainError};
-use recforge_data::features::{column_indices, OnBadRow};
+use recforge_data::features::{column_index, field_indices, OnBadRow};
 use recforge_data::{reader, Batch, DataError, DatasetConfig};
 use recforge_models::Model;
 use std::path::{Path, PathBuf};
@@ -48,13 +48,12 @@ pub fn score_file(
     let cfg = DatasetConfig::for_file(input, specs.clone(), &fmap.label)?;
     let mut r = reader::open(input, &cfg)?;
     let has_label = r.columns().iter().any(|c| c == &fmap.label);
-    // scoring files need no label column: look the fields up without it
-    let (label_idx, idx) = if has_label {
-        let (l, i) = column_indices(&specs, &fmap.label, r.as_ref())?;
-        (Some(l), i)
+    // scoring files need no label column
+    let idx = field_indices(&specs, r.as_ref())?;
+    let label_idx = if has_label {
+        Some(column_index(r.as_ref(), &fmap.label)?)
     } else {
-        let probe = specs.first().map(|f| f.name.clone()).unwrap_or_default();
-        (None, column_indices(&specs, &probe, r.as_ref())?.1)
+        None
     };
     let mut rec = Vec::new();
     let mut values: Vec<String> = Vec::new();
