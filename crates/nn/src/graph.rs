@@ -76,7 +76,6 @@ enum Op {
         act: Activation,
     },
     Param(ParamId),
-    MatMul(NodeId, NodeId),
     AddBias(NodeId, NodeId),
     Add(NodeId, NodeId),
     Mul(NodeId, NodeId),
@@ -231,30 +230,6 @@ impl<'p> Graph<'p> {
             out,
             rg,
         )
-    }
-
-    /// `x[B×K] · w[K×N]`.
-    pub fn matmul(&mut self, x: NodeId, w: NodeId) -> NodeId {
-        let (xv, wv) = (self.value(x), self.value(w));
-        assert_eq!(
-            xv.cols, wv.rows,
-            "matmul: {}x{} · {}x{}",
-            xv.rows, xv.cols, wv.rows, wv.cols
-        );
-        let mut out = Tensor::zeros(xv.rows, wv.cols);
-        matmul(
-            &mut out.data,
-            &xv.data,
-            &wv.data,
-            xv.rows,
-            wv.cols,
-            xv.cols,
-            false,
-            false,
-            false,
-        );
-        let rg = self.rg(x) || self.rg(w);
-        self.push(Op::MatMul(x, w), out, rg)
     }
 
     /// `x[B×N] + b[1×N]` broadcast over rows.
@@ -680,40 +655,6 @@ impl<'p> Graph<'p> {
                             m,
                             k,
                             n,
-                            false,
-                            true,
-                            false,
-                        );
-                        accumulate(&mut g[x.0], gx);
-                    }
-                }
-                Op::MatMul(x, w) => {
-                    let (xv, wv) = (self.value(*x), self.value(*w));
-                    let (b, k, nn) = (xv.rows, xv.cols, wv.cols);
-                    if self.rg(*w) {
-                        let mut gw = Tensor::zeros(k, nn);
-                        matmul(
-                            &mut gw.data,
-                            &xv.data,
-                            &gy.data,
-                            k,
-                            nn,
-                            b,
-                            true,
-                            false,
-                            false,
-                        );
-                        accumulate(&mut g[w.0], gw);
-                    }
-                    if self.rg(*x) {
-                        let mut gx = Tensor::zeros(b, k);
-                        matmul(
-                            &mut gx.data,
-                            &gy.data,
-                            &wv.data,
-                            b,
-                            k,
-                            nn,
                             false,
                             true,
                             false,
