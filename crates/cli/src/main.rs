@@ -12,6 +12,8 @@ use recforge_train::{EpochLog, RunDir, TrainConfig, TrainObserver, TrainReport, 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod serve_cmd;
+
 // Batches allocate and free tensors of megabytes every step; the system allocator returns them
 // to the OS each time and pays page faults to get them back.
 #[global_allocator]
@@ -45,6 +47,11 @@ enum Command {
     /// Data tools: generate synthetic logs, inspect an encoded dataset, make the fixed splits.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Serve a model over HTTP: /v1/predict, /v1/rank, /v1/models, health, metrics,
+    /// OpenAPI at /openapi.json, and the MCP tools at /mcp.
+    Serve(serve_cmd::ServeArgs),
+    /// Serve a model's MCP tools (predict_ctr, rank_candidates, model_info) over stdio.
+    Mcp(serve_cmd::McpArgs),
 }
 
 #[derive(Args)]
@@ -191,6 +198,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(a) => evaluate(a),
         Command::Predict(a) => predict(a),
         Command::Data(d) => data(d),
+        Command::Serve(a) => serve_cmd::serve(a),
+        Command::Mcp(a) => serve_cmd::mcp(a),
     }
 }
 

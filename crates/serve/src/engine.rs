@@ -1,0 +1,445 @@
+//! The serving engine: the model in use (swapped atomically on reload), the encoding of JSON
+//! instances with the model's own feature map, and the three operations every front end
+//! (HTTP, MCP) exposes: predict, rank and describe.
+
+use crate::batcher::{Batcher, BatcherConfig};
+use crate::error::ServeError;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use recforge_data::{FeatureMap, FieldKind};
+use recforge_train::score::{load_model, LoadedModel};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One JSON object of field name → value.
+pub type Instance = Map<String, Value>;
+
+/// A loaded checkpoint with the version number it is served under.
+pub struct ServedModel {
+    pub loaded: LoadedModel,
+    pub version: u64,
+    pub loaded_at_unix: u64,
+}
+
+impl ServedModel {
+    pub fn feature_map(&self) -> &FeatureMap {
+        &self.loaded.meta.feature_map
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Most instances in one predict request, and most candidates in one rank request.
+    pub max_instances: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_instances: 10_000,
+        }
+    }
+}
+
+pub struct Engine {
+    current: ArcSwap<ServedModel>,
+    source: PathBuf,
+    versions: AtomicU64,
+    reload_lock: tokio::sync::Mutex<()>,
+    batcher: Batcher,
+    pub limits: Limits,
+    pub metrics: Metrics,
+}
+
+/// Scores for one predict call.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Predictions {
+    pub model_version: u64,
+    pub predictions: Vec<f32>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RankedCandidate {
+    /// Position of the candidate in the request's `candidates` list.
+    pub index: usize,
+    /// Click probability.
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Ranking {
+    pub model_version: u64,
+    pub ranked: Vec<RankedCandidate>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Loads a checkpoint and checks that it scores: a model that cannot score an all-default
+/// instance, or scores it as NaN, is refused before it can replace a working one.
+fn load_checked(path: &Path, version: u64) -> Result<ServedModel, ServeError> {
+    let loaded = load_model(path).map_err(|e| ServeError::Load {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    let fmap = &loaded.meta.feature_map;
+    let mut slots = vec![0u32; fmap.width];
+    encode_instance(fmap, &Instance::new(), &mut slots)
+        .and_then(|_| {
+            let p = loaded.model.predict(&batch_of(fmap.width, 1, slots));
+            if p.len() == 1 && p[0].is_finite() {
+                Ok(())
+            } else {
+                Err(ServeError::invalid("", "model produced a non-finite score"))
+            }
+        })
+        .map_err(|e| ServeError::Load {
+            path: path.to_path_buf(),
+            msg: format!("smoke prediction failed: {e}"),
+        })?;
+    Ok(ServedModel {
+        loaded,
+        version,
+        loaded_at_unix: unix_now(),
+    })
+}
+
+pub(crate) fn batch_of(width: usize, size: usize, slots: Vec<u32>) -> recforge_data::Batch {
+    recforge_data::Batch {
+        size,
+        width,
+        labels: vec![0.0; size],
+        slots,
+    }
+}
+
+/// The text a CSV cell would hold for this JSON value, so that a value means the same thing
+/// over HTTP as in the training file. `None` for null (a missing value).
+fn cell_text(field: &str, kind: &FieldKind, v: &Value) -> Result<Option<String>, (String, String)> {
+    let wrong = |what: &str| {
+        (
+            field.to_string(),
+            format!("{what} is not a valid value here"),
+        )
+    };
+    Ok(match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(_) if matches!(kind, FieldKind::Numeric) => {
+            return Err(wrong("a boolean"));
+        }
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Array(items) => match kind {
+            FieldKind::Sequence { splitter, .. } => {
+                let mut parts = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => parts.push(s.clone()),
+                        Value::Number(n) => parts.push(n.to_string()),
+                        _ => {
+                            return Err((
+                                format!("{field}[{i}]"),
+                                "sequence items must be strings or numbers".into(),
+                            ))
+                        }
+                    }
+                }
+                Some(parts.join(splitter))
+            }
+            _ => return Err(wrong("an array (only sequence fields take arrays)")),
+        },
+        Value::Object(_) => return Err(wrong("an object")),
+    })
+}
+
+/// Encodes one instance with the model's feature map. Missing fields and nulls are empty
+/// cells (the field's `fill_na`, or OOV), unseen values map to OOV, and fields the model does
+/// not use are ignored — exactly as when a CSV is scored. `overlay`, when given, holds fields
+/// that take precedence (a candidate's item fields over the request's context).
+pub fn encode_instance(
+    fmap: &FeatureMap,
+    instance: &Instance,
+    out: &mut [u32],
+) -> Result<(), ServeError> {
+    encode_merged(fmap, instance, None, out)
+}
+
+fn encode_merged(
+    fmap: &FeatureMap,
+    base: &Instance,
+    overlay: Option<&Instance>,
+    out: &mut [u32],
+) -> Result<(), ServeError> {
+    let mut values: Vec<String> = Vec::with_capacity(fmap.fields.len());
+    for f in &fmap.fields {
+        let name = &f.spec.name;
+        let v = overlay.and_then(|o| o.get(name)).or_else(|| base.get(name));
+        let text = match v {
+            Some(v) => cell_text(name, &f.spec.kind, v).map_err(ServeError::from)?,
+            None => None,
+        };
+        values.push(text.unwrap_or_default());
+    }
+    fmap.encode_fields(&values, out).map_err(ServeError::from)
+}
+
+fn at(prefix: String, e: ServeError) -> ServeError {
+    match e {
+        ServeError::Invalid { field, msg } if field.is_empty() => {
+            ServeError::Invalid { field: prefix, msg }
+        }
+        ServeError::Invalid { field, msg } => ServeError::Invalid {
+            field: format!("{prefix}.{field}"),
+            msg,
+        },
+        other => other,
+    }
+}
+
+impl Engine {
+    /// Loads the checkpoint at `source` (file or run directory) and starts the batcher.
+    pub fn open(
+        source: &Path,
+        batching: BatcherConfig,
+        limits: Limits,
+    ) -> Result<Self, ServeError> {
+        let model = load_checked(source, 1)?;
+        let metrics = Metrics::new();
+        metrics.model_version.set(1);
+        let batcher = Batcher::start(batching, metrics.clone())?;
+        Ok(Engine {
+            current: ArcSwap::from_pointee(model),
+            source: source.to_path_buf(),
+            versions: AtomicU64::new(1),
+            reload_lock: tokio::sync::Mutex::new(()),
+            batcher,
+            limits,
+            metrics,
+        })
+    }
+
+    /// The model new requests are scored with. A request holds its `Arc` to the end, so a
+    /// reload never changes the model under a request in flight.
+    pub fn model(&self) -> Arc<ServedModel> {
+        self.current.load_full()
+    }
+
+    /// Announces a request to the micro-batcher (see [`Batcher::begin`]); hold the ticket
+    /// until the response is built.
+    pub fn begin(&self) -> crate::batcher::Ticket {
+        self.batcher.begin()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.batcher.is_alive()
+    }
+
+    fn check_count(&self, what: &str, n: usize) -> Result<(), ServeError> {
+        if n == 0 {
+            return Err(ServeError::invalid(what, "must not be empty"));
+        }
+        if n > self.limits.max_instances {
+            return Err(ServeError::invalid(
+                what,
+                format!(
+                    "{n} entries; this server takes at most {}",
+                    self.limits.max_instances
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Click probabilities for `instances`, in order.
+    pub async fn predict(&self, instances: &[Instance]) -> Result<Predictions, ServeError> {
+        self.check_count("instances", instances.len())?;
+        let model = self.model();
+        let width = model.feature_map().width;
+        let mut slots = vec![0u32; width * instances.len()];
+        for (i, (inst, row)) in instances.iter().zip(slots.chunks_mut(width)).enumerate() {
+            encode_instance(model.feature_map(), inst, row)
+                .map_err(|e| at(format!("instances[{i}]"), e))?;
+        }
+        let version = model.version;
+        let predictions = self.batcher.score(model, instances.len(), slots).await?;
+        Ok(Predictions {
+            model_version: version,
+            predictions,
+        })
+    }
+
+    /// Scores each candidate merged with `context` (candidate fields win) and returns the
+    /// best `top_k` (all when `None`), highest score first; ties keep request order.
+    pub async fn rank(
+        &self,
+        context: &Instance,
+        candidates: &[Instance],
+        top_k: Option<usize>,
+    ) -> Result<Ranking, ServeError> {
+        self.check_count("candidates", candidates.len())?;
+        if top_k == Some(0) {
+            return Err(ServeError::invalid("top_k", "must be at least 1"));
+        }
+        let model = self.model();
+        let width = model.feature_map().width;
+        let mut slots = vec![0u32; width * candidates.len()];
+        for (i, (cand, row)) in candidates.iter().zip(slots.chunks_mut(width)).enumerate() {
+            encode_merged(model.feature_map(), context, Some(cand), row)
+                .map_err(|e| at(format!("candidates[{i}]"), e))?;
+        }
+        let version = model.version;
+        let scores = self.batcher.score(model, candidates.len(), slots).await?;
+        let mut ranked: Vec<RankedCandidate> = scores
+            .into_iter()
+            .enumerate()
+            .map(|(index, score)| RankedCandidate { index, score })
+            .collect();
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+        ranked.truncate(top_k.unwrap_or(usize::MAX));
+        Ok(Ranking {
+            model_version: version,
+            ranked,
+        })
+    }
+
+    /// What is being served: name, type, fields, training metrics, checksum.
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo::of(&self.model())
+    }
+
+    /// Loads `path` (default: the path the server started with) and swaps it in. A checkpoint
+    /// that fails to load or to score is refused and the current model keeps serving.
+    pub async fn reload(self: &Arc<Self>, path: Option<PathBuf>) -> Result<ModelInfo, ServeError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let path = path.unwrap_or_else(|| self.source.clone());
+        let version = self.versions.load(Ordering::SeqCst) + 1;
+        let loaded = tokio::task::spawn_blocking(move || load_checked(&path, version))
+            .await
+            .map_err(|e| ServeError::Internal(format!("reload task failed: {e}")))?;
+        match loaded {
+            Ok(m) => {
+                self.versions.store(version, Ordering::SeqCst);
+                self.current.store(Arc::new(m));
+                self.metrics.model_version.set(version as i64);
+                self.metrics.reload("ok");
+                Ok(self.info())
+            }
+            Err(e) => {
+                self.metrics.reload("refused");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A field as a client must send it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldInfo {
+    pub name: String,
+    /// `categorical`, `numeric` or `sequence`.
+    pub kind: String,
+    /// Distinct values seen in training (categorical and sequence fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocabulary_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    /// The experiment id the model was trained as.
+    pub name: String,
+    /// Model type (`DeepFM`, `DCNv2`, …).
+    pub model: String,
+    pub version: u64,
+    pub loaded_at_unix: u64,
+    pub checkpoint: String,
+    /// SHA-256 of the checkpoint's tensors.
+    pub checksum: String,
+    pub fields: Vec<FieldInfo>,
+    /// Metrics recorded at training time.
+    #[schema(value_type = Object)]
+    pub metrics: Map<String, Value>,
+}
+
+impl ModelInfo {
+    fn of(m: &ServedModel) -> Self {
+        let meta = &m.loaded.meta;
+        let fmap = &meta.feature_map;
+        let fields = fmap
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let (kind, vocab) = match &f.spec.kind {
+                    FieldKind::Categorical => ("categorical", Some(fmap.vocab_of(i).size())),
+                    FieldKind::Numeric => ("numeric", None),
+                    FieldKind::Sequence { .. } => ("sequence", Some(fmap.vocab_of(i).size())),
+                };
+                FieldInfo {
+                    name: f.spec.name.clone(),
+                    kind: kind.into(),
+                    vocabulary_size: vocab,
+                }
+            })
+            .collect();
+        ModelInfo {
+            name: meta.model_config.expid.clone(),
+            model: meta.model.clone(),
+            version: m.version,
+            loaded_at_unix: m.loaded_at_unix,
+            checkpoint: m.loaded.path.display().to_string(),
+            checksum: meta.tensors_sha256.clone(),
+            fields,
+            metrics: meta.metrics.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seq() -> FieldKind {
+        FieldKind::Sequence {
+            max_len: 4,
+            splitter: "^".into(),
+            pad_post: true,
+        }
+    }
+
+    #[test]
+    fn json_values_read_as_their_csv_text() {
+        let cat = FieldKind::Categorical;
+        let text = |k: &FieldKind, v: Value| cell_text("f", k, &v);
+        assert_eq!(text(&cat, json!("a b")), Ok(Some("a b".into())));
+        assert_eq!(text(&cat, json!(12)), Ok(Some("12".into())));
+        assert_eq!(
+            text(&FieldKind::Numeric, json!(0.25)),
+            Ok(Some("0.25".into()))
+        );
+        assert_eq!(text(&cat, json!(true)), Ok(Some("true".into())));
+        assert_eq!(text(&cat, Value::Null), Ok(None));
+        assert_eq!(text(&seq(), json!(["x", 3, "y"])), Ok(Some("x^3^y".into())));
+        assert_eq!(text(&seq(), json!("x^y")), Ok(Some("x^y".into())));
+        assert_eq!(text(&FieldKind::Numeric, json!(true)).unwrap_err().0, "f");
+        assert_eq!(text(&cat, json!(["x"])).unwrap_err().0, "f");
+        assert_eq!(text(&seq(), json!(["x", {}])).unwrap_err().0, "f[1]");
+        assert_eq!(text(&cat, json!({"a": 1})).unwrap_err().0, "f");
+    }
+
+    #[test]
+    fn errors_are_prefixed_with_where_they_happened() {
+        let e = at("instances[2]".into(), ServeError::invalid("age", "bad"));
+        assert_eq!(e.to_string(), "instances[2].age: bad");
+        let e = at("candidates[0]".into(), ServeError::invalid("", "bad"));
+        assert_eq!(e.to_string(), "candidates[0]: bad");
+    }
+}

@@ -1,0 +1,5 @@
+//! One file per MCP tool.
+
+pub mod model_info;
+pub mod predict_ctr;
+pub mod rank_candidates;
