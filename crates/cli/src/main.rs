@@ -40,6 +40,10 @@ enum Command {
     Quickstart(QuickstartArgs),
     /// Train the experiment `--expid` of the configs in `--config` (FuxiCTR's format).
     Train(TrainArgs),
+    /// Self-supervised pretraining of the experiment's backbone on its training rows (MAP:
+    /// masked feature prediction or replaced feature detection); finetune with
+    /// `train --init-from`.
+    Pretrain(PretrainArgs),
     /// Score a labelled file with a saved model and print AUC and logloss.
     Evaluate(EvaluateArgs),
     /// Score a file (CSV/TSV/libSVM/Parquet) with a saved model; writes one probability per row.
@@ -106,6 +110,32 @@ struct TrainArgs {
     /// Run directory (default: <model_root>/<dataset_id>/<expid>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Finetune from a `recforge pretrain` checkpoint: embeddings and encoder are loaded,
+    /// the click head starts fresh.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct PretrainArgs {
+    /// Config directory with dataset_config.yaml and model_config.yaml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Experiment id in model_config (the backbone; `pt_*` keys set the pretraining).
+    #[arg(long)]
+    expid: String,
+    /// MAP's objective: masked feature prediction or replaced feature detection.
+    #[arg(long, value_parser = ["mfp", "rfd"])]
+    method: String,
+    /// Override a model-config value, e.g. `--set pt_epochs=5`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Where the pretrained checkpoint goes (default:
+    /// <model_root>/<dataset_id>/<expid>_<method>/model.safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "error")]
+    on_bad_row: BadRow,
 }
 
 #[derive(Args)]
@@ -195,6 +225,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Quickstart(a) => quickstart(a),
         Command::Train(a) => train(a).map(|_| ()),
+        Command::Pretrain(a) => pretrain(a),
         Command::Evaluate(a) => evaluate(a),
         Command::Predict(a) => predict(a),
         Command::Data(d) => data(d),
@@ -300,7 +331,28 @@ fn train(a: TrainArgs) -> Result<TrainReport> {
         ds.test.as_ref().map_or(0, |s| s.rows),
         ds.feature_map.num_fields()
     );
+    let mut ds = ds;
+    let fraction = exp.model.f64_or("label_fraction", 1.0)?;
+    if fraction < 1.0 {
+        // a low-label regime: the vocabularies stay those of the whole training split
+        ds.train = ds.train.sample_fraction(fraction, 0);
+        eprintln!(
+            "training on {} labelled rows (label_fraction {fraction})",
+            ds.train.rows
+        );
+    }
     let mut model = recforge_models::build(&exp.model, &ds.feature_map)?;
+    if let Some(p) = &a.init_from {
+        let ckpt = recforge_train::score::resolve_checkpoint(p);
+        let head = model.net.head_params();
+        let n =
+            recforge_train::checkpoint::load_pretrained(&ckpt, &mut model, &ds.feature_map, &head)
+                .with_context(|| format!("initialising from {}", ckpt.display()))?;
+        eprintln!(
+            "initialised {n} tensors from {} (click head fresh)",
+            ckpt.display()
+        );
+    }
     let tcfg = TrainConfig::from_config(&exp.model)?;
     let run_dir = a.run_dir.clone().unwrap_or_else(|| {
         PathBuf::from(exp.model.str_or("model_root", "./checkpoints/"))
@@ -338,6 +390,52 @@ fn train(a: TrainArgs) -> Result<TrainReport> {
     Ok(report)
 }
 
+fn pretrain(a: PretrainArgs) -> Result<()> {
+    use recforge_train::pretrain::{Method, PretrainConfig, Pretrainer};
+    let mut exp = load_experiment(&a.config, &a.expid)?;
+    apply_overrides(&mut exp, &a.overrides)?;
+    let method = Method::parse(&a.method).context("--method is mfp or rfd")?;
+    let ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), false, &|m| {
+        eprintln!("{m}")
+    })?;
+    let mut model = recforge_models::build(&exp.model, &ds.feature_map)?;
+    let pcfg = PretrainConfig::from_config(&exp.model, method)?;
+    let tcfg = TrainConfig::from_config(&exp.model)?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(exp.model.str_or("model_root", "./checkpoints/"))
+            .join(&exp.dataset.dataset_id)
+            .join(format!("{}_{}", exp.expid, a.method))
+            .join("model.safetensors")
+    });
+    let out = if out.extension().is_some_and(|e| e == "safetensors") {
+        out
+    } else {
+        out.join("model.safetensors")
+    };
+    let mut pt = Pretrainer::new(pcfg.clone(), tcfg, &mut model, &ds.feature_map, &ds.train)?;
+    eprintln!(
+        "{} pretraining of {} on {} rows: {} epochs, mask ratio {}, {} negatives, lr {} ({}), weight decay {}",
+        method.name(),
+        model.name,
+        ds.train.rows,
+        pcfg.epochs,
+        pcfg.mask_ratio,
+        pcfg.negatives,
+        pcfg.learning_rate,
+        if pcfg.cosine { "cosine" } else { "constant" },
+        pcfg.weight_decay
+    );
+    let logs = pt.fit(&mut model, &ds.train, &mut |l| {
+        eprintln!(
+            "epoch {:>3}  loss {:.5}  accuracy {:.4}  {:.1}s  {:.0} samples/s",
+            l.epoch, l.loss, l.accuracy, l.seconds, l.samples_per_sec
+        )
+    });
+    pt.save(&out, &model, &exp.model, &ds.feature_map, &logs)?;
+    println!("pretrained checkpoint: {}", out.display());
+    Ok(())
+}
+
 fn quickstart(a: QuickstartArgs) -> Result<()> {
     let spec = SyntheticSpec {
         rows: a.rows,
@@ -360,6 +458,7 @@ fn quickstart(a: QuickstartArgs) -> Result<()> {
         rebuild_cache: false,
         overrides: vec![format!("epochs={}", a.epochs)],
         run_dir: None,
+        init_from: None,
     })?;
     let auc = report.test.as_ref().and_then(|t| t.auc).unwrap_or(f64::NAN);
     println!(

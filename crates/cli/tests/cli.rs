@@ -180,3 +180,102 @@ fn unknown_experiment_lists_the_known_ones() {
         "{err}"
     );
 }
+
+#[test]
+fn pretrain_then_finetune_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d, 6000, 5, 40);
+    for method in ["mfp", "rfd"] {
+        let out = format!("pt_{method}");
+        let (ok, stdout, err) = recforge(
+            &[
+                "--threads",
+                "2",
+                "pretrain",
+                "--config",
+                "gen",
+                "--expid",
+                "DeepFM_synthetic",
+                "--method",
+                method,
+                "--set",
+                "pt_epochs=2",
+                "--set",
+                "hidden_units=[16,16]",
+                "--out",
+                &out,
+            ],
+            d,
+        );
+        assert!(ok, "{err}");
+        assert!(err.contains("epoch   2"), "{err}");
+        assert!(stdout.contains("pretrained checkpoint"), "{stdout}");
+        let (ok, out_train, err) = recforge(
+            &[
+                "--threads",
+                "2",
+                "train",
+                "--config",
+                "gen",
+                "--expid",
+                "DeepFM_synthetic",
+                "--set",
+                "epochs=1",
+                "--set",
+                "hidden_units=[16,16]",
+                "--set",
+                "label_fraction=0.5",
+                "--init-from",
+                &out,
+                "--run-dir",
+                &format!("ft_{method}"),
+            ],
+            d,
+        );
+        assert!(ok, "{err}");
+        assert!(
+            err.contains("initialised") && err.contains("click head fresh"),
+            "{err}"
+        );
+        assert!(err.contains("training on 2400 labelled rows"), "{err}");
+        assert!(number_after(&out_train, "test", "AUC") > 0.5, "{out_train}");
+    }
+    // a model without an encoder cannot be pretrained, and says so
+    let (ok, _, err) = recforge(
+        &[
+            "pretrain",
+            "--config",
+            "gen",
+            "--expid",
+            "LR_synthetic",
+            "--method",
+            "mfp",
+        ],
+        d,
+    );
+    assert!(!ok && err.contains("no encoder"), "{err}");
+    // a checkpoint from another dataset is refused, naming the field
+    generate(d, 3000, 5, 12);
+    let (ok, _, err) = recforge(
+        &[
+            "train",
+            "--config",
+            "gen",
+            "--expid",
+            "DeepFM_synthetic",
+            "--set",
+            "epochs=1",
+            "--set",
+            "hidden_units=[16,16]",
+            "--rebuild-cache",
+            "--init-from",
+            "pt_mfp",
+        ],
+        d,
+    );
+    assert!(
+        !ok && err.contains("does not match the pretrained"),
+        "{err}"
+    );
+}

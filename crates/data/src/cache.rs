@@ -62,6 +62,24 @@ impl EncodedSplit {
         })
     }
 
+    /// A random `fraction` of the rows (at least one), in file order, chosen by `seed`:
+    /// e.g. the labelled part of a low-label regime, where the vocabularies stay those of
+    /// the whole split.
+    pub fn sample_fraction(&self, fraction: f64, seed: u64) -> EncodedSplit {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let keep = ((self.rows as f64 * fraction).round() as usize).clamp(1, self.rows.max(1));
+        let mut order: Vec<usize> = (0..self.rows).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let mut picked = order[..keep.min(self.rows)].to_vec();
+        picked.sort_unstable();
+        let data = picked
+            .iter()
+            .flat_map(|&r| self.row(r).iter().copied())
+            .collect();
+        EncodedSplit::from_vec(&self.name, self.width, data)
+    }
+
     pub fn data(&self) -> &[u32] {
         match &self.storage {
             Storage::Owned(v) => v,

@@ -50,20 +50,12 @@ impl ActivationExt for Activation {
     }
 }
 
-fn apply_activation(act: Activation, g: &mut Graph, x: NodeId) -> NodeId {
-    match act {
-        Activation::Relu => g.relu(x),
-        Activation::Tanh => g.tanh(x),
-        Activation::Sigmoid => g.sigmoid(x),
-        Activation::Linear => x,
-    }
-}
-
 /// A linear layer `[in → out]` with Xavier-normal weight and zero bias.
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub w: ParamId,
     pub b: Option<ParamId>,
+    pub out_dim: usize,
 }
 
 impl Linear {
@@ -89,11 +81,19 @@ impl Linear {
                 false,
             )
         });
-        Linear { w, b }
+        Linear {
+            w,
+            b,
+            out_dim: fan_out,
+        }
     }
 
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> NodeId {
         g.linear(x, self.w, self.b)
+    }
+
+    pub fn params(&self) -> Vec<ParamId> {
+        std::iter::once(self.w).chain(self.b).collect()
     }
 }
 
@@ -183,22 +183,42 @@ impl MlpBlock {
         }
     }
 
-    pub fn forward(&self, g: &mut Graph, mut x: NodeId, rng: &mut StdRng) -> NodeId {
+    pub fn forward(&self, g: &mut Graph, x: NodeId, rng: &mut StdRng) -> NodeId {
+        let h = self.hidden(g, x, rng);
+        self.output(g, h)
+    }
+
+    /// The hidden layers only: the block's representation before its output layer.
+    pub fn hidden(&self, g: &mut Graph, mut x: NodeId, rng: &mut StdRng) -> NodeId {
         for l in &self.layers {
             x = match &l.bn {
                 Some(bn) => {
                     let h = l.linear.forward(g, x);
-                    let h = g.batch_norm(h, bn.gamma, bn.beta, bn.mean, bn.var);
-                    apply_activation(l.act, g, h)
+                    g.batch_norm_act(h, bn.gamma, bn.beta, bn.mean, bn.var, l.act)
                 }
                 None => g.dense(x, l.linear.w, l.linear.b, l.act),
             };
             x = g.dropout(x, self.dropout, rng);
         }
+        x
+    }
+
+    /// The output layer (identity when the block has none).
+    pub fn output(&self, g: &mut Graph, h: NodeId) -> NodeId {
         match &self.output {
-            Some(o) => o.forward(g, x),
-            None => x,
+            Some(o) => o.forward(g, h),
+            None => h,
         }
+    }
+
+    /// Width of [`MlpBlock::hidden`]'s output.
+    pub fn hidden_dim(&self, input_dim: usize) -> usize {
+        self.layers.last().map_or(input_dim, |l| l.linear.out_dim)
+    }
+
+    /// Parameters of the output layer.
+    pub fn output_params(&self) -> Vec<ParamId> {
+        self.output.iter().flat_map(Linear::params).collect()
     }
 }
 

@@ -193,6 +193,17 @@ impl EmbeddingTable {
         }
     }
 
+    /// Multiplies the rows `g` names by `factor` (decoupled weight decay on touched rows).
+    pub fn decay_rows(&mut self, g: &RowGrads, factor: f32) {
+        let d = self.dim;
+        for &r in &g.rows {
+            let r = r as usize;
+            self.weight[r * d..(r + 1) * d]
+                .iter_mut()
+                .for_each(|w| *w *= factor);
+        }
+    }
+
     /// Applies one optimizer step: `scale` multiplies the whole gradient, L2 term included
     /// (clipping by global norm, as `clip_grad_norm_` after the loss); `step`
     /// counts from 1 and is shared with the dense optimizer (bias correction).

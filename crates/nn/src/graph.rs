@@ -7,6 +7,7 @@ use crate::kernels::{self, add_assign, col_sums_into, map_inplace, matmul, sigmo
 use crate::params::{ParamId, ParamStore};
 use crate::tensor::Tensor;
 use rand::Rng;
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NodeId(pub usize);
@@ -92,6 +93,14 @@ enum Op {
         train: bool,
     },
     Concat(Vec<NodeId>),
+    GatherSegments {
+        x: NodeId,
+        at: Vec<(u32, u32)>,
+    },
+    RowDots {
+        h: NodeId,
+        o: NodeId,
+    },
     SliceCols(NodeId, usize),
     SumCols(NodeId),
     ScaleRows(NodeId, NodeId),
@@ -139,6 +148,9 @@ pub struct Graph<'p> {
     params: &'p ParamStore,
     nodes: Vec<Node>,
     pub train: bool,
+    /// No backward pass will follow (scoring): ops may fold and fuse what only a backward
+    /// pass would need kept apart.
+    no_grad: bool,
     pub state_updates: Vec<StateUpdate>,
 }
 
@@ -148,7 +160,16 @@ impl<'p> Graph<'p> {
             params,
             nodes: Vec::with_capacity(64),
             train,
+            no_grad: false,
             state_updates: Vec::new(),
+        }
+    }
+
+    /// A graph for scoring only: evaluation mode, and `backward` must not be called.
+    pub fn inference(params: &'p ParamStore) -> Self {
+        Graph {
+            no_grad: true,
+            ..Graph::new(params, false)
         }
     }
 
@@ -206,7 +227,6 @@ impl<'p> Graph<'p> {
         let mut out = Tensor::zeros(m, n);
         let (x0v, xlv) = (&self.value(x0).data, &self.value(xl).data);
         {
-            use rayon::prelude::*;
             out.data
                 .par_chunks_mut(4096)
                 .zip(h.par_chunks(4096))
@@ -260,14 +280,17 @@ impl<'p> Graph<'p> {
             xv.rows, xv.cols, wv.rows, wv.cols
         );
         let (m, k, n) = (xv.rows, xv.cols, wv.cols);
-        let mut out = Tensor::zeros(m, n);
-        if let Some(bn) = bn {
-            let bv = self.value(bn);
-            assert_eq!((bv.rows, bv.cols), (1, n), "dense: bias shape");
-            out.data
-                .chunks_exact_mut(n)
-                .for_each(|row| row.copy_from_slice(&bv.data));
-        }
+        let mut out = match bn {
+            Some(bn) => {
+                // the bias rows initialise the output, so it needs no zeroing first
+                let bv = self.value(bn);
+                assert_eq!((bv.rows, bv.cols), (1, n), "dense: bias shape");
+                let mut data = Vec::with_capacity(m * n);
+                (0..m).for_each(|_| data.extend_from_slice(&bv.data));
+                Tensor::from_vec(m, n, data)
+            }
+            None => Tensor::zeros(m, n),
+        };
         matmul(
             &mut out.data,
             &xv.data,
@@ -354,6 +377,56 @@ impl<'p> Graph<'p> {
         zip_map(&mut out.data, &xv.data, &mask, |a, m| a * m);
         let rg = self.rg(x);
         self.push(Op::Dropout(x, mask), out, rg)
+    }
+
+    /// Batch normalization followed by `act`. When scoring ([`Graph::inference`]) this is one
+    /// parallel pass `act(x·scale + shift)` with the running statistics folded into
+    /// `scale`/`shift`; otherwise a `batch_norm` node and an activation node.
+    pub fn batch_norm_act(
+        &mut self,
+        x: NodeId,
+        gamma: ParamId,
+        beta: ParamId,
+        running_mean: ParamId,
+        running_var: ParamId,
+        act: Activation,
+    ) -> NodeId {
+        if !self.no_grad {
+            let h = self.batch_norm(x, gamma, beta, running_mean, running_var);
+            return match act {
+                Activation::Linear => h,
+                Activation::Relu => self.relu(h),
+                Activation::Tanh => self.tanh(h),
+                Activation::Sigmoid => self.sigmoid(h),
+            };
+        }
+        const EPS: f32 = 1e-5;
+        let p = self.params;
+        let (g, b) = (&p.value(gamma).data, &p.value(beta).data);
+        let (mean, var) = (&p.value(running_mean).data, &p.value(running_var).data);
+        let scale: Vec<f32> = g
+            .iter()
+            .zip(var)
+            .map(|(g, v)| g / (v + EPS).sqrt())
+            .collect();
+        let shift: Vec<f32> = b
+            .iter()
+            .zip(mean.iter().zip(&scale))
+            .map(|(b, (m, s))| b - m * s)
+            .collect();
+        let xv = self.value(x);
+        let (rows, c) = xv.shape();
+        let mut out = Tensor::zeros(rows, c);
+        // one loop per activation, so that each is vectorised (a match per element is not)
+        match act {
+            Activation::Linear => affine_rows(&mut out.data, &xv.data, &scale, &shift, |v| v),
+            Activation::Relu => {
+                affine_rows(&mut out.data, &xv.data, &scale, &shift, |v| v.max(0.0))
+            }
+            Activation::Tanh => affine_rows(&mut out.data, &xv.data, &scale, &shift, f32::tanh),
+            Activation::Sigmoid => affine_rows(&mut out.data, &xv.data, &scale, &shift, sigmoid),
+        }
+        self.push(Op::Input, out, false)
     }
 
     /// Batch normalization over the rows (PyTorch's BatchNorm1d: biased variance to normalize,
@@ -455,6 +528,49 @@ impl<'p> Graph<'p> {
         }
         let rg = parts.iter().any(|&p| self.rg(p));
         self.push(Op::Concat(parts.to_vec()), out, rg)
+    }
+
+    /// Row `i` of the output is `x[row_i][col_i .. col_i+len]` for `at[i] = (row_i, col_i)`:
+    /// picks per-instance segments (e.g. the projections of the masked fields) into rows.
+    pub fn gather_segments(&mut self, x: NodeId, at: Vec<(u32, u32)>, len: usize) -> NodeId {
+        let xv = self.value(x);
+        let mut data = Vec::with_capacity(at.len() * len);
+        for &(r, c) in &at {
+            let start = r as usize * xv.cols + c as usize;
+            assert!(
+                c as usize + len <= xv.cols,
+                "gather_segments: segment out of range"
+            );
+            data.extend_from_slice(&xv.data[start..start + len]);
+        }
+        let out = Tensor::from_vec(at.len(), len, data);
+        let rg = self.rg(x);
+        self.push(Op::GatherSegments { x, at }, out, rg)
+    }
+
+    /// `out[m][j] = h[m] · o[m·J + j]` for `h[M×P]`, `o[(M·J)×P]`: each row of `h` scored
+    /// against its own `J` rows of `o` (a target and its sampled negatives).
+    pub fn row_dots(&mut self, h: NodeId, o: NodeId) -> NodeId {
+        let (hv, ov) = (self.value(h), self.value(o));
+        let (m, p) = hv.shape();
+        assert_eq!(ov.cols, p, "row_dots: widths differ");
+        assert!(
+            m > 0 && ov.rows % m == 0,
+            "row_dots: o must hold J rows per row of h"
+        );
+        let j = ov.rows / m;
+        let mut data = vec![0.0f32; m * j];
+        data.par_chunks_mut(j)
+            .zip(hv.data.par_chunks(p))
+            .zip(ov.data.par_chunks(p * j))
+            .for_each(|((out, hr), orows)| {
+                for (v, orow) in out.iter_mut().zip(orows.chunks_exact(p)) {
+                    *v = hr.iter().zip(orow).map(|(a, b)| a * b).sum();
+                }
+            });
+        let out = Tensor::from_vec(m, j, data);
+        let rg = self.rg(h) || self.rg(o);
+        self.push(Op::RowDots { h, o }, out, rg)
     }
 
     /// Columns `start..start+len`.
@@ -774,6 +890,49 @@ impl<'p> Graph<'p> {
                         off += w;
                     }
                 }
+                Op::GatherSegments { x, at } => {
+                    let xv = self.value(*x);
+                    let len = gy.cols;
+                    let mut gx = Tensor::zeros(xv.rows, xv.cols);
+                    for (i, &(r, c)) in at.iter().enumerate() {
+                        let start = r as usize * xv.cols + c as usize;
+                        gx.data[start..start + len]
+                            .iter_mut()
+                            .zip(gy.row(i))
+                            .for_each(|(a, b)| *a += b);
+                    }
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::RowDots { h, o } => {
+                    let (hv, ov) = (self.value(*h), self.value(*o));
+                    let (p, j) = (hv.cols, gy.cols);
+                    if self.rg(*h) {
+                        let mut gh = Tensor::zeros(hv.rows, p);
+                        gh.data
+                            .par_chunks_mut(p)
+                            .zip(gy.data.par_chunks(j))
+                            .zip(ov.data.par_chunks(p * j))
+                            .for_each(|((ghr, gr), orows)| {
+                                for (gv, orow) in gr.iter().zip(orows.chunks_exact(p)) {
+                                    ghr.iter_mut().zip(orow).for_each(|(a, b)| *a += gv * b);
+                                }
+                            });
+                        accumulate(&mut g[h.0], gh);
+                    }
+                    if self.rg(*o) {
+                        let mut go = Tensor::zeros(ov.rows, p);
+                        go.data
+                            .par_chunks_mut(p * j)
+                            .zip(gy.data.par_chunks(j))
+                            .zip(hv.data.par_chunks(p))
+                            .for_each(|((gorows, gr), hr)| {
+                                for (gorow, gv) in gorows.chunks_exact_mut(p).zip(gr) {
+                                    gorow.iter_mut().zip(hr).for_each(|(a, b)| *a = gv * b);
+                                }
+                            });
+                        accumulate(&mut g[o.0], go);
+                    }
+                }
                 Op::SliceCols(x, start) => {
                     let xv = self.value(*x);
                     let mut gx = Tensor::zeros(xv.rows, xv.cols);
@@ -877,10 +1036,30 @@ fn accumulate(slot: &mut Option<Tensor>, t: Tensor) {
     }
 }
 
+/// `out[r][j] = f(x[r][j] · scale[j] + shift[j])` over rows of `scale.len()` columns.
+fn affine_rows(
+    out: &mut [f32],
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    f: impl Fn(f32) -> f32 + Sync,
+) {
+    let c = scale.len();
+    let rows_per_task = (kernels::PARALLEL_MIN_LEN / c.max(1)).max(1);
+    out.par_chunks_mut(rows_per_task * c)
+        .zip(x.par_chunks(rows_per_task * c))
+        .for_each(|(o, x)| {
+            for (orow, xrow) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                for j in 0..c {
+                    orow[j] = f(xrow[j] * scale[j] + shift[j]);
+                }
+            }
+        });
+}
+
 fn zip_map_inplace(x: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
     assert_eq!(x.len(), y.len());
     if x.len() >= kernels::PARALLEL_MIN_LEN {
-        use rayon::prelude::*;
         x.par_chunks_mut(4096)
             .zip(y.par_chunks(4096))
             .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a = f(*a, *b)));
@@ -1019,6 +1198,64 @@ mod tests {
             let t = g.tanh(n);
             g.linear(t, v, None)
         });
+    }
+
+    #[test]
+    fn nce_scoring_ops_match_finite_differences() {
+        // MAP's MFP head: project, pick the masked fields' segments, score each against its
+        // target + negatives (output rows as a second input), then a per-row logit
+        let mut rng = StdRng::seed_from_u64(14);
+        let mut s = ParamStore::new();
+        let w = s.add("w", init::xavier_normal(&mut rng, 3, 8), true, true);
+        let out_rows = s.add(
+            "out_rows",
+            init::normal(&mut rng, 4 * 3, 4, 0.5),
+            true,
+            false,
+        );
+        let v = s.add("v", init::normal(&mut rng, 3, 1, 0.5), true, false);
+        check(s, rand_input(&mut rng, 4, 3), |g, x| {
+            let p = g.linear(x, w, None);
+            let at = vec![(0, 4), (1, 0), (2, 4), (3, 0)];
+            let h = g.gather_segments(p, at, 4);
+            let o = g.param(out_rows);
+            let scores = g.row_dots(h, o);
+            let t = g.tanh(scores);
+            g.linear(t, v, None)
+        });
+    }
+
+    #[test]
+    fn folded_batch_norm_for_scoring_equals_the_evaluation_graph() {
+        let mut rng = StdRng::seed_from_u64(13);
+        let mut s = ParamStore::new();
+        let c = 300; // wide enough for the parallel path
+        let gamma = s.add("gamma", init::normal(&mut rng, 1, c, 1.0), true, false);
+        let beta = s.add("beta", init::normal(&mut rng, 1, c, 1.0), true, false);
+        let rm = s.add("rm", init::normal(&mut rng, 1, c, 1.0), false, false);
+        let rv_data = init::normal(&mut rng, 1, c, 1.0)
+            .data
+            .iter()
+            .map(|v| v * v + 0.1)
+            .collect();
+        let rv = s.add("rv", Tensor::from_vec(1, c, rv_data), false, false);
+        let x = rand_input(&mut rng, 70, c);
+        for act in [Activation::Relu, Activation::Tanh, Activation::Linear] {
+            let mut eval = Graph::new(&s, false);
+            let xi = eval.input(x.clone(), false);
+            let out = eval.batch_norm_act(xi, gamma, beta, rm, rv, act);
+            let mut scoring = Graph::inference(&s);
+            let xs = scoring.input(x.clone(), false);
+            let folded = scoring.batch_norm_act(xs, gamma, beta, rm, rv, act);
+            let (a, b) = (&eval.value(out).data, &scoring.value(folded).data);
+            assert_eq!(a.len(), b.len());
+            for (a, b) in a.iter().zip(b) {
+                assert!(
+                    (a - b).abs() < 1e-5 * (1.0 + a.abs()),
+                    "{act:?}: {a} vs {b}"
+                );
+            }
+        }
     }
 
     #[test]

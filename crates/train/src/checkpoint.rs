@@ -175,11 +175,8 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
 
 /// Loads tensors from `path` into `model` (and optimizer moments into `opt` when given).
 /// Every tensor the model has must be present with the same shape.
-pub fn load_checkpoint(
-    path: &Path,
-    model: &mut Model,
-    opt: Option<&mut DenseOptimizer>,
-) -> Result<CheckpointMeta> {
+/// The sidecar and the verified, memory-mapped tensor file of a checkpoint.
+fn open_verified(path: &Path) -> Result<(CheckpointMeta, memmap2::Mmap)> {
     let meta = read_meta(path)?;
     let file = std::fs::File::open(path).map_err(|e| TrainError::Io {
         path: path.to_path_buf(),
@@ -196,30 +193,119 @@ pub fn load_checkpoint(
             msg: "tensors do not match the sidecar's checksum (torn or mixed checkpoint)".into(),
         });
     }
-    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| TrainError::Checkpoint {
+    Ok((meta, map))
+}
+
+fn deserialize<'a>(path: &Path, map: &'a [u8]) -> Result<safetensors::SafeTensors<'a>> {
+    safetensors::SafeTensors::deserialize(map).map_err(|e| TrainError::Checkpoint {
         path: path.to_path_buf(),
         msg: e.to_string(),
+    })
+}
+
+/// Tensor `name` as f32s, checked against `shape`.
+fn fetch_tensor(
+    path: &Path,
+    st: &safetensors::SafeTensors,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let t = st.tensor(name).map_err(|_| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("missing tensor `{name}`"),
     })?;
-    let fetch = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-        let t = st.tensor(name).map_err(|_| TrainError::Checkpoint {
+    if t.shape() != shape || t.dtype() != Dtype::F32 {
+        return Err(TrainError::Checkpoint {
             path: path.to_path_buf(),
-            msg: format!("missing tensor `{name}`"),
-        })?;
-        if t.shape() != shape || t.dtype() != Dtype::F32 {
-            return Err(TrainError::Checkpoint {
-                path: path.to_path_buf(),
-                msg: format!(
-                    "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
-                    t.dtype(),
-                    t.shape()
-                ),
-            });
-        }
-        Ok(t.data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+            msg: format!(
+                "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
+                t.dtype(),
+                t.shape()
+            ),
+        });
+    }
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Initialises `model` from a pretrained checkpoint (`recforge pretrain`): every embedding
+/// table and every dense parameter it shares by name, except `skip` (the click head, left
+/// fresh). The feature maps must agree field by field. Returns how many tensors were loaded.
+pub fn load_pretrained(
+    path: &Path,
+    model: &mut Model,
+    fmap: &FeatureMap,
+    skip: &[recforge_nn::ParamId],
+) -> Result<usize> {
+    let (meta, map) = open_verified(path)?;
+    let theirs = &meta.feature_map;
+    let mismatch = |msg: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
     };
+    if theirs.fields.len() != fmap.fields.len() {
+        return Err(mismatch(format!(
+            "pretrained on {} fields, this dataset has {}",
+            theirs.fields.len(),
+            fmap.fields.len()
+        )));
+    }
+    for (i, (a, b)) in theirs.fields.iter().zip(&fmap.fields).enumerate() {
+        if a.spec.name != b.spec.name || theirs.vocab_of(i).size() != fmap.vocab_of(i).size() {
+            return Err(mismatch(format!(
+                "field `{}` ({} values) does not match the pretrained `{}` ({} values): \
+                 pretrain and finetune on the same dataset config",
+                b.spec.name,
+                fmap.vocab_of(i).size(),
+                a.spec.name,
+                theirs.vocab_of(i).size()
+            )));
+        }
+    }
+    let st = deserialize(path, &map)?;
+    let mut loaded = 0;
+    // read everything first, then assign: a failure leaves the model untouched
+    let mut dense = Vec::new();
+    for (id, p) in model.params.iter() {
+        let key = format!("dense.{}", p.name);
+        if skip.contains(&id) || st.tensor(&key).is_err() {
+            continue;
+        }
+        dense.push((
+            id,
+            fetch_tensor(path, &st, &key, &[p.value.rows, p.value.cols])?,
+        ));
+    }
+    let mut tables = Vec::new();
+    for (ei, e) in model.embeddings.iter().enumerate() {
+        for (ti, (t, name)) in e.tables.iter().zip(&e.table_names).enumerate() {
+            let key = format!("{}.{}", e.name, name);
+            if st.tensor(&key).is_ok() {
+                tables.push((ei, ti, fetch_tensor(path, &st, &key, &[t.rows, t.dim])?));
+            }
+        }
+    }
+    for (id, v) in dense {
+        model.params.value_mut(id).data = v;
+        loaded += 1;
+    }
+    for (ei, ti, v) in tables {
+        model.embeddings[ei].tables[ti].weight = v;
+        loaded += 1;
+    }
+    Ok(loaded)
+}
+
+pub fn load_checkpoint(
+    path: &Path,
+    model: &mut Model,
+    opt: Option<&mut DenseOptimizer>,
+) -> Result<CheckpointMeta> {
+    let (meta, map) = open_verified(path)?;
+    let st = deserialize(path, &map)?;
+    let fetch = |name: &str, shape: &[usize]| fetch_tensor(path, &st, name, shape);
     let with_opt = opt.is_some();
     // read everything first, then assign: a failure leaves the model untouched
     let mut dense = Vec::new();

@@ -8,6 +8,7 @@
 //! best checkpoint restored before testing.
 
 pub mod checkpoint;
+pub mod pretrain;
 pub mod run;
 pub mod score;
 pub mod trainer;

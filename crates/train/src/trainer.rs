@@ -7,7 +7,7 @@ use recforge_data::{Batch, BatchIter, EncodedDataset, EncodedSplit, FeatureMap, 
 use recforge_models::Model;
 use recforge_nn::embedding::UpdateMode;
 use recforge_nn::optim::grad_norm_sq;
-use recforge_nn::{DenseOptimizer, EmbeddingOptimizer, ParamStore};
+use recforge_nn::{DenseOptimizer, EmbeddingOptimizer, EmbeddingTable, ParamStore, RowGrads};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -306,8 +306,32 @@ impl Trainer {
         let emb_grads = model.embedding_grads(batch, &fwd.emb_nodes, &mut grads);
         drop(graph);
 
+        let lr = self.state.learning_rate;
+        self.apply_step(model, &grads.params, &emb_grads, &mut [], lr, 0.0);
+        apply_state_updates(&mut model.params, &updates);
+        loss_value
+    }
+
+    /// One optimizer step from gradients of any loss: global-norm clipping over everything,
+    /// dense and row-wise embedding updates, and `extra` tables outside the model (e.g. MAP's
+    /// output embeddings, updated sparsely like the model's). `weight_decay` > 0 adds
+    /// decoupled (AdamW-style) decay on regularized dense weights and on the rows touched.
+    pub fn apply_step(
+        &mut self,
+        model: &mut Model,
+        dense: &[Option<recforge_nn::Tensor>],
+        emb_grads: &[Vec<RowGrads>],
+        extra: &mut [(&mut EmbeddingTable, &RowGrads)],
+        lr: f32,
+        weight_decay: f32,
+    ) {
         let net_l2 = model.common.net_regularizer;
-        let mut norm_sq = grad_norm_sq(&model.params, &grads.params, net_l2);
+        let extra_opt = EmbeddingOptimizer {
+            kind: model.common.optimizer,
+            mode: UpdateMode::Sparse,
+            l2: 0.0,
+        };
+        let mut norm_sq = grad_norm_sq(&model.params, dense, net_l2);
         for (e, (eg, opts)) in model
             .embeddings
             .iter()
@@ -317,16 +341,34 @@ impl Trainer {
                 norm_sq += t.grad_norm_sq(g, o);
             }
         }
+        for (t, g) in extra.iter() {
+            norm_sq += t.grad_norm_sq(g, &extra_opt);
+        }
         let norm = norm_sq.sqrt() as f32;
         let scale = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
             self.cfg.max_grad_norm / (norm + 1e-6)
         } else {
             1.0
         };
-        let lr = self.state.learning_rate;
-        self.opt
-            .step(&mut model.params, &grads.params, lr, scale, net_l2);
+        self.opt.step(&mut model.params, dense, lr, scale, net_l2);
         let step = self.opt.step;
+        let decay = 1.0 - lr * weight_decay;
+        if weight_decay > 0.0 {
+            let ids: Vec<_> = model
+                .params
+                .iter()
+                .filter(|(id, p)| p.trainable && p.regularize && dense[id.0].is_some())
+                .map(|(id, _)| id)
+                .collect();
+            for id in ids {
+                model
+                    .params
+                    .value_mut(id)
+                    .data
+                    .iter_mut()
+                    .for_each(|w| *w *= decay);
+            }
+        }
         for (e, (eg, opts)) in model
             .embeddings
             .iter_mut()
@@ -334,11 +376,18 @@ impl Trainer {
         {
             for ((t, g), o) in e.tables.iter_mut().zip(eg).zip(opts) {
                 t.apply(g, o, lr, scale, step);
+                if weight_decay > 0.0 {
+                    t.decay_rows(g, decay);
+                }
             }
         }
-        apply_state_updates(&mut model.params, &updates);
+        for (t, g) in extra.iter_mut() {
+            t.apply(g, &extra_opt, lr, scale, step);
+            if weight_decay > 0.0 {
+                t.decay_rows(g, decay);
+            }
+        }
         self.state.step = step;
-        loss_value
     }
 
     /// Trains with early stopping, writes the run directory, restores the best checkpoint and
@@ -512,7 +561,7 @@ fn save_best(
     )
 }
 
-fn apply_state_updates(params: &mut ParamStore, updates: &[recforge_nn::StateUpdate]) {
+pub(crate) fn apply_state_updates(params: &mut ParamStore, updates: &[recforge_nn::StateUpdate]) {
     for u in updates {
         let v = params.value_mut(u.param);
         v.data

@@ -4,6 +4,9 @@
 //! median training-step time of a 39-field model (batch 4096, embedding 16, MLP 400×3) as the
 //! embedding tables grow; ids are Zipf(1.1) per field. Sparse row-wise updates should keep the
 //! step flat. Prints one JSON line per size.
+//!
+//! `recforge-bench predict-latency --model DIR [--batch 500] [--seconds 20]`: the model alone
+//! (no HTTP) scoring batches of random ids, as `bench/serve_load.sh` compares with PyTorch.
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
@@ -90,8 +93,16 @@ fn main() -> anyhow::Result<()> {
             .cloned()
             .unwrap_or_else(|| d.to_string())
     };
-    if args.get(1).map(String::as_str) != Some("vocab-scaling") {
-        anyhow::bail!("usage: recforge-bench vocab-scaling [--vocab 100000,1000000,10000000] [--model DeepFM] [--steps 20] [--batch 4096]");
+    match args.get(1).map(String::as_str) {
+        Some("vocab-scaling") => {}
+        Some("predict-latency") => {
+            return predict_latency(
+                std::path::Path::new(&get("--model", "")),
+                get("--batch", "500").parse()?,
+                get("--seconds", "20").parse()?,
+            )
+        }
+        _ => anyhow::bail!("usage: recforge-bench vocab-scaling [--vocab 100000,1000000,10000000] [--model DeepFM] [--steps 20] [--batch 4096]\n       recforge-bench predict-latency --model DIR [--batch 500] [--seconds 20]"),
     }
     let model_name = get("--model", "DeepFM");
     let steps: usize = get("--steps", "20").parse()?;
@@ -133,5 +144,50 @@ fn main() -> anyhow::Result<()> {
             })
         );
     }
+    Ok(())
+}
+
+/// Median and tail latency of `Model::predict` on batches of uniformly random ids.
+fn predict_latency(model: &std::path::Path, batch: usize, seconds: f64) -> anyhow::Result<()> {
+    let lm = recforge_train::score::load_model(model)?;
+    let fmap = &lm.meta.feature_map;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let pool: Vec<Batch> = (0..16)
+        .map(|_| {
+            let mut slots = Vec::with_capacity(batch * fmap.width);
+            for _ in 0..batch {
+                for i in 0..fmap.num_fields() {
+                    slots.push(rng.gen_range(0..fmap.vocab_of(i).size()) as u32);
+                }
+            }
+            Batch {
+                size: batch,
+                width: fmap.width,
+                labels: vec![0.0; batch],
+                slots,
+            }
+        })
+        .collect();
+    for b in &pool {
+        lm.model.predict(b);
+    }
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while start.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        std::hint::black_box(lm.model.predict(&pool[times.len() % pool.len()]));
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let total = start.elapsed().as_secs_f64();
+    let n = times.len();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "recforge (model only)", "batch": batch, "batches_per_sec": r(n as f64 / total),
+            "p50_ms": r(times[n / 2]), "p99_ms": r(times[n * 99 / 100]),
+        })
+    );
     Ok(())
 }

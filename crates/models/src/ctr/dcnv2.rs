@@ -8,7 +8,7 @@ use crate::layers::{CrossNetMix, CrossNetV2, Linear, MlpBlock};
 use crate::{ModelError, Result};
 use rand::rngs::StdRng;
 use recforge_data::ModelConfig;
-use recforge_nn::{Graph, NodeId, ParamStore};
+use recforge_nn::{Graph, NodeId, ParamId, ParamStore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dcnv2Structure {
@@ -134,6 +134,22 @@ impl CtrNet for Dcnv2 {
     }
 
     fn forward(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> NodeId {
+        let h = self.representation(g, emb, rng);
+        self.out.forward(g, h)
+    }
+
+    fn encode(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> Option<NodeId> {
+        Some(self.representation(g, emb, rng))
+    }
+
+    fn head_params(&self) -> Vec<ParamId> {
+        self.out.params()
+    }
+}
+
+impl Dcnv2 {
+    /// What the output layer reads: cross and deep parts as the structure combines them.
+    fn representation(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> NodeId {
         let x = emb[0];
         let cross = match &self.cross {
             Cross::Full(c) => c.forward(g, x),
@@ -160,6 +176,6 @@ impl CtrNet for Dcnv2 {
                 g.concat(&[s, p])
             }
         };
-        self.out.forward(g, h)
+        h
     }
 }

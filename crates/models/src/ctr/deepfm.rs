@@ -6,7 +6,7 @@ use crate::layers::MlpBlock;
 use crate::Result;
 use rand::rngs::StdRng;
 use recforge_data::ModelConfig;
-use recforge_nn::{Graph, NodeId, ParamStore};
+use recforge_nn::{Graph, NodeId, ParamId, ParamStore};
 
 pub struct DeepFm {
     fm: Fm,
@@ -45,5 +45,16 @@ impl CtrNet for DeepFm {
         let fm = self.fm.logit(g, emb[0], emb[1]);
         let deep = self.mlp.forward(g, emb[1], rng);
         g.add(fm, deep)
+    }
+
+    /// As MAP takes it: the MLP's last hidden layer beside the wide (LR + FM) logit.
+    fn encode(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> Option<NodeId> {
+        let fm = self.fm.logit(g, emb[0], emb[1]);
+        let deep = self.mlp.hidden(g, emb[1], rng);
+        Some(g.concat(&[deep, fm]))
+    }
+
+    fn head_params(&self) -> Vec<ParamId> {
+        self.mlp.output_params()
     }
 }

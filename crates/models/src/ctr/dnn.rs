@@ -5,7 +5,7 @@ use crate::layers::MlpBlock;
 use crate::Result;
 use rand::rngs::StdRng;
 use recforge_data::ModelConfig;
-use recforge_nn::{Graph, NodeId, ParamStore};
+use recforge_nn::{Graph, NodeId, ParamId, ParamStore};
 
 pub struct Dnn {
     mlp: MlpBlock,
@@ -38,5 +38,13 @@ impl CtrNet for Dnn {
 
     fn forward(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> NodeId {
         self.mlp.forward(g, emb[0], rng)
+    }
+
+    fn encode(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> Option<NodeId> {
+        Some(self.mlp.hidden(g, emb[0], rng))
+    }
+
+    fn head_params(&self) -> Vec<ParamId> {
+        self.mlp.output_params()
     }
 }

@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use recforge_data::{Batch, FeatureMap, ModelConfig};
 use recforge_nn::graph::Grads;
-use recforge_nn::{Graph, NodeId, OptimizerKind, ParamStore};
+use recforge_nn::{Graph, NodeId, OptimizerKind, ParamId, ParamStore};
 
 /// What an embedding matrix a model consumes holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +39,16 @@ pub trait CtrNet: Send + Sync {
     fn embeddings(&self) -> Vec<EmbeddingUse>;
     /// Click logits `[batch × 1]` from the embedded batch (`emb[k]` is `[batch × fields·dims[k]]`).
     fn forward(&self, g: &mut Graph, emb: &[NodeId], rng: &mut StdRng) -> NodeId;
+    /// The instance representation `[batch × d]` the click head reads: the model up to its
+    /// head, which self-supervised pretraining (MAP) trains. `None` for models without an
+    /// encoder (LR, FM).
+    fn encode(&self, _g: &mut Graph, _emb: &[NodeId], _rng: &mut StdRng) -> Option<NodeId> {
+        None
+    }
+    /// The click head's parameters: left fresh when finetuning from a pretrained encoder.
+    fn head_params(&self) -> Vec<ParamId> {
+        Vec::new()
+    }
 }
 
 /// What every model reads from its config, besides its own hyper-parameters.
@@ -186,7 +196,15 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
 
 impl Model {
     pub fn forward<'a>(&'a self, batch: &Batch, train: bool, rng: &mut StdRng) -> Forward<'a> {
-        let mut graph = Graph::new(&self.params, train);
+        self.forward_on(Graph::new(&self.params, train), batch, rng)
+    }
+
+    fn forward_on<'a>(
+        &'a self,
+        mut graph: Graph<'a>,
+        batch: &Batch,
+        rng: &mut StdRng,
+    ) -> Forward<'a> {
         let emb_nodes: Vec<NodeId> = self
             .embeddings
             .iter()
@@ -203,7 +221,7 @@ impl Model {
     /// Click probabilities for a batch (evaluation mode).
     pub fn predict(&self, batch: &Batch) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(0);
-        let f = self.forward(batch, false, &mut rng);
+        let f = self.forward_on(Graph::inference(&self.params), batch, &mut rng);
         f.graph
             .value(f.logits)
             .data
