@@ -97,9 +97,15 @@ enum Op {
         x: NodeId,
         at: Vec<(u32, u32)>,
     },
-    RowDots {
+    BlendRow {
+        x: NodeId,
+        row: NodeId,
+        mask: Vec<f32>,
+    },
+    RowDotsIndexed {
         h: NodeId,
-        o: NodeId,
+        rows: NodeId,
+        idx: Vec<u32>,
     },
     SliceCols(NodeId, usize),
     SumCols(NodeId),
@@ -548,29 +554,55 @@ impl<'p> Graph<'p> {
         self.push(Op::GatherSegments { x, at }, out, rg)
     }
 
-    /// `out[m][j] = h[m] · o[m·J + j]` for `h[M×P]`, `o[(M·J)×P]`: each row of `h` scored
-    /// against its own `J` rows of `o` (a target and its sampled negatives).
-    pub fn row_dots(&mut self, h: NodeId, o: NodeId) -> NodeId {
-        let (hv, ov) = (self.value(h), self.value(o));
+    /// `out = x ⊙ (1 − mask) + row ⊙ mask`, `row[1×C]` broadcast over the rows, `mask` 0/1 of
+    /// `x`'s shape: replaces the masked entries (e.g. masked fields' embeddings) by a learnable
+    /// row in one pass.
+    pub fn blend_row(&mut self, x: NodeId, row: NodeId, mask: Vec<f32>) -> NodeId {
+        let (xv, rv) = (self.value(x), self.value(row));
+        let c = xv.cols;
+        assert_eq!((rv.rows, rv.cols), (1, c), "blend_row: row shape");
+        assert_eq!(mask.len(), xv.len(), "blend_row: mask shape");
+        let data = xv
+            .data
+            .iter()
+            .zip(&mask)
+            .enumerate()
+            .map(|(i, (&v, &m))| if m != 0.0 { rv.data[i % c] } else { v })
+            .collect();
+        let out = Tensor::from_vec(xv.rows, c, data);
+        let rg = self.rg(x) || self.rg(row);
+        self.push(Op::BlendRow { x, row, mask }, out, rg)
+    }
+
+    /// `out[m][c] = h[m] · rows[idx[m·J + c]]` for `h[M×P]`, `rows[R×P]`, `idx` of `M·J`
+    /// entries: each row of `h` scored against `J` rows of a small table of distinct rows
+    /// (NCE: a target and its sampled negatives), without materialising `M·J` copies.
+    pub fn row_dots_indexed(&mut self, h: NodeId, rows: NodeId, idx: Vec<u32>) -> NodeId {
+        let (hv, rv) = (self.value(h), self.value(rows));
         let (m, p) = hv.shape();
-        assert_eq!(ov.cols, p, "row_dots: widths differ");
+        assert_eq!(rv.cols, p, "row_dots_indexed: widths differ");
         assert!(
-            m > 0 && ov.rows % m == 0,
-            "row_dots: o must hold J rows per row of h"
+            m > 0 && idx.len() % m == 0,
+            "row_dots_indexed: idx must hold J entries per row"
         );
-        let j = ov.rows / m;
+        assert!(
+            idx.iter().all(|&i| (i as usize) < rv.rows),
+            "row_dots_indexed: index out of range"
+        );
+        let j = idx.len() / m;
         let mut data = vec![0.0f32; m * j];
         data.par_chunks_mut(j)
             .zip(hv.data.par_chunks(p))
-            .zip(ov.data.par_chunks(p * j))
-            .for_each(|((out, hr), orows)| {
-                for (v, orow) in out.iter_mut().zip(orows.chunks_exact(p)) {
-                    *v = hr.iter().zip(orow).map(|(a, b)| a * b).sum();
+            .zip(idx.par_chunks(j))
+            .for_each(|((out, hr), ix)| {
+                for (v, &r) in out.iter_mut().zip(ix) {
+                    let row = &rv.data[r as usize * p..(r as usize + 1) * p];
+                    *v = hr.iter().zip(row).map(|(a, b)| a * b).sum();
                 }
             });
         let out = Tensor::from_vec(m, j, data);
-        let rg = self.rg(h) || self.rg(o);
-        self.push(Op::RowDots { h, o }, out, rg)
+        let rg = self.rg(h) || self.rg(rows);
+        self.push(Op::RowDotsIndexed { h, rows, idx }, out, rg)
     }
 
     /// Columns `start..start+len`.
@@ -903,34 +935,56 @@ impl<'p> Graph<'p> {
                     }
                     accumulate(&mut g[x.0], gx);
                 }
-                Op::RowDots { h, o } => {
-                    let (hv, ov) = (self.value(*h), self.value(*o));
+                Op::BlendRow { x, row, mask } => {
+                    let c = gy.cols;
+                    if self.rg(*row) {
+                        let mut gr = vec![0.0f32; c];
+                        for (i, (&gv, &m)) in gy.data.iter().zip(mask.iter()).enumerate() {
+                            gr[i % c] += gv * m;
+                        }
+                        accumulate(&mut g[row.0], Tensor::from_vec(1, c, gr));
+                    }
+                    if self.rg(*x) {
+                        let mut gx = gy;
+                        gx.data
+                            .iter_mut()
+                            .zip(mask.iter())
+                            .for_each(|(v, &m)| *v *= 1.0 - m);
+                        accumulate(&mut g[x.0], gx);
+                    }
+                }
+                Op::RowDotsIndexed { h, rows, idx } => {
+                    let (hv, rv) = (self.value(*h), self.value(*rows));
                     let (p, j) = (hv.cols, gy.cols);
                     if self.rg(*h) {
                         let mut gh = Tensor::zeros(hv.rows, p);
                         gh.data
                             .par_chunks_mut(p)
                             .zip(gy.data.par_chunks(j))
-                            .zip(ov.data.par_chunks(p * j))
-                            .for_each(|((ghr, gr), orows)| {
-                                for (gv, orow) in gr.iter().zip(orows.chunks_exact(p)) {
-                                    ghr.iter_mut().zip(orow).for_each(|(a, b)| *a += gv * b);
+                            .zip(idx.par_chunks(j))
+                            .for_each(|((ghr, gr), ix)| {
+                                for (gv, &r) in gr.iter().zip(ix) {
+                                    let row = &rv.data[r as usize * p..(r as usize + 1) * p];
+                                    ghr.iter_mut().zip(row).for_each(|(a, b)| *a += gv * b);
                                 }
                             });
                         accumulate(&mut g[h.0], gh);
                     }
-                    if self.rg(*o) {
-                        let mut go = Tensor::zeros(ov.rows, p);
-                        go.data
-                            .par_chunks_mut(p * j)
-                            .zip(gy.data.par_chunks(j))
-                            .zip(hv.data.par_chunks(p))
-                            .for_each(|((gorows, gr), hr)| {
-                                for (gorow, gv) in gorows.chunks_exact_mut(p).zip(gr) {
-                                    gorow.iter_mut().zip(hr).for_each(|(a, b)| *a = gv * b);
-                                }
-                            });
-                        accumulate(&mut g[o.0], go);
+                    if self.rg(*rows) {
+                        // a scatter-add into few rows: sequential, it is memory-bound anyway
+                        let mut gr = Tensor::zeros(rv.rows, p);
+                        for (m, (gvals, ix)) in
+                            gy.data.chunks_exact(j).zip(idx.chunks_exact(j)).enumerate()
+                        {
+                            let hr = hv.row(m);
+                            for (gv, &r) in gvals.iter().zip(ix) {
+                                gr.data[r as usize * p..(r as usize + 1) * p]
+                                    .iter_mut()
+                                    .zip(hr)
+                                    .for_each(|(a, b)| *a += gv * b);
+                            }
+                        }
+                        accumulate(&mut g[rows.0], gr);
                     }
                 }
                 Op::SliceCols(x, start) => {
@@ -1201,6 +1255,21 @@ mod tests {
     }
 
     #[test]
+    fn blend_row_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(15);
+        let mut s = ParamStore::new();
+        let row = s.add("mask_row", init::normal(&mut rng, 1, 4, 0.5), true, false);
+        let v = s.add("v", init::normal(&mut rng, 4, 1, 0.5), true, false);
+        let mask: Vec<f32> = (0..20).map(|i| ((i * 7) % 3 == 0) as u8 as f32).collect();
+        check(s, rand_input(&mut rng, 5, 4), |g, x| {
+            let r = g.param(row);
+            let b = g.blend_row(x, r, mask.clone());
+            let t = g.tanh(b);
+            g.linear(t, v, None)
+        });
+    }
+
+    #[test]
     fn nce_scoring_ops_match_finite_differences() {
         // MAP's MFP head: project, pick the masked fields' segments, score each against its
         // target + negatives (output rows as a second input), then a per-row logit
@@ -1219,7 +1288,9 @@ mod tests {
             let at = vec![(0, 4), (1, 0), (2, 4), (3, 0)];
             let h = g.gather_segments(p, at, 4);
             let o = g.param(out_rows);
-            let scores = g.row_dots(h, o);
+            // 4 rows of h, 3 candidates each, over 12 table rows (some repeated)
+            let idx = vec![0, 5, 5, 1, 2, 11, 3, 3, 7, 4, 0, 9];
+            let scores = g.row_dots_indexed(h, o, idx);
             let t = g.tanh(scores);
             g.linear(t, v, None)
         });

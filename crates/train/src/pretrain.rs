@@ -354,6 +354,7 @@ impl Pretrainer {
             scores: None,
             out_node: None,
             bias_node: None,
+            distinct: Vec::new(),
         };
         for (b, fs) in masked.iter().enumerate() {
             for &j in fs {
@@ -366,23 +367,38 @@ impl Pretrainer {
         }
         let m = rows.field.len();
         let h = g.gather_segments(h_all, at, p);
-        let mut o = Vec::with_capacity(m * (k + 1) * p);
-        let mut bvals = Vec::with_capacity(m * (k + 1));
+        // the distinct (field, id) rows the batch names, and each candidate's index into them
+        let mut distinct: Vec<(usize, u32)> = Vec::new();
+        let mut slot_of: std::collections::HashMap<(usize, u32), u32> = Default::default();
+        let mut idx = Vec::with_capacity(m * (k + 1));
         let mut adjust = Vec::with_capacity(m * (k + 1));
         let ln_k = (k as f32).ln();
         for (i, &j) in rows.field.iter().enumerate() {
             for &id in &rows.ids[i * (k + 1)..(i + 1) * (k + 1)] {
-                o.extend_from_slice(out[j].row(id));
-                bvals.push(bias[j].row(id)[0]);
+                let r = *slot_of.entry((j, id)).or_insert_with(|| {
+                    distinct.push((j, id));
+                    (distinct.len() - 1) as u32
+                });
+                idx.push(r);
                 adjust.push(-(ln_k + self.noise[j].log_q[id as usize]));
             }
         }
-        let o = g.input(Tensor::from_vec(m * (k + 1), p, o), true);
-        let bn = g.input(Tensor::from_vec(m, k + 1, bvals), true);
+        let mut o = Vec::with_capacity(distinct.len() * p);
+        let mut bvals = Vec::with_capacity(distinct.len());
+        for &(j, id) in &distinct {
+            o.extend_from_slice(out[j].row(id));
+            bvals.push(bias[j].row(id)[0]);
+        }
+        let r = distinct.len();
+        let o = g.input(Tensor::from_vec(r, p, o), true);
+        let bn = g.input(Tensor::from_vec(r, 1, bvals), true);
+        let ones = g.input(Tensor::from_vec(m, 1, vec![1.0; m]), false);
         let adj = g.input(Tensor::from_vec(m, k + 1, adjust), false);
-        let s = g.row_dots(h, o);
-        let raw = g.add(s, bn);
+        let s = g.row_dots_indexed(h, o, idx.clone());
+        let b = g.row_dots_indexed(ones, bn, idx);
+        let raw = g.add(s, b);
         let s = g.add(raw, adj);
+        rows.distinct = distinct;
         let labels: Vec<f32> = (0..m * (k + 1))
             .map(|i| if i % (k + 1) == 0 { 1.0 } else { 0.0 })
             .collect();
@@ -393,8 +409,8 @@ impl Pretrainer {
         (g, loss, emb_nodes, rows)
     }
 
-    /// Embeds `batch` and replaces the masked fields' columns by the `[MASK]` rows:
-    /// `e ⊙ keep + broadcast(mask) ⊙ (1 − keep)`. Returns (raw nodes, corrupted nodes).
+    /// Embeds `batch` and replaces the masked fields' columns by the `[MASK]` rows.
+    /// Returns (raw nodes, corrupted nodes).
     fn masked_embeddings(
         &self,
         g: &mut Graph,
@@ -423,17 +439,10 @@ impl Pretrainer {
                     drop[span].fill(1.0);
                 }
             }
-            let keep: Vec<f32> = drop.iter().map(|d| 1.0 - d).collect();
             let x = g.input(e.forward(batch), true);
-            let keep = g.input(Tensor::from_vec(batch.size, width, keep), false);
-            let drop = g.input(Tensor::from_vec(batch.size, width, drop), false);
-            let zeros = g.input(Tensor::zeros(batch.size, width), false);
-            let mask_param = g.param(mask);
-            let mask_rows = g.add_bias(zeros, mask_param);
-            let kept = g.mul(x, keep);
-            let filled = g.mul(mask_rows, drop);
+            let mask_row = g.param(mask);
             raw.push(x);
-            corrupted.push(g.add(kept, filled));
+            corrupted.push(g.blend_row(x, mask_row, drop));
         }
         (raw, corrupted)
     }
@@ -512,7 +521,6 @@ impl Pretrainer {
         grads: &mut Grads,
     ) -> (Vec<RowGrads>, Vec<RowGrads>) {
         let p = self.cfg.proj_size;
-        let k1 = self.cfg.negatives + 1;
         let Head::Mfp { out, .. } = &self.head else {
             unreachable!()
         };
@@ -527,16 +535,12 @@ impl Pretrainer {
         let mut bias_g: Vec<RowGrads> = out.iter().map(|t| row_grads(1, t.rows)).collect();
         let go = rows.out_node.and_then(|n| grads.take(n));
         let gb = rows.bias_node.and_then(|n| grads.take(n));
-        for (i, &j) in rows.field.iter().enumerate() {
-            for c in 0..k1 {
-                let r = i * k1 + c;
-                let id = rows.ids[r];
-                if let Some(go) = &go {
-                    out_g[j].add(id, &go.data[r * p..(r + 1) * p], 1.0);
-                }
-                if let Some(gb) = &gb {
-                    bias_g[j].add(id, &gb.data[r..r + 1], 1.0);
-                }
+        for (r, &(j, id)) in rows.distinct.iter().enumerate() {
+            if let Some(go) = &go {
+                out_g[j].add(id, &go.data[r * p..(r + 1) * p], 1.0);
+            }
+            if let Some(gb) = &gb {
+                bias_g[j].add(id, &gb.data[r..r + 1], 1.0);
             }
         }
         (out_g, bias_g)
@@ -731,4 +735,6 @@ pub struct NceRows {
     pub scores: Option<NodeId>,
     pub out_node: Option<NodeId>,
     pub bias_node: Option<NodeId>,
+    /// The distinct (field, id) rows gathered into `out_node`/`bias_node`, in their order.
+    pub distinct: Vec<(usize, u32)>,
 }
