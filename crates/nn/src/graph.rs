@@ -582,7 +582,7 @@ impl<'p> Graph<'p> {
         let (m, p) = hv.shape();
         assert_eq!(rv.cols, p, "row_dots_indexed: widths differ");
         assert!(
-            m > 0 && idx.len() % m == 0,
+            m > 0 && idx.len().is_multiple_of(m),
             "row_dots_indexed: idx must hold J entries per row"
         );
         assert!(
