@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{generate, recforge};
+use common::{generate, recforge, train_small};
 
 fn number_after(text: &str, line_start: &str, key: &str) -> f64 {
     let line = text
@@ -211,27 +211,17 @@ fn pretrain_then_finetune_from_the_checkpoint() {
         assert!(ok, "{err}");
         assert!(err.contains("epoch   2"), "{err}");
         assert!(stdout.contains("pretrained checkpoint"), "{stdout}");
-        let (ok, out_train, err) = recforge(
+        let run = format!("ft_{method}");
+        let (ok, out_train, err) = train_small(
+            d,
             &[
-                "--threads",
-                "2",
-                "train",
-                "--config",
-                "gen",
-                "--expid",
-                "DeepFM_synthetic",
-                "--set",
-                "epochs=1",
-                "--set",
-                "hidden_units=[16,16]",
                 "--set",
                 "label_fraction=0.5",
                 "--init-from",
                 &out,
                 "--run-dir",
-                &format!("ft_{method}"),
+                &run,
             ],
-            d,
         );
         assert!(ok, "{err}");
         assert!(

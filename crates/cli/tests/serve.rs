@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{generate, recforge};
+use common::{generate, recforge, train_small};
 use rmcp::model::CallToolRequestParams;
 use rmcp::ServiceExt;
 use serde_json::{json, Value};
@@ -56,28 +56,11 @@ fn start_server(cwd: &Path, model: &Path, extra: &[&str]) -> Server {
 }
 
 fn train(d: &Path, seed: &str) -> PathBuf {
-    let (ok, _, err) = recforge(
-        &[
-            "--threads",
-            "2",
-            "train",
-            "--config",
-            "gen",
-            "--expid",
-            "DeepFM_synthetic",
-            "--set",
-            "epochs=1",
-            "--set",
-            "hidden_units=[16,16]",
-            "--set",
-            &format!("seed={seed}"),
-            "--run-dir",
-            &format!("run{seed}"),
-        ],
-        d,
-    );
+    let run = format!("run{seed}");
+    let seed = format!("seed={seed}");
+    let (ok, _, err) = train_small(d, &["--set", &seed, "--run-dir", &run]);
     assert!(ok, "{err}");
-    d.join(format!("run{seed}"))
+    d.join(run)
 }
 
 /// Rows of a CSV as JSON instances (strings, as read), without the label.
@@ -121,6 +104,10 @@ fn scores(v: &Value, key: &str) -> Vec<f32> {
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
+}
+
+async fn get(c: &reqwest::Client, url: String) -> reqwest::Response {
+    c.get(url).send().await.unwrap()
 }
 
 async fn post(c: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
@@ -296,20 +283,10 @@ async fn http_api_scores_like_predict_and_refuses_bad_input() {
 
     // operations endpoints
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(
-            c.get(format!("{base}{path}"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(get(&c, format!("{base}{path}")).await.status(), 200);
     }
-    let models: Value = c
-        .get(format!("{base}/v1/models"))
-        .send()
+    let models: Value = get(&c, format!("{base}/v1/models"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -318,11 +295,8 @@ async fn http_api_scores_like_predict_and_refuses_bad_input() {
     assert_eq!(m["fields"].as_array().unwrap().len(), 5);
     assert_eq!(m["checksum"].as_str().unwrap().len(), 64);
     assert!(m["metrics"]["test"]["AUC"].is_number(), "{m}");
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .send()
+    let metrics = get(&c, format!("{base}/metrics"))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -347,11 +321,8 @@ async fn http_api_scores_like_predict_and_refuses_bad_input() {
         "no two requests shared a batch: {merged} requests in {batches} batches"
     );
     assert!(metrics.contains("recforge_model_version 1"));
-    let api: Value = c
-        .get(format!("{base}/openapi.json"))
-        .send()
+    let api: Value = get(&c, format!("{base}/openapi.json"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -438,11 +409,8 @@ async fn reload_swaps_models_and_refuses_a_broken_one() {
         scores(&after, "predictions"),
         scores(&before, "predictions")
     );
-    let metrics = c
-        .get(format!("{base}/metrics"))
-        .send()
+    let metrics = get(&c, format!("{base}/metrics"))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -451,6 +419,18 @@ async fn reload_swaps_models_and_refuses_a_broken_one() {
         "{metrics}"
     );
     assert!(metrics.contains("recforge_model_version 2"));
+}
+
+async fn call<S: rmcp::service::Service<rmcp::RoleClient>>(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, S>,
+    tool: &'static str,
+    args: &Value,
+) -> rmcp::model::CallToolResult {
+    let args = args.as_object().expect("arguments are an object").clone();
+    client
+        .call_tool(CallToolRequestParams::new(tool).with_arguments(args))
+        .await
+        .unwrap()
 }
 
 /// initialize, tools/list, and tools/call with valid and invalid arguments.
@@ -472,13 +452,7 @@ async fn exercise_mcp<S: rmcp::service::Service<rmcp::RoleClient>>(
     assert!(predict.input_schema["properties"]["instances"].is_object());
 
     let args = json!({ "instances": [instance] });
-    let r = client
-        .call_tool(
-            CallToolRequestParams::new("predict_ctr")
-                .with_arguments(args.as_object().unwrap().clone()),
-        )
-        .await
-        .unwrap();
+    let r = call(client, "predict_ctr", &args).await;
     assert_ne!(r.is_error, Some(true), "{r:?}");
     let p = r.structured_content.unwrap()["predictions"][0]
         .as_f64()
@@ -486,13 +460,7 @@ async fn exercise_mcp<S: rmcp::service::Service<rmcp::RoleClient>>(
     assert!((p - expected).abs() < 1e-6, "{p} vs {expected}");
 
     let args = json!({ "candidates": [instance, {}], "top_k": 1 });
-    let r = client
-        .call_tool(
-            CallToolRequestParams::new("rank_candidates")
-                .with_arguments(args.as_object().unwrap().clone()),
-        )
-        .await
-        .unwrap();
+    let r = call(client, "rank_candidates", &args).await;
     assert_eq!(
         r.structured_content.unwrap()["ranked"]
             .as_array()
@@ -501,10 +469,7 @@ async fn exercise_mcp<S: rmcp::service::Service<rmcp::RoleClient>>(
         1
     );
 
-    let r = client
-        .call_tool(CallToolRequestParams::new("model_info"))
-        .await
-        .unwrap();
+    let r = call(client, "model_info", &json!({})).await;
     assert_eq!(r.structured_content.unwrap()["model"], "DeepFM");
 
     // invalid arguments are a tool error the agent can read, not a protocol failure
@@ -513,20 +478,11 @@ async fn exercise_mcp<S: rmcp::service::Service<rmcp::RoleClient>>(
         json!({}),
         json!({ "instances": [{ "f0": [1] }] }),
     ] {
-        let r = client
-            .call_tool(
-                CallToolRequestParams::new("predict_ctr")
-                    .with_arguments(args.as_object().unwrap().clone()),
-            )
-            .await
-            .unwrap();
+        let r = call(client, "predict_ctr", &args).await;
         assert_eq!(r.is_error, Some(true), "{args} → {r:?}");
     }
     // and the server still answers afterwards
-    let r = client
-        .call_tool(CallToolRequestParams::new("model_info"))
-        .await
-        .unwrap();
+    let r = call(client, "model_info", &json!({})).await;
     assert_ne!(r.is_error, Some(true));
 }
 

@@ -27,3 +27,23 @@ pub fn generate(d: &Path, rows: usize, fields: usize, vocab: usize) -> String {
     assert!(ok, "{err}");
     out
 }
+
+/// `recforge train` of the generated `DeepFM_synthetic` with a small MLP for one epoch, plus
+/// `extra` arguments.
+pub fn train_small(d: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "--threads",
+        "2",
+        "train",
+        "--config",
+        "gen",
+        "--expid",
+        "DeepFM_synthetic",
+        "--set",
+        "epochs=1",
+        "--set",
+        "hidden_units=[16,16]",
+    ];
+    args.extend_from_slice(extra);
+    recforge(&args, d)
+}
