@@ -28,6 +28,9 @@ impl Hasher for IdHasher {
     fn write_u32(&mut self, i: u32) {
         self.0 = (i as u64 ^ 0x9E37_79B9).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (i ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 type IdMap = HashMap<u32, usize, BuildHasherDefault<IdHasher>>;

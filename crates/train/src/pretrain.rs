@@ -369,16 +369,22 @@ impl Pretrainer {
         let h = g.gather_segments(h_all, at, p);
         // the distinct (field, id) rows the batch names, and each candidate's index into them
         let mut distinct: Vec<(usize, u32)> = Vec::new();
-        let mut slot_of: std::collections::HashMap<(usize, u32), u32> = Default::default();
+        let mut slot_of: std::collections::HashMap<
+            u64,
+            u32,
+            std::hash::BuildHasherDefault<recforge_nn::embedding::IdHasher>,
+        > = Default::default();
         let mut idx = Vec::with_capacity(m * (k + 1));
         let mut adjust = Vec::with_capacity(m * (k + 1));
         let ln_k = (k as f32).ln();
         for (i, &j) in rows.field.iter().enumerate() {
             for &id in &rows.ids[i * (k + 1)..(i + 1) * (k + 1)] {
-                let r = *slot_of.entry((j, id)).or_insert_with(|| {
-                    distinct.push((j, id));
-                    (distinct.len() - 1) as u32
-                });
+                let r = *slot_of
+                    .entry(((j as u64) << 32) | id as u64)
+                    .or_insert_with(|| {
+                        distinct.push((j, id));
+                        (distinct.len() - 1) as u32
+                    });
                 idx.push(r);
                 adjust.push(-(ln_k + self.noise[j].log_q[id as usize]));
             }
