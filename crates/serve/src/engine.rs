@@ -162,8 +162,7 @@ fn cell_text(field: &str, kind: &FieldKind, v: &Value) -> Result<Option<String>,
 
 /// Encodes one instance with the model's feature map. Missing fields and nulls are empty
 /// cells (the field's `fill_na`, or OOV), unseen values map to OOV, and fields the model does
-/// not use are ignored — exactly as when a CSV is scored. `overlay`, when given, holds fields
-/// that take precedence (a candidate's item fields over the request's context).
+/// not use are ignored — exactly as when a CSV is scored.
 pub fn encode_instance(
     fmap: &FeatureMap,
     instance: &Instance,
@@ -172,6 +171,8 @@ pub fn encode_instance(
     encode_merged(fmap, instance, None, out)
 }
 
+/// As [`encode_instance`], with `overlay`'s fields taking precedence over `base`'s (a
+/// candidate's item fields over the request's context).
 fn encode_merged(
     fmap: &FeatureMap,
     base: &Instance,
