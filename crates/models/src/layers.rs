@@ -55,7 +55,6 @@ impl ActivationExt for Activation {
 pub struct Linear {
     pub w: ParamId,
     pub b: Option<ParamId>,
-    pub out_dim: usize,
 }
 
 impl Linear {
@@ -81,11 +80,7 @@ impl Linear {
                 false,
             )
         });
-        Linear {
-            w,
-            b,
-            out_dim: fan_out,
-        }
+        Linear { w, b }
     }
 
     pub fn forward(&self, g: &mut Graph, x: NodeId) -> NodeId {
@@ -209,11 +204,6 @@ impl MlpBlock {
             Some(o) => o.forward(g, h),
             None => h,
         }
-    }
-
-    /// Width of [`MlpBlock::hidden`]'s output.
-    pub fn hidden_dim(&self, input_dim: usize) -> usize {
-        self.layers.last().map_or(input_dim, |l| l.linear.out_dim)
     }
 
     /// Parameters of the output layer.

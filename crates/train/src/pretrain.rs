@@ -22,6 +22,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, WeightedAliasIndex};
 use recforge_data::{Batch, BatchIter, EncodedSplit, FeatureMap, FieldKind, ModelConfig};
+use recforge_models::layers::Linear;
 use recforge_models::Model;
 use recforge_nn::graph::Grads;
 use recforge_nn::{init, EmbeddingTable, Graph, NodeId, ParamId, RowGrads, Tensor};
@@ -138,14 +139,14 @@ impl Unigram {
 
 enum Head {
     Mfp {
-        proj: (ParamId, ParamId),
+        proj: Linear,
         /// Per categorical field: output embeddings `[vocab × proj]` and biases `[vocab × 1]`.
         out: Vec<EmbeddingTable>,
         bias: Vec<EmbeddingTable>,
     },
     Rfd {
-        hidden: (ParamId, ParamId),
-        out: (ParamId, ParamId),
+        hidden: Linear,
+        out: Linear,
     },
 }
 
@@ -253,25 +254,9 @@ impl Pretrainer {
             .collect();
         let nf = fields.len();
         let p = cfg.proj_size;
-        let mut linear = |name: &str, fan_in: usize, fan_out: usize, rng: &mut StdRng| {
-            (
-                ps.add(
-                    format!("{name}.weight"),
-                    init::xavier_normal(rng, fan_in, fan_out),
-                    true,
-                    true,
-                ),
-                ps.add(
-                    format!("{name}.bias"),
-                    Tensor::zeros(1, fan_out),
-                    true,
-                    false,
-                ),
-            )
-        };
         let head = match cfg.method {
             Method::Mfp => {
-                let proj = linear("pretrain.mfp.proj", rep_dim, nf * p, &mut rng);
+                let proj = Linear::new(ps, "pretrain.mfp.proj", rep_dim, nf * p, true, &mut rng);
                 let kind = model.common.optimizer;
                 let out = fields
                     .iter()
@@ -284,8 +269,8 @@ impl Pretrainer {
                 Head::Mfp { proj, out, bias }
             }
             Method::Rfd => Head::Rfd {
-                hidden: linear("pretrain.rfd.hidden", rep_dim, nf * p, &mut rng),
-                out: linear("pretrain.rfd.out", nf * p, nf, &mut rng),
+                hidden: Linear::new(ps, "pretrain.rfd.hidden", rep_dim, nf * p, true, &mut rng),
+                out: Linear::new(ps, "pretrain.rfd.out", nf * p, nf, true, &mut rng),
             },
         };
         let noise = counts_per_field(fmap, &fields, train)
@@ -345,7 +330,7 @@ impl Pretrainer {
             .encode(&mut g, &corrupted, rng)
             .expect("checked in new");
         let p = self.cfg.proj_size;
-        let h_all = g.linear(rep, proj.0, Some(proj.1));
+        let h_all = proj.forward(&mut g, rep);
         let k = self.cfg.negatives;
         let mut at = Vec::new();
         let mut rows = NceRows {
@@ -579,7 +564,7 @@ impl Pretrainer {
             .net
             .encode(&mut g, &corrupted, &mut rng)
             .expect("encoder");
-        let h = g.linear(rep, proj.0, Some(proj.1));
+        let h = proj.forward(&mut g, rep);
         let p = self.cfg.proj_size;
         let hv = g.value(h);
         (0..batch.size)
@@ -635,8 +620,8 @@ impl Pretrainer {
             .map(|e| g.input(e.forward(corrupted), true))
             .collect();
         let rep = model.net.encode(&mut g, &emb, rng).expect("checked in new");
-        let h = g.dense(rep, hidden.0, Some(hidden.1), recforge_nn::Activation::Relu);
-        let logits = g.linear(h, out.0, Some(out.1));
+        let h = g.dense(rep, hidden.w, hidden.b, recforge_nn::Activation::Relu);
+        let logits = out.forward(&mut g, h);
         let loss = g.bce_with_logits(logits, labels);
         (g, loss, logits, emb)
     }
