@@ -6,6 +6,7 @@
 use crate::kernels::{self, add_assign, col_sums_into, map_inplace, matmul, sigmoid, zip_map};
 use crate::params::{ParamId, ParamStore};
 use crate::tensor::Tensor;
+use crate::transformer::{self, Segment};
 use rand::Rng;
 use rayon::prelude::*;
 
@@ -108,6 +109,7 @@ enum Op {
         idx: Vec<u32>,
     },
     SliceCols(NodeId, usize),
+    SliceRows(NodeId, usize),
     SumCols(NodeId),
     ScaleRows(NodeId, NodeId),
     SoftmaxRows(NodeId),
@@ -119,6 +121,41 @@ enum Op {
     BceWithLogits {
         logits: NodeId,
         labels: Vec<f32>,
+    },
+    GatherRows {
+        table: NodeId,
+        ids: Vec<u32>,
+    },
+    LayerNorm {
+        x: NodeId,
+        gamma: NodeId,
+        beta: NodeId,
+        xhat: Vec<f32>,
+        inv_std: Vec<f32>,
+    },
+    Gelu(NodeId),
+    Attention {
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        heads: usize,
+        segs: Vec<Segment>,
+        probs: Vec<Vec<f32>>,
+    },
+    SegmentMean {
+        x: NodeId,
+        segs: Vec<Segment>,
+    },
+    L2NormalizeRows {
+        x: NodeId,
+        inv_norms: Vec<f32>,
+    },
+    MatmulNt(NodeId, NodeId),
+    Scale(NodeId, f32),
+    SoftmaxCrossEntropy {
+        logits: NodeId,
+        targets: Vec<u32>,
+        probs: Vec<f32>,
     },
 }
 
@@ -617,6 +654,16 @@ impl<'p> Graph<'p> {
         self.push(Op::SliceCols(x, start), out, rg)
     }
 
+    /// Rows `start..start+len`.
+    pub fn slice_rows(&mut self, x: NodeId, start: usize, len: usize) -> NodeId {
+        let xv = self.value(x);
+        assert!(start + len <= xv.rows, "slice_rows out of range");
+        let c = xv.cols;
+        let out = Tensor::from_vec(len, c, xv.data[start * c..(start + len) * c].to_vec());
+        let rg = self.rg(x);
+        self.push(Op::SliceRows(x, start), out, rg)
+    }
+
     /// Row sums: `[B×N] → [B×1]`.
     pub fn sum_cols(&mut self, x: NodeId) -> NodeId {
         let xv = self.value(x);
@@ -705,6 +752,212 @@ impl<'p> Graph<'p> {
                 labels: labels.to_vec(),
             },
             Tensor::from_vec(1, 1, vec![loss as f32]),
+            rg,
+        )
+    }
+
+    /// Rows `ids` of a `[rows × width]` table node (an embedding lookup through the tape; the
+    /// table's gradient is dense, as `torch.nn.Embedding`'s is by default).
+    pub fn gather_rows(&mut self, table: NodeId, ids: &[u32]) -> NodeId {
+        let tv = self.value(table);
+        let w = tv.cols;
+        let mut data = Vec::with_capacity(ids.len() * w);
+        for &i in ids {
+            assert!(
+                (i as usize) < tv.rows,
+                "gather_rows: row {i} of {}",
+                tv.rows
+            );
+            data.extend_from_slice(tv.row(i as usize));
+        }
+        let out = Tensor::from_vec(ids.len(), w, data);
+        let rg = self.rg(table);
+        self.push(
+            Op::GatherRows {
+                table,
+                ids: ids.to_vec(),
+            },
+            out,
+            rg,
+        )
+    }
+
+    /// Layer norm over each row with learned `gamma`/`beta` (`[1×N]`).
+    pub fn layer_norm(&mut self, x: NodeId, gamma: ParamId, beta: ParamId, eps: f32) -> NodeId {
+        let gn = self.param(gamma);
+        let bn = self.param(beta);
+        let (xv, gv, bv) = (self.value(x), self.value(gn), self.value(bn));
+        assert_eq!(gv.cols, xv.cols, "layer_norm: width");
+        let (y, xhat, inv_std) = transformer::layer_norm_forward(&xv.data, &gv.data, &bv.data, eps);
+        let out = Tensor::from_vec(xv.rows, xv.cols, y);
+        let rg = self.rg(x) || self.rg(gn) || self.rg(bn);
+        let (xhat, inv_std) = if self.no_grad {
+            (Vec::new(), Vec::new())
+        } else {
+            (xhat, inv_std)
+        };
+        self.push(
+            Op::LayerNorm {
+                x,
+                gamma: gn,
+                beta: bn,
+                xhat,
+                inv_std,
+            },
+            out,
+            rg,
+        )
+    }
+
+    /// The exact (erf) GELU.
+    pub fn gelu(&mut self, x: NodeId) -> NodeId {
+        self.unary(x, transformer::gelu, Op::Gelu(x))
+    }
+
+    /// Multi-head self-attention within each segment of packed `q`, `k`, `v` (`[tokens × width]`).
+    pub fn attention(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        heads: usize,
+        segs: &[Segment],
+    ) -> NodeId {
+        let (qv, kv, vv) = (self.value(q), self.value(k), self.value(v));
+        assert!(
+            qv.shape() == kv.shape() && kv.shape() == vv.shape(),
+            "attention: q, k, v shapes differ"
+        );
+        let (rows, width) = qv.shape();
+        assert_eq!(
+            segs.iter().map(|s| s.len).sum::<usize>(),
+            rows,
+            "attention: segments do not cover the rows"
+        );
+        let mut out = Tensor::zeros(rows, width);
+        let probs = transformer::attention_forward(
+            &qv.data,
+            &kv.data,
+            &vv.data,
+            &mut out.data,
+            width,
+            heads,
+            segs,
+        );
+        let probs = if self.no_grad { Vec::new() } else { probs };
+        let rg = self.rg(q) || self.rg(k) || self.rg(v);
+        self.push(
+            Op::Attention {
+                q,
+                k,
+                v,
+                heads,
+                segs: segs.to_vec(),
+                probs,
+            },
+            out,
+            rg,
+        )
+    }
+
+    /// The mean of each segment's rows: `[tokens × N] → [segments × N]`.
+    pub fn segment_mean(&mut self, x: NodeId, segs: &[Segment]) -> NodeId {
+        let xv = self.value(x);
+        let c = xv.cols;
+        let mut out = Tensor::zeros(segs.len(), c);
+        for (o, s) in out.data.chunks_exact_mut(c).zip(segs) {
+            for r in s.start..s.start + s.len {
+                o.iter_mut().zip(xv.row(r)).for_each(|(a, b)| *a += b);
+            }
+            let inv = 1.0 / s.len.max(1) as f32;
+            o.iter_mut().for_each(|v| *v *= inv);
+        }
+        let rg = self.rg(x);
+        self.push(
+            Op::SegmentMean {
+                x,
+                segs: segs.to_vec(),
+            },
+            out,
+            rg,
+        )
+    }
+
+    /// Each row divided by its L2 norm (floored at 1e-12, as `torch.nn.functional.normalize`).
+    pub fn l2_normalize_rows(&mut self, x: NodeId) -> NodeId {
+        let mut out = self.value(x).clone();
+        let c = out.cols.max(1);
+        let inv_norms: Vec<f32> = out
+            .data
+            .chunks_exact_mut(c)
+            .map(|row| {
+                let inv = 1.0 / row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                row.iter_mut().for_each(|v| *v *= inv);
+                inv
+            })
+            .collect();
+        let rg = self.rg(x);
+        self.push(Op::L2NormalizeRows { x, inv_norms }, out, rg)
+    }
+
+    /// `a[m×k] · b[n×k]ᵀ` for two nodes (similarity matrices).
+    pub fn matmul_nt(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        let (av, bv) = (self.value(a), self.value(b));
+        assert_eq!(av.cols, bv.cols, "matmul_nt: inner widths differ");
+        let (m, n, k) = (av.rows, bv.rows, av.cols);
+        let mut out = Tensor::zeros(m, n);
+        matmul(
+            &mut out.data,
+            &av.data,
+            &bv.data,
+            m,
+            n,
+            k,
+            false,
+            true,
+            false,
+        );
+        let rg = self.rg(a) || self.rg(b);
+        self.push(Op::MatmulNt(a, b), out, rg)
+    }
+
+    /// `c · x`.
+    pub fn scale(&mut self, x: NodeId, c: f32) -> NodeId {
+        self.unary(x, move |v| v * c, Op::Scale(x, c))
+    }
+
+    /// Mean cross-entropy of row-wise softmax over `logits[B×C]` against class `targets`.
+    pub fn softmax_cross_entropy(&mut self, logits: NodeId, targets: &[u32]) -> NodeId {
+        let lv = self.value(logits);
+        assert_eq!(
+            lv.rows,
+            targets.len(),
+            "softmax_cross_entropy: target count"
+        );
+        let mut probs = lv.data.clone();
+        let mut loss = 0.0f64;
+        for (row, &t) in probs.chunks_exact_mut(lv.cols).zip(targets) {
+            assert!((t as usize) < lv.cols, "softmax_cross_entropy: class {t}");
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = m as f64
+                + row
+                    .iter()
+                    .map(|&v| ((v - m) as f64).exp())
+                    .sum::<f64>()
+                    .ln();
+            loss += lse - row[t as usize] as f64;
+            row.iter_mut()
+                .for_each(|v| *v = ((*v as f64) - lse).exp() as f32);
+        }
+        let loss = (loss / targets.len().max(1) as f64) as f32;
+        let rg = self.rg(logits);
+        self.push(
+            Op::SoftmaxCrossEntropy {
+                logits,
+                targets: targets.to_vec(),
+                probs,
+            },
+            Tensor::from_vec(1, 1, vec![loss]),
             rg,
         )
     }
@@ -997,6 +1250,13 @@ impl<'p> Graph<'p> {
                     }
                     accumulate(&mut g[x.0], gx);
                 }
+                Op::SliceRows(x, start) => {
+                    let xv = self.value(*x);
+                    let mut gx = Tensor::zeros(xv.rows, xv.cols);
+                    let c = xv.cols;
+                    gx.data[start * c..start * c + gy.len()].copy_from_slice(&gy.data);
+                    accumulate(&mut g[x.0], gx);
+                }
                 Op::SumCols(x) => {
                     let xv = self.value(*x);
                     let mut gx = Tensor::zeros(xv.rows, xv.cols);
@@ -1074,6 +1334,150 @@ impl<'p> Graph<'p> {
                         .collect();
                     accumulate(&mut g[logits.0], Tensor::from_vec(lv.rows, lv.cols, data));
                 }
+                Op::GatherRows { table, ids } => {
+                    let tv = self.value(*table);
+                    let w = tv.cols;
+                    let mut gt = Tensor::zeros(tv.rows, w);
+                    for (r, &i) in ids.iter().enumerate() {
+                        let dst = &mut gt.data[i as usize * w..(i as usize + 1) * w];
+                        dst.iter_mut().zip(gy.row(r)).for_each(|(a, b)| *a += b);
+                    }
+                    accumulate(&mut g[table.0], gt);
+                }
+                Op::LayerNorm {
+                    x,
+                    gamma,
+                    beta,
+                    xhat,
+                    inv_std,
+                } => {
+                    let gv = self.value(*gamma);
+                    let (dx, dgamma, dbeta) =
+                        transformer::layer_norm_backward(&gy.data, xhat, inv_std, &gv.data);
+                    let c = gv.cols;
+                    if self.rg(*gamma) {
+                        accumulate(&mut g[gamma.0], Tensor::from_vec(1, c, dgamma));
+                    }
+                    if self.rg(*beta) {
+                        accumulate(&mut g[beta.0], Tensor::from_vec(1, c, dbeta));
+                    }
+                    if self.rg(*x) {
+                        accumulate(&mut g[x.0], Tensor::from_vec(gy.rows, c, dx));
+                    }
+                }
+                Op::Gelu(x) => {
+                    let mut gx = gy;
+                    zip_map_inplace(&mut gx.data, &self.value(*x).data, |g, v| {
+                        g * transformer::gelu_grad(v)
+                    });
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::Attention {
+                    q,
+                    k,
+                    v,
+                    heads,
+                    segs,
+                    probs,
+                } => {
+                    let (qv, kv, vv) = (self.value(*q), self.value(*k), self.value(*v));
+                    let (gq, gk, gv) = transformer::attention_backward(
+                        &qv.data, &kv.data, &vv.data, &gy.data, probs, qv.cols, *heads, segs,
+                    );
+                    let (r, c) = qv.shape();
+                    for (id, grad) in [(q, gq), (k, gk), (v, gv)] {
+                        if self.rg(*id) {
+                            accumulate(&mut g[id.0], Tensor::from_vec(r, c, grad));
+                        }
+                    }
+                }
+                Op::SegmentMean { x, segs } => {
+                    let xv = self.value(*x);
+                    let c = xv.cols;
+                    let mut gx = Tensor::zeros(xv.rows, c);
+                    for (gr, s) in gy.data.chunks_exact(c).zip(segs) {
+                        let inv = 1.0 / s.len.max(1) as f32;
+                        for r in s.start..s.start + s.len {
+                            gx.data[r * c..(r + 1) * c]
+                                .iter_mut()
+                                .zip(gr)
+                                .for_each(|(a, b)| *a += b * inv);
+                        }
+                    }
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::L2NormalizeRows { x, inv_norms } => {
+                    // y = x/|x|: dx = (g − y (g·y)) / |x|
+                    let y = &node.value;
+                    let c = y.cols.max(1);
+                    let mut gx = gy;
+                    for ((gr, yr), &inv) in gx
+                        .data
+                        .chunks_exact_mut(c)
+                        .zip(y.data.chunks_exact(c))
+                        .zip(inv_norms)
+                    {
+                        let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
+                        gr.iter_mut()
+                            .zip(yr)
+                            .for_each(|(gv, yv)| *gv = (*gv - yv * dot) * inv);
+                    }
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::MatmulNt(a, b) => {
+                    let (av, bv) = (self.value(*a), self.value(*b));
+                    let (m, n, k) = (av.rows, bv.rows, av.cols);
+                    if self.rg(*a) {
+                        let mut ga = Tensor::zeros(m, k);
+                        matmul(
+                            &mut ga.data,
+                            &gy.data,
+                            &bv.data,
+                            m,
+                            k,
+                            n,
+                            false,
+                            false,
+                            false,
+                        );
+                        accumulate(&mut g[a.0], ga);
+                    }
+                    if self.rg(*b) {
+                        let mut gb = Tensor::zeros(n, k);
+                        matmul(
+                            &mut gb.data,
+                            &gy.data,
+                            &av.data,
+                            n,
+                            k,
+                            m,
+                            true,
+                            false,
+                            false,
+                        );
+                        accumulate(&mut g[b.0], gb);
+                    }
+                }
+                Op::Scale(x, c) => {
+                    let mut gx = gy;
+                    let c = *c;
+                    map_inplace(&mut gx.data, move |v| v * c);
+                    accumulate(&mut g[x.0], gx);
+                }
+                Op::SoftmaxCrossEntropy {
+                    logits,
+                    targets,
+                    probs,
+                } => {
+                    let lv = self.value(*logits);
+                    let scale = gy.data[0] / targets.len().max(1) as f32;
+                    let mut gl = Tensor::from_vec(lv.rows, lv.cols, probs.clone());
+                    for (row, &t) in gl.data.chunks_exact_mut(lv.cols).zip(targets) {
+                        row[t as usize] -= 1.0;
+                        row.iter_mut().for_each(|v| *v *= scale);
+                    }
+                    accumulate(&mut g[logits.0], gl);
+                }
             }
         }
         Grads {
@@ -1133,17 +1537,23 @@ mod tests {
     /// terms of the f32 forward (step 1e-3).
     fn check(store: ParamStore, input: Tensor, build: impl Fn(&mut Graph, NodeId) -> NodeId) {
         let labels: Vec<f32> = (0..input.rows).map(|i| (i % 2) as f32).collect();
+        check_loss(store, input, |g, x| {
+            let y = build(g, x);
+            g.bce_with_logits(y, &labels)
+        });
+    }
+
+    /// As [`check`], for a `build` that returns the scalar loss itself.
+    fn check_loss(store: ParamStore, input: Tensor, build: impl Fn(&mut Graph, NodeId) -> NodeId) {
         let run = |store: &ParamStore, input: &Tensor| -> f32 {
             let mut g = Graph::new(store, true);
             let x = g.input(input.clone(), true);
-            let y = build(&mut g, x);
-            let l = g.bce_with_logits(y, &labels);
+            let l = build(&mut g, x);
             g.value(l).data[0]
         };
         let mut g = Graph::new(&store, true);
         let x = g.input(input.clone(), true);
-        let y = build(&mut g, x);
-        let l = g.bce_with_logits(y, &labels);
+        let l = build(&mut g, x);
         let grads = g.backward(l);
         let eps = 1e-3f32;
         let tol = |a: f32, n: f32| (a - n).abs() <= 2e-3 + 2e-2 * n.abs().max(a.abs());
@@ -1187,6 +1597,85 @@ mod tests {
 
     fn rand_input(rng: &mut StdRng, rows: usize, cols: usize) -> Tensor {
         init::normal(rng, rows, cols, 1.0)
+    }
+
+    #[test]
+    fn transformer_block_matches_finite_differences() {
+        // a packed batch of two sequences (3 and 2 tokens): attention with 2 heads, output
+        // projection, residual, layer norm, GELU feed-forward, per-token logit
+        let mut rng = StdRng::seed_from_u64(21);
+        let mut s = ParamStore::new();
+        let mut lin = |s: &mut ParamStore, name: &str, i: usize, o: usize| {
+            let w = s.add(
+                format!("{name}.w"),
+                init::normal(&mut rng, i, o, 0.5),
+                true,
+                true,
+            );
+            let b = s.add(
+                format!("{name}.b"),
+                init::normal(&mut rng, 1, o, 0.3),
+                true,
+                false,
+            );
+            (w, b)
+        };
+        let (wq, bq) = lin(&mut s, "q", 4, 4);
+        let (wk, bk) = lin(&mut s, "k", 4, 4);
+        let (wv, bv) = lin(&mut s, "v", 4, 4);
+        let (wo, bo) = lin(&mut s, "o", 4, 4);
+        let (wf, bf) = lin(&mut s, "f", 4, 3);
+        let (wl, bl) = lin(&mut s, "l", 3, 1);
+        let gamma = s.add(
+            "ln.g",
+            Tensor::from_vec(1, 4, vec![1.1, 0.9, 1.3, 0.7]),
+            true,
+            false,
+        );
+        let beta = s.add(
+            "ln.b",
+            Tensor::from_vec(1, 4, vec![0.1, -0.2, 0.0, 0.3]),
+            true,
+            false,
+        );
+        let segs = crate::segments_from_lengths(&[3, 2]);
+        check(s, rand_input(&mut rng, 5, 4), |g, x| {
+            let q = g.linear(x, wq, Some(bq));
+            let k = g.linear(x, wk, Some(bk));
+            let v = g.linear(x, wv, Some(bv));
+            let a = g.attention(q, k, v, 2, &segs);
+            let o = g.linear(a, wo, Some(bo));
+            let r = g.add(o, x);
+            let n = g.layer_norm(r, gamma, beta, 1e-5);
+            let f = g.linear(n, wf, Some(bf));
+            let h = g.gelu(f);
+            g.linear(h, wl, Some(bl))
+        });
+    }
+
+    #[test]
+    fn embedding_lookup_pooling_and_contrastive_loss_match_finite_differences() {
+        // gathered table rows + an input, mean-pooled per segment, normalised, in-batch
+        // softmax over scaled cosine similarities (MultipleNegativesRankingLoss)
+        let mut rng = StdRng::seed_from_u64(22);
+        let mut s = ParamStore::new();
+        let table = s.add("table", init::normal(&mut rng, 6, 3, 0.7), true, false);
+        let w = s.add("w", init::normal(&mut rng, 3, 3, 0.7), true, true);
+        let ids = [4u32, 1, 4, 0, 5, 2, 3];
+        let segs = crate::segments_from_lengths(&[2, 2, 1, 2]);
+        check_loss(s, rand_input(&mut rng, 7, 3), |g, x| {
+            let t = g.param(table);
+            let e = g.gather_rows(t, &ids);
+            let h = g.add(e, x);
+            let p = g.linear(h, w, None);
+            let pooled = g.segment_mean(p, &segs);
+            let n = g.l2_normalize_rows(pooled);
+            let a = g.slice_rows(n, 0, 2);
+            let b = g.slice_rows(n, 2, 2);
+            let sim = g.matmul_nt(a, b);
+            let z = g.scale(sim, 3.0);
+            g.softmax_cross_entropy(z, &[0, 1])
+        });
     }
 
     #[test]

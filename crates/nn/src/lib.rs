@@ -15,9 +15,11 @@ pub mod kernels;
 pub mod optim;
 pub mod params;
 pub mod tensor;
+pub mod transformer;
 
 pub use embedding::{EmbeddingOptimizer, EmbeddingTable, RowGrads, UpdateMode};
 pub use graph::{Activation, Graph, NodeId, StateUpdate};
 pub use optim::{DenseOptimizer, OptimizerKind};
 pub use params::{ParamId, ParamStore};
 pub use tensor::Tensor;
+pub use transformer::{segments_from_lengths, Segment};
