@@ -12,12 +12,9 @@ use recforge_train::{EpochLog, RunDir, TrainConfig, TrainObserver, TrainReport, 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod alloc;
 mod serve_cmd;
-
-// Batches allocate and free tensors of megabytes every step; the system allocator returns them
-// to the OS each time and pays page faults to get them back.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod text_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +53,11 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Serve a model's MCP tools (predict_ctr, rank_candidates, model_info) over stdio.
     Mcp(serve_cmd::McpArgs),
+    /// Encode a text column into sentence vectors with the in-process text encoder
+    /// (all-MiniLM-L6-v2 by default; fetch it with scripts/fetch-minilm.sh).
+    Embed(text_cmd::EmbedArgs),
+    /// Exact nearest-neighbour search of queries over stored vectors.
+    Search(text_cmd::SearchArgs),
 }
 
 #[derive(Args)]
@@ -208,6 +210,7 @@ struct GenerateArgs {
 }
 
 fn main() {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -231,6 +234,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(d) => data(d),
         Command::Serve(a) => serve_cmd::serve(a),
         Command::Mcp(a) => serve_cmd::mcp(a),
+        Command::Embed(a) => text_cmd::embed(a),
+        Command::Search(a) => text_cmd::search(a),
     }
 }
 

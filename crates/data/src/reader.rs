@@ -330,3 +330,60 @@ impl RecordReader for ParquetReader {
         &self.path
     }
 }
+
+/// Every value of column `column` of a CSV/TSV (with a header line), Parquet or JSON Lines
+/// file, chosen by extension, in row order. A JSON value must be a string or a number; a
+/// missing column names the columns there are.
+pub fn read_column(path: &Path, column: &str) -> Result<Vec<String>> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if ext == "jsonl" || ext == "ndjson" {
+        return read_jsonl_column(path, column);
+    }
+    let mut reader: Box<dyn RecordReader> = match ext.as_str() {
+        "csv" => Box::new(DelimitedReader::open(path, b',', true, Vec::new())?),
+        "tsv" | "txt" => Box::new(DelimitedReader::open(path, b'\t', true, Vec::new())?),
+        "parquet" => Box::new(ParquetReader::open(path, Default::default())?),
+        _ => {
+            return Err(DataError::format(
+                path,
+                "unknown extension: expected .csv, .tsv, .parquet or .jsonl",
+            ))
+        }
+    };
+    let idx = crate::features::column_index(reader.as_ref(), column)?;
+    let mut out = Vec::new();
+    let mut rec = Vec::new();
+    while reader.next_record(&mut rec)?.is_some() {
+        out.push(std::mem::take(&mut rec[idx]));
+    }
+    Ok(out)
+}
+
+fn read_jsonl_column(path: &Path, column: &str) -> Result<Vec<String>> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| DataError::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |msg: String| DataError::BadRow {
+            path: path.to_path_buf(),
+            line: i as u64 + 1,
+            field: column.to_string(),
+            msg,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        match v.get(column) {
+            Some(serde_json::Value::String(s)) => out.push(s.clone()),
+            Some(serde_json::Value::Number(n)) => out.push(n.to_string()),
+            Some(other) => return Err(bad(format!("expected a string, found {other}"))),
+            None => return Err(bad("missing".into())),
+        }
+    }
+    Ok(out)
+}

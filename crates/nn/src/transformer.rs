@@ -141,7 +141,7 @@ pub fn attention_forward(
     heads: usize,
     segs: &[Segment],
 ) -> Vec<Vec<f32>> {
-    assert_eq!(width % heads, 0, "attention: width not divisible by heads");
+    assert!(width.is_multiple_of(heads), "attention: width not divisible by heads");
     let d = width / heads;
     let scale = 1.0 / (d as f32).sqrt();
     let chunks = split_segments(out, segs, width);

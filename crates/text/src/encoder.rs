@@ -3,10 +3,12 @@
 //! model's `max_seq_length`), and batches packed so no compute goes to padding.
 
 use crate::bert::{Bert, BertConfig};
-use crate::error::{Result, TextError};
+use crate::error::{io_err, Result, TextError};
+use crate::vectors::TextCache;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use recforge_nn::{segments_from_lengths, Graph, NodeId, Segment, Tensor};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -17,6 +19,28 @@ pub fn default_model_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("models"))
         .join("all-MiniLM-L6-v2")
+}
+
+/// The identity of a model directory's weights, cheap to compute: the weight file's size and
+/// modification time, and the SHA-256 of its config.
+fn model_id(dir: &Path) -> Result<String> {
+    let weights = dir.join("model.safetensors");
+    let meta = std::fs::metadata(&weights).map_err(io_err(&weights))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let config = dir.join("config.json");
+    let cfg = std::fs::read(&config).map_err(io_err(&config))?;
+    let hash = Sha256::digest(&cfg);
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "{}:{}:{mtime}:{hex}",
+        weights.display(),
+        meta.len()
+    ))
 }
 
 /// Token sequences laid end to end: what [`Bert::forward`] consumes.
@@ -65,6 +89,9 @@ pub struct Tokens {
 
 pub struct SentenceEncoder {
     pub bert: Bert,
+    /// Identifies the weights (for caches of vectors): the model file's size and modification
+    /// time and a hash of its config, or `random-<seed>`-style names for built models.
+    pub model_id: String,
     tokenizer: Tokenizer,
     pub max_seq_length: usize,
     pub pooling: Pooling,
@@ -105,7 +132,7 @@ impl SentenceEncoder {
             if !p.is_file() {
                 return Ok(None);
             }
-            let text = std::fs::read_to_string(&p).map_err(crate::error::io_err(&p))?;
+            let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
             serde_json::from_str(&text)
                 .map(Some)
                 .map_err(|e| TextError::Format {
@@ -129,7 +156,9 @@ impl SentenceEncoder {
                     .contains("sentence_transformers.models.Normalize")
             })
             .unwrap_or(false);
-        Self::new(bert, tokenizer, max_seq_length, pooling, normalize)
+        let mut enc = Self::new(bert, tokenizer, max_seq_length, pooling, normalize)?;
+        enc.model_id = model_id(dir)?;
+        Ok(enc)
     }
 
     pub fn new(
@@ -150,6 +179,7 @@ impl SentenceEncoder {
             }))
             .map_err(|e| TextError::Tokenizer(e.to_string()))?;
         Ok(SentenceEncoder {
+            model_id: "in-memory".into(),
             bert,
             tokenizer,
             max_seq_length,
@@ -236,6 +266,37 @@ impl SentenceEncoder {
             progress(done);
         }
         Ok(out)
+    }
+
+    /// As [`encode`](Self::encode), but each distinct text is encoded once and texts already in
+    /// `cache` not at all; new vectors are added to the cache. Returns the vectors and how
+    /// many texts were encoded.
+    pub fn encode_cached(
+        &self,
+        texts: &[&str],
+        batch_size: usize,
+        cache: &mut TextCache,
+        progress: impl FnMut(usize),
+    ) -> Result<(Tensor, usize)> {
+        if cache.model_id != self.model_id || cache.dim != self.dim() {
+            *cache = TextCache::new(&self.model_id, self.dim());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let todo: Vec<&str> = texts
+            .iter()
+            .copied()
+            .filter(|t| cache.get(t).is_none() && seen.insert(*t))
+            .collect();
+        let fresh = self.encode_with_progress(&todo, batch_size, progress)?;
+        for (i, t) in todo.iter().enumerate() {
+            cache.insert(t, fresh.row(i));
+        }
+        let dim = self.dim();
+        let mut out = Tensor::zeros(texts.len(), dim);
+        for (row, t) in out.data.chunks_exact_mut(dim).zip(texts) {
+            row.copy_from_slice(cache.get(t).expect("every text is cached by now"));
+        }
+        Ok((out, todo.len()))
     }
 
     /// sentence-transformers' MultipleNegativesRankingLoss on a batch of `(anchor, positive)`

@@ -32,7 +32,8 @@ fn model_dir() -> PathBuf {
 }
 
 fn reference() -> Reference {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json");
     let text = std::fs::read_to_string(&path).expect("fixture");
     serde_json::from_str(&text).expect("fixture json")
 }
@@ -51,7 +52,11 @@ fn tokens_and_sentence_vectors_match_sentence_transformers() {
     for (i, (got, want)) in tokens.iter().zip(&reference.token_ids).enumerate() {
         assert_eq!(&got.ids, want, "tokens of text {i} {:?}", texts[i]);
     }
-    assert_eq!(tokens[9].ids.len(), 256, "the long text is truncated at 256 tokens");
+    assert_eq!(
+        tokens[9].ids.len(),
+        256,
+        "the long text is truncated at 256 tokens"
+    );
     // batch 4 as the fixture, and 5 to change which texts share a batch
     for batch_size in [4, 5] {
         let vectors = enc.encode(&texts, batch_size).expect("encode");
@@ -62,7 +67,10 @@ fn tokens_and_sentence_vectors_match_sentence_transformers() {
             }
         }
         eprintln!("batch {batch_size}: max abs difference {max_diff:e}");
-        assert!(max_diff <= 1e-4, "batch {batch_size}: max abs difference {max_diff}");
+        assert!(
+            max_diff <= 1e-4,
+            "batch {batch_size}: max abs difference {max_diff}"
+        );
     }
 }
 

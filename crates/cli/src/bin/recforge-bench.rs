@@ -7,6 +7,10 @@
 //!
 //! `recforge-bench predict-latency --model DIR [--batch 500] [--seconds 20]`: the model alone
 //! (no HTTP) scoring batches of random ids, as `bench/serve_load.sh` compares with PyTorch.
+//!
+//! `recforge-bench text-encode --texts FILE [--column text] [--n 256] [--batch 32] [--reps 5]`
+//! and `text-finetune … [--pairs 16] [--steps 10]`: the text encoder's sentences/s and
+//! contrastive fine-tuning step time, as `bench/minilm.sh` compares with sentence-transformers.
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
@@ -17,8 +21,8 @@ use recforge_data::{Batch, FeatureMap, ModelConfig};
 use recforge_train::{TrainConfig, Trainer};
 use std::time::Instant;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "../alloc.rs"]
+mod alloc;
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -85,6 +89,7 @@ fn batches(vocab_sizes: &[usize], n: usize, batch: usize, seed: u64) -> Vec<Batc
 }
 
 fn main() -> anyhow::Result<()> {
+    alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let get = |k: &str, d: &str| {
         args.iter()
@@ -102,7 +107,25 @@ fn main() -> anyhow::Result<()> {
                 get("--seconds", "20").parse()?,
             )
         }
-        _ => anyhow::bail!("usage: recforge-bench vocab-scaling [--vocab 100000,1000000,10000000] [--model DeepFM] [--steps 20] [--batch 4096]\n       recforge-bench predict-latency --model DIR [--batch 500] [--seconds 20]"),
+        Some(cmd @ ("text-encode" | "text-finetune")) => {
+            let model = match args.iter().position(|a| a == "--model") {
+                Some(i) => std::path::PathBuf::from(&args[i + 1]),
+                None => recforge_text::default_model_dir(),
+            };
+            let enc = recforge_text::SentenceEncoder::load(&model)?;
+            let texts = recforge_data::reader::read_column(
+                std::path::Path::new(&get("--texts", "")),
+                &get("--column", "text"),
+            )?;
+            let n: usize = get("--n", "256").parse()?;
+            let texts: Vec<&str> = texts.iter().take(n).map(String::as_str).collect();
+            return if cmd == "text-encode" {
+                text_encode(&enc, &texts, get("--batch", "32").parse()?, get("--reps", "5").parse()?)
+            } else {
+                text_finetune(enc, &texts, get("--pairs", "16").parse()?, get("--steps", "10").parse()?)
+            };
+        }
+        _ => anyhow::bail!("usage: recforge-bench vocab-scaling [--vocab 100000,1000000,10000000] [--model DeepFM] [--steps 20] [--batch 4096]\n       recforge-bench predict-latency --model DIR [--batch 500] [--seconds 20]\n       recforge-bench text-encode|text-finetune --texts FILE [--column text] [--model DIR] [--n 256] [--batch 32] [--reps 5] [--pairs 16] [--steps 10]"),
     }
     let model_name = get("--model", "DeepFM");
     let steps: usize = get("--steps", "20").parse()?;
@@ -188,6 +211,66 @@ fn predict_latency(model: &std::path::Path, batch: usize, seconds: f64) -> anyho
             "impl": "recforge (model only)", "batch": batch, "batches_per_sec": r(n as f64 / total),
             "p50_ms": r(times[n / 2]), "p99_ms": r(times[n * 99 / 100]),
         })
+    );
+    Ok(())
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Sentences per second of `encode` (tokenization included, as in sentence-transformers'
+/// `encode`), median over `reps` passes after one warm-up pass.
+fn text_encode(
+    enc: &recforge_text::SentenceEncoder,
+    texts: &[&str],
+    batch: usize,
+    reps: usize,
+) -> anyhow::Result<()> {
+    enc.encode(texts, batch)?;
+    let times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            enc.encode(texts, batch).map(|_| t.elapsed().as_secs_f64())
+        })
+        .collect::<Result<_, _>>()?;
+    let tokens: usize = enc.tokenize(texts)?.iter().map(|t| t.ids.len()).sum();
+    let med = median(times);
+    println!(
+        "{}",
+        serde_json::json!({"engine": "recforge", "task": "encode", "sentences": texts.len(), "tokens": tokens,
+            "batch": batch, "sentences_per_sec": (texts.len() as f64 / med * 10.0).round() / 10.0,
+            "peak_rss_mb": peak_rss_mb().round()})
+    );
+    Ok(())
+}
+
+/// Median time of one contrastive fine-tuning step (forward, backward, Adam over all
+/// parameters) on `pairs` (text i, text i+1) pairs.
+fn text_finetune(
+    mut enc: recforge_text::SentenceEncoder,
+    texts: &[&str],
+    pairs: usize,
+    steps: usize,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(texts.len() > pairs, "need more than {pairs} texts");
+    let tokens = enc.tokenize(texts)?;
+    let anchors = tokens[..pairs].to_vec();
+    let positives = tokens[1..pairs + 1].to_vec();
+    let mut trainer = recforge_text::ContrastiveTrainer::new(&enc, 2e-5, 0);
+    trainer.step(&mut enc, &anchors, &positives);
+    let times: Vec<f64> = (0..steps)
+        .map(|_| {
+            let t = Instant::now();
+            trainer.step(&mut enc, &anchors, &positives);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"engine": "recforge", "task": "finetune", "pairs": pairs,
+            "step_ms": (median(times) * 1e4).round() / 10.0, "peak_rss_mb": peak_rss_mb().round()})
     );
     Ok(())
 }
