@@ -128,6 +128,7 @@ enum Op {
     },
     LayerNorm {
         x: NodeId,
+        residual: Option<NodeId>,
         gamma: NodeId,
         beta: NodeId,
         xhat: Vec<f32>,
@@ -784,13 +785,38 @@ impl<'p> Graph<'p> {
 
     /// Layer norm over each row with learned `gamma`/`beta` (`[1×N]`).
     pub fn layer_norm(&mut self, x: NodeId, gamma: ParamId, beta: ParamId, eps: f32) -> NodeId {
+        self.layer_norm_impl(x, None, gamma, beta, eps)
+    }
+
+    /// `layer_norm(x + residual)` as one node: a transformer block's "add & norm".
+    pub fn add_layer_norm(
+        &mut self,
+        x: NodeId,
+        residual: NodeId,
+        gamma: ParamId,
+        beta: ParamId,
+        eps: f32,
+    ) -> NodeId {
+        self.layer_norm_impl(x, Some(residual), gamma, beta, eps)
+    }
+
+    fn layer_norm_impl(
+        &mut self,
+        x: NodeId,
+        residual: Option<NodeId>,
+        gamma: ParamId,
+        beta: ParamId,
+        eps: f32,
+    ) -> NodeId {
         let gn = self.param(gamma);
         let bn = self.param(beta);
         let (xv, gv, bv) = (self.value(x), self.value(gn), self.value(bn));
         assert_eq!(gv.cols, xv.cols, "layer_norm: width");
-        let (y, xhat, inv_std) = transformer::layer_norm_forward(&xv.data, &gv.data, &bv.data, eps);
+        let rv = residual.map(|r| &self.value(r).data[..]);
+        let (y, xhat, inv_std) =
+            transformer::layer_norm_forward(&xv.data, rv, &gv.data, &bv.data, eps);
         let out = Tensor::from_vec(xv.rows, xv.cols, y);
-        let rg = self.rg(x) || self.rg(gn) || self.rg(bn);
+        let rg = self.rg(x) || residual.is_some_and(|r| self.rg(r)) || self.rg(gn) || self.rg(bn);
         let (xhat, inv_std) = if self.no_grad {
             (Vec::new(), Vec::new())
         } else {
@@ -799,6 +825,7 @@ impl<'p> Graph<'p> {
         self.push(
             Op::LayerNorm {
                 x,
+                residual,
                 gamma: gn,
                 beta: bn,
                 xhat,
@@ -1346,6 +1373,7 @@ impl<'p> Graph<'p> {
                 }
                 Op::LayerNorm {
                     x,
+                    residual,
                     gamma,
                     beta,
                     xhat,
@@ -1361,8 +1389,12 @@ impl<'p> Graph<'p> {
                     if self.rg(*beta) {
                         accumulate(&mut g[beta.0], Tensor::from_vec(1, c, dbeta));
                     }
+                    let dx = Tensor::from_vec(gy.rows, c, dx);
+                    if let Some(r) = residual.filter(|r| self.rg(*r)) {
+                        accumulate(&mut g[r.0], dx.clone());
+                    }
                     if self.rg(*x) {
-                        accumulate(&mut g[x.0], Tensor::from_vec(gy.rows, c, dx));
+                        accumulate(&mut g[x.0], dx);
                     }
                 }
                 Op::Gelu(x) => {
@@ -1645,8 +1677,8 @@ mod tests {
             let v = g.linear(x, wv, Some(bv));
             let a = g.attention(q, k, v, 2, &segs);
             let o = g.linear(a, wo, Some(bo));
-            let r = g.add(o, x);
-            let n = g.layer_norm(r, gamma, beta, 1e-5);
+            let n = g.add_layer_norm(o, x, gamma, beta, 1e-5);
+            let n = g.layer_norm(n, gamma, beta, 1e-5);
             let f = g.linear(n, wf, Some(bf));
             let h = g.gelu(f);
             g.linear(h, wl, Some(bl))

@@ -120,11 +120,8 @@ fn split_segments<'a>(
 
 fn softmax_in_place(row: &mut [f32]) {
     let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let mut s = 0.0;
-    row.iter_mut().for_each(|v| {
-        *v = (*v - m).exp();
-        s += *v;
-    });
+    row.iter_mut().for_each(|v| *v = exp(*v - m));
+    let s: f32 = row.iter().sum();
     let inv = 1.0 / s;
     row.iter_mut().for_each(|v| *v *= inv);
 }
@@ -141,7 +138,10 @@ pub fn attention_forward(
     heads: usize,
     segs: &[Segment],
 ) -> Vec<Vec<f32>> {
-    assert!(width.is_multiple_of(heads), "attention: width not divisible by heads");
+    assert!(
+        width.is_multiple_of(heads),
+        "attention: width not divisible by heads"
+    );
     let d = width / heads;
     let scale = 1.0 / (d as f32).sqrt();
     let chunks = split_segments(out, segs, width);
@@ -243,9 +243,11 @@ pub fn attention_backward(
     (gq, gk, gv)
 }
 
-/// Row-wise layer norm `γ ⊙ (x − μ)/σ + β`; returns `(y, x̂, 1/σ)`.
+/// Row-wise layer norm `γ ⊙ (x − μ)/σ + β` of `x`, or of `x + residual` (the sum is never
+/// stored); returns `(y, x̂, 1/σ)`.
 pub fn layer_norm_forward(
     x: &[f32],
+    residual: Option<&[f32]>,
     gamma: &[f32],
     beta: &[f32],
     eps: f32,
@@ -255,17 +257,30 @@ pub fn layer_norm_forward(
     let mut y = vec![0.0f32; x.len()];
     let mut xhat = vec![0.0f32; x.len()];
     let mut inv_std = vec![0.0f32; rows];
+    if let Some(r) = residual {
+        assert_eq!(r.len(), x.len(), "layer_norm: residual shape");
+    }
     y.par_chunks_mut(c)
         .zip(xhat.par_chunks_mut(c))
         .zip(inv_std.par_iter_mut())
-        .zip(x.par_chunks(c))
-        .for_each(|(((yr, hr), is), xr)| {
+        .enumerate()
+        .for_each(|(row, ((yr, hr), is))| {
+            let xr = &x[row * c..(row + 1) * c];
+            // the sum goes through `hr` first, then is normalised in place
+            match residual {
+                Some(r) => hr
+                    .iter_mut()
+                    .zip(xr.iter().zip(&r[row * c..(row + 1) * c]))
+                    .for_each(|(h, (a, b))| *h = a + b),
+                None => hr.copy_from_slice(xr),
+            }
+            let xr = &*hr;
             let mean = xr.iter().sum::<f32>() / c as f32;
             let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
             let inv = 1.0 / (var + eps).sqrt();
             *is = inv;
             for j in 0..c {
-                let h = (xr[j] - mean) * inv;
+                let h = (hr[j] - mean) * inv;
                 hr[j] = h;
                 yr[j] = h * gamma[j] + beta[j];
             }
@@ -310,7 +325,26 @@ pub fn layer_norm_backward(
     (dx, dgamma, dbeta)
 }
 
-/// `erf` to ~1.5e-7 absolute (Abramowitz & Stegun 7.1.26), branch-light so it vectorises.
+/// `e^x` to ~2 ulp for x in [-87, 88] (0 below), without a libm call so that loops over it
+/// vectorise: x = n·ln2 + r with |r| ≤ ln2/2, e^r by a degree-6 polynomial, 2^n in the exponent.
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.7);
+    // round to nearest by adding and removing 1.5·2^23 (`f32::round` is a libm call on
+    // baseline x86-64, which would keep the loop scalar)
+    const SHIFTER: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + SHIFTER) - SHIFTER;
+    // ln 2 split in two so n·ln2 is exact enough
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67 + r * (0.041_666_5 + r * (0.008_333_4 + r * 0.001_388_9)))));
+    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    p * scale
+}
+
+/// `erf` to ~1.5e-7 absolute (Abramowitz & Stegun 7.1.26), branch-free so it vectorises.
 #[inline]
 pub fn erf(x: f32) -> f32 {
     let a = x.abs();
@@ -318,7 +352,7 @@ pub fn erf(x: f32) -> f32 {
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let r = 1.0 - poly * (-a * a).exp();
+    let r = 1.0 - poly * exp(-a * a);
     r.copysign(x)
 }
 
@@ -332,13 +366,26 @@ pub fn gelu(x: f32) -> f32 {
 #[inline]
 pub fn gelu_grad(x: f32) -> f32 {
     let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-    let pdf = (-0.5 * x * x).exp() * 0.398_942_3;
+    let pdf = exp(-0.5 * x * x) * 0.398_942_3;
     cdf + x * pdf
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_is_within_a_few_ulp_of_libm() {
+        let mut worst = 0.0f32;
+        for i in -8700..=8800 {
+            let x = i as f32 * 0.01 + 0.0037;
+            let (got, want) = (exp(x), x.exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 5e-7, "max relative error {worst}");
+        assert_eq!(exp(-1000.0), (-87.3f32).exp());
+        assert_eq!(exp(0.0), 1.0);
+    }
 
     #[test]
     fn erf_matches_reference_values() {

@@ -67,7 +67,9 @@ impl BertConfig {
                 self.hidden_act
             ));
         }
-        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -337,14 +339,12 @@ impl Bert {
             let a = g.attention(q, k, v, heads, &batch.segments);
             let o = g.linear(a, l.attn_out.w, Some(l.attn_out.b));
             let o = g.dropout(o, p_drop, rng);
-            let r = g.add(o, x);
-            let h = g.layer_norm(r, l.attn_norm.gamma, l.attn_norm.beta, eps);
+            let h = g.add_layer_norm(o, x, l.attn_norm.gamma, l.attn_norm.beta, eps);
             let f = g.linear(h, l.intermediate.w, Some(l.intermediate.b));
             let f = g.gelu(f);
             let o = g.linear(f, l.output.w, Some(l.output.b));
             let o = g.dropout(o, p_drop, rng);
-            let r = g.add(o, h);
-            x = g.layer_norm(r, l.out_norm.gamma, l.out_norm.beta, eps);
+            x = g.add_layer_norm(o, h, l.out_norm.gamma, l.out_norm.beta, eps);
         }
         x
     }
