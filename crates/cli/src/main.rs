@@ -346,7 +346,8 @@ fn train(a: TrainArgs) -> Result<TrainReport> {
             ds.train.rows
         );
     }
-    let mut model = recforge_models::build(&exp.model, &ds.feature_map)?;
+    let mut model =
+        recforge_train::text_features::build_model(&exp.model, &mut ds, &|m| eprintln!("{m}"))?;
     if let Some(p) = &a.init_from {
         let ckpt = recforge_train::score::resolve_checkpoint(p);
         let head = model.net.head_params();
@@ -400,10 +401,11 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
     let mut exp = load_experiment(&a.config, &a.expid)?;
     apply_overrides(&mut exp, &a.overrides)?;
     let method = Method::parse(&a.method).context("--method is mfp or rfd")?;
-    let ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), false, &|m| {
+    let mut ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), false, &|m| {
         eprintln!("{m}")
     })?;
-    let mut model = recforge_models::build(&exp.model, &ds.feature_map)?;
+    let mut model =
+        recforge_train::text_features::build_model(&exp.model, &mut ds, &|m| eprintln!("{m}"))?;
     let pcfg = PretrainConfig::from_config(&exp.model, method)?;
     let tcfg = TrainConfig::from_config(&exp.model)?;
     let out = a.out.clone().unwrap_or_else(|| {

@@ -259,7 +259,13 @@ impl EncodedDataset {
         let _ = std::fs::remove_file(&meta_path);
         log(&format!("fitting vocabularies on {}", cfg.raw.train_data));
         let mut train_reader = reader::open(Path::new(&cfg.raw.train_data), cfg)?;
-        let (fmap, _) = FeatureMap::fit(cfg, train_reader.as_mut(), on_bad)?;
+        let (mut fmap, _) = FeatureMap::fit(cfg, train_reader.as_mut(), on_bad)?;
+        if cfg.fields.iter().any(|f| f.text) {
+            for (name, src) in splits(cfg).into_iter().filter(|(n, _)| *n != "train") {
+                log(&format!("adding the texts of the {name} split"));
+                fmap.extend_text_vocabs(reader::open(&src, cfg)?.as_mut())?;
+            }
+        }
         let mut rows = Vec::new();
         let mut skipped = 0;
         for (name, src) in splits(cfg) {

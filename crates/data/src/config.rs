@@ -65,6 +65,10 @@ pub struct RawFeatureCol {
     pub splitter: Option<String>,
     #[serde(default)]
     pub padding: Option<String>,
+    /// recforge extension, `type: text` fields: the sentence-transformers model directory
+    /// that encodes them (default: $RECFORGE_MODELS/all-MiniLM-L6-v2).
+    #[serde(default)]
+    pub text_model: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
@@ -124,6 +128,13 @@ pub struct FieldSpec {
     pub min_count: usize,
     pub embedding_dim: Option<usize>,
     pub share_embedding: Option<String>,
+    /// A `type: text` field: categorical over whole texts, each embedded as its frozen
+    /// sentence vector times a learned projection.
+    #[serde(default)]
+    pub text: bool,
+    /// The encoder of a text field (a sentence-transformers directory); `None`: the default.
+    #[serde(default)]
+    pub text_model: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -166,8 +177,9 @@ impl DatasetConfig {
                 col.dtype.as_deref(),
                 Some("float" | "int" | "float32" | "int32" | "int64" | "float64")
             );
+            let text = col.kind == "text";
             let kind = match col.kind.as_str() {
-                "categorical" => FieldKind::Categorical,
+                "categorical" | "text" => FieldKind::Categorical,
                 "numeric" => FieldKind::Numeric,
                 "sequence" => FieldKind::Sequence {
                     max_len: col.max_len.ok_or_else(|| {
@@ -183,7 +195,7 @@ impl DatasetConfig {
                     return Err(DataError::config(
                         source,
                         format!(
-                        "feature type `{other}` is not supported (categorical, numeric, sequence)"
+                        "feature type `{other}` is not supported (categorical, numeric, sequence, text)"
                     ),
                     ))
                 }
@@ -210,9 +222,16 @@ impl DatasetConfig {
                     numeric_dtype,
                     preprocess,
                     fill_na: fill_na.clone(),
-                    min_count: col.min_categr_count.unwrap_or(global_min),
+                    // a text's vector is not learned: every text gets its row, however rare
+                    min_count: if text {
+                        1
+                    } else {
+                        col.min_categr_count.unwrap_or(global_min)
+                    },
                     embedding_dim: col.embedding_dim,
                     share_embedding: col.share_embedding.clone(),
+                    text,
+                    text_model: col.text_model.clone(),
                 });
             }
         }

@@ -76,6 +76,9 @@ pub struct FieldInfo {
     /// Slot offset in an encoded row, after the label.
     pub offset: usize,
     pub width: usize,
+    /// For a text field, the size of its sentence vectors once they are encoded.
+    #[serde(default)]
+    pub text_dim: Option<usize>,
 }
 
 /// The fitted encoder of a dataset: fields, vocabularies, row layout.
@@ -158,6 +161,39 @@ pub fn field_indices(fields: &[FieldSpec], reader: &dyn RecordReader) -> Result<
 }
 
 impl FeatureMap {
+    /// Adds the texts of `reader`'s rows (another split) to the vocabularies of text fields.
+    /// A text's vector is encoded, not learned, so a text first seen in validation or test
+    /// still gets its own row — what lets text help items the training split never had.
+    /// Rows that do not parse are left to the encoder to report.
+    pub fn extend_text_vocabs(&mut self, reader: &mut dyn RecordReader) -> Result<()> {
+        let text_fields: Vec<usize> = (0..self.fields.len())
+            .filter(|&i| self.fields[i].spec.text && self.fields[i].vocab_owner == i)
+            .collect();
+        if text_fields.is_empty() {
+            return Ok(());
+        }
+        let specs: Vec<FieldSpec> = text_fields
+            .iter()
+            .map(|&i| self.fields[i].spec.clone())
+            .collect();
+        let idx = field_indices(&specs, reader)?;
+        let mut rec = Vec::new();
+        while let Ok(Some(_)) = reader.next_record(&mut rec) {
+            for ((&f, spec), &col) in text_fields.iter().zip(&specs).zip(&idx) {
+                let Some(raw) = rec.get(col) else { continue };
+                if let Ok(t) = categorical_token(spec, raw) {
+                    let vocab = &mut self.vocabs[f];
+                    if t != na_token(spec) && vocab.lookup(&t) == vocab.oov() {
+                        vocab.tokens.push(t);
+                        let id = vocab.tokens.len() as u32;
+                        vocab.index.insert(vocab.tokens[id as usize - 1].clone(), id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Fits vocabularies on the training split, streaming it once.
     pub fn fit(
         cfg: &DatasetConfig,
@@ -241,6 +277,7 @@ impl FeatureMap {
                 vocab_owner: owner[i],
                 offset,
                 width,
+                text_dim: None,
             });
             offset += width;
         }

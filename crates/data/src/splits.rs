@@ -163,7 +163,9 @@ pub fn ml100k(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
                 .filter(|(_, f)| **f == "1")
                 .map(|(g, _)| g.1.as_str())
                 .collect();
-            items.insert(t[0].to_string(), names.join("^"));
+            // a sentence for text features: "Toy Story (1995). Animation, Children's, Comedy"
+            let text = format!("{}. {}", t[1].trim(), names.join(", "));
+            items.insert(t[0].to_string(), (names.join("^"), text));
         }
     }
     let path = src.join("u.data");
@@ -198,7 +200,8 @@ pub fn ml100k(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
                 uf[1].clone(),
                 uf[2].clone(),
                 uf[3].clone(),
-                items.get(i).cloned().unwrap_or_default(),
+                items.get(i).map(|x| x.0.clone()).unwrap_or_default(),
+                items.get(i).map(|x| x.1.clone()).unwrap_or_default(),
             ]
         })
         .collect();
@@ -211,6 +214,7 @@ pub fn ml100k(data_dir: &Path, out: &Path) -> Result<[usize; 3]> {
         "occupation",
         "zip",
         "genres",
+        "item_text",
     ];
     Ok([
         write_csv(&out.join("ml100k/train.csv"), &header, &rows[..ntr])?,

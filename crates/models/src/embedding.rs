@@ -3,7 +3,9 @@
 //! One table per vocabulary (fields that `share_embedding` use their owner's table). A
 //! categorical field looks up one row; a sequence field averages the rows of its non-padding
 //! ids (FuxiCTR's masked average pooling); a numeric field scales a single learned vector by
-//! its value. Fields may have their own `embedding_dim`.
+//! its value. Fields may have their own `embedding_dim`. A text field's row is its frozen
+//! sentence vector (a non-trainable table, `<field>.text`) times a learned projection (the
+//! field's table, one row per vector dimension).
 
 use rand::Rng;
 use rayon::prelude::*;
@@ -28,6 +30,8 @@ pub struct FeatureEmbedding {
     pub tables: Vec<EmbeddingTable>,
     /// Field names of the tables (the owner field), for checkpoint keys.
     pub table_names: Vec<String>,
+    /// For a text field's projection table, the index of its frozen vectors table.
+    text_of_table: Vec<Option<usize>>,
     /// Column where each field's embedding starts in an output row.
     out_offsets: Vec<usize>,
     width: usize,
@@ -48,6 +52,7 @@ impl FeatureEmbedding {
         let mut table_names = Vec::new();
         let mut owner_table = vec![usize::MAX; fmap.fields.len()];
         let mut table_of_field = Vec::new();
+        let mut text_of_table = Vec::new();
         for (i, f) in fmap.fields.iter().enumerate() {
             let owner = f.vocab_owner;
             if dims[i] != dims[owner] {
@@ -57,8 +62,21 @@ impl FeatureEmbedding {
                 ));
             }
             if owner_table[owner] == usize::MAX {
-                let rows = match fmap.fields[owner].spec.kind {
-                    FieldKind::Numeric => 1,
+                let spec = &fmap.fields[owner].spec;
+                let text_dim = if spec.text {
+                    Some(fmap.fields[owner].text_dim.ok_or_else(|| {
+                        format!(
+                            "text field `{}` has no encoded vectors (encode the text fields \
+                             before building the model)",
+                            spec.name
+                        )
+                    })?)
+                } else {
+                    None
+                };
+                let rows = match (&spec.kind, text_dim) {
+                    (_, Some(p)) => p,
+                    (FieldKind::Numeric, _) => 1,
                     _ => fmap.vocabs[owner].size(),
                 };
                 let mut t = EmbeddingTable::new(rows, dims[owner], EMBEDDING_INIT_STD, opt, rng);
@@ -70,7 +88,18 @@ impl FeatureEmbedding {
                 }
                 tables.push(t);
                 table_names.push(fmap.fields[owner].spec.name.clone());
+                text_of_table.push(None);
                 owner_table[owner] = tables.len() - 1;
+                if let Some(p) = text_dim {
+                    // filled by `set_text_vectors` or from a checkpoint; never updated
+                    let mut v = EmbeddingTable::new(fmap.vocabs[owner].size(), p, 0.0, opt, rng);
+                    v.weight.fill(0.0);
+                    tables.push(v);
+                    table_names.push(format!("{}.text", fmap.fields[owner].spec.name));
+                    text_of_table.push(None);
+                    let n = tables.len();
+                    text_of_table[n - 2] = Some(n - 1);
+                }
             }
             table_of_field.push(owner_table[owner]);
         }
@@ -84,6 +113,7 @@ impl FeatureEmbedding {
             table_of_field,
             tables,
             table_names,
+            text_of_table,
             out_offsets,
             width: dims.iter().sum(),
             kinds: fmap.fields.iter().map(|f| f.spec.kind.clone()).collect(),
@@ -125,7 +155,19 @@ impl FeatureEmbedding {
             let o = &mut orow[self.span(i)];
             let off = self.offsets[i];
             match kind {
-                FieldKind::Categorical => o.copy_from_slice(t.row(slots[off])),
+                FieldKind::Categorical => match self.text_of_table[self.table_of_field[i]] {
+                    // the frozen vector times the projection
+                    Some(vt) => {
+                        o.fill(0.0);
+                        let v = self.tables[vt].row(slots[off]);
+                        for (p, &x) in v.iter().enumerate() {
+                            if x != 0.0 {
+                                o.iter_mut().zip(t.row(p as u32)).for_each(|(o, w)| *o += x * w);
+                            }
+                        }
+                    }
+                    None => o.copy_from_slice(t.row(slots[off])),
+                },
                 FieldKind::Numeric => {
                     let x = f32::from_bits(slots[off]);
                     o.iter_mut().zip(t.row(0)).for_each(|(o, w)| *o = x * w);
@@ -170,7 +212,17 @@ impl FeatureEmbedding {
                         let g = &grow[span.clone()];
                         let slots = batch.row(r);
                         match kind {
-                            FieldKind::Categorical => rg.add(slots[off], g, 1.0),
+                            FieldKind::Categorical => match self.text_of_table[t] {
+                                Some(vt) => {
+                                    let v = self.tables[vt].row(slots[off]);
+                                    for (p, &x) in v.iter().enumerate() {
+                                        if x != 0.0 {
+                                            rg.add(p as u32, g, x);
+                                        }
+                                    }
+                                }
+                                None => rg.add(slots[off], g, 1.0),
+                            },
                             FieldKind::Numeric => rg.add(0, g, f32::from_bits(slots[off])),
                             FieldKind::Sequence { max_len, .. } => {
                                 let ids = &slots[off..off + max_len];
@@ -187,12 +239,39 @@ impl FeatureEmbedding {
             .collect()
     }
 
+    /// Sets the frozen vectors of text field `field` (`[vocabulary rows × dim]`, row `i` the
+    /// vector of the vocabulary's row `i`). Returns whether this embedding has that field.
+    pub fn set_text_vectors(&mut self, field: &str, vectors: &Tensor) -> Result<bool, String> {
+        let Some(t) = self.table_names.iter().position(|n| n == field) else {
+            return Ok(false);
+        };
+        let Some(vt) = self.text_of_table[t] else {
+            return Err(format!("field `{field}` is not a text field"));
+        };
+        let table = &mut self.tables[vt];
+        if (vectors.rows, vectors.cols) != (table.rows, table.dim) {
+            return Err(format!(
+                "text field `{field}`: vectors are {}x{}, the table is {}x{}",
+                vectors.rows, vectors.cols, table.rows, table.dim
+            ));
+        }
+        table.weight.copy_from_slice(&vectors.data);
+        Ok(true)
+    }
+
     /// Empty gradients, one per table (when the tape produced none).
     pub fn no_grads(&self) -> Vec<RowGrads> {
         self.tables.iter().map(|t| RowGrads::new(t.dim)).collect()
     }
 
+    /// Learned values (frozen text vectors not counted).
     pub fn num_values(&self) -> usize {
-        self.tables.iter().map(|t| t.weight.len()).sum()
+        let frozen: Vec<usize> = self.text_of_table.iter().flatten().copied().collect();
+        self.tables
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !frozen.contains(i))
+            .map(|(_, t)| t.weight.len())
+            .sum()
     }
 }

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod pretrain;
 pub mod run;
 pub mod score;
+pub mod text_features;
 pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
@@ -37,6 +38,8 @@ pub enum TrainError {
     Data(#[from] recforge_data::DataError),
     #[error(transparent)]
     Model(#[from] recforge_models::ModelError),
+    #[error(transparent)]
+    Text(#[from] recforge_text::TextError),
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

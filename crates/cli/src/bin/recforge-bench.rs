@@ -49,10 +49,13 @@ fn feature_map(vocab_sizes: &[usize]) -> FeatureMap {
                 min_count: 1,
                 embedding_dim: None,
                 share_embedding: None,
+                text: false,
+                text_model: None,
             },
             vocab_owner: i,
             offset: i,
             width: 1,
+            text_dim: None,
         })
         .collect();
     FeatureMap {

@@ -248,6 +248,23 @@ impl Model {
             .collect()
     }
 
+    /// Sets the frozen sentence vectors of text field `field` in every embedding that has it.
+    pub fn set_text_vectors(
+        &mut self,
+        field: &str,
+        vectors: &recforge_nn::Tensor,
+    ) -> std::result::Result<(), String> {
+        let mut found = false;
+        for e in &mut self.embeddings {
+            found |= e.set_text_vectors(field, vectors)?;
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(format!("the model has no text field `{field}`"))
+        }
+    }
+
     pub fn num_parameters(&self) -> usize {
         self.params
             .iter()
