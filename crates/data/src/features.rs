@@ -186,7 +186,9 @@ impl FeatureMap {
                     if t != na_token(spec) && vocab.lookup(&t) == vocab.oov() {
                         vocab.tokens.push(t);
                         let id = vocab.tokens.len() as u32;
-                        vocab.index.insert(vocab.tokens[id as usize - 1].clone(), id);
+                        vocab
+                            .index
+                            .insert(vocab.tokens[id as usize - 1].clone(), id);
                     }
                 }
             }

@@ -162,7 +162,9 @@ impl FeatureEmbedding {
                         let v = self.tables[vt].row(slots[off]);
                         for (p, &x) in v.iter().enumerate() {
                             if x != 0.0 {
-                                o.iter_mut().zip(t.row(p as u32)).for_each(|(o, w)| *o += x * w);
+                                o.iter_mut()
+                                    .zip(t.row(p as u32))
+                                    .for_each(|(o, w)| *o += x * w);
                             }
                         }
                     }

@@ -11,6 +11,7 @@ pub mod bert;
 pub mod encoder;
 pub mod error;
 pub mod search;
+pub mod testing;
 pub mod vectors;
 
 pub use bert::{Bert, BertConfig};

@@ -6,63 +6,15 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use recforge_nn::{Graph, Tensor};
-use recforge_text::{Bert, BertConfig, Pooling, SentenceEncoder, TokenBatch, Tokens};
+use recforge_text::{Bert, BertConfig, SentenceEncoder, TokenBatch, Tokens};
 use tokenizers::Tokenizer;
 
-const WORDS: [&str; 16] = [
-    "the", "cat", "dog", "sat", "on", "mat", "a", "red", "blue", "car", "drove", "fast", "slow",
-    "bird", "flew", "home",
-];
-
 fn config() -> BertConfig {
-    BertConfig {
-        vocab_size: 4 + WORDS.len(),
-        hidden_size: 8,
-        num_hidden_layers: 2,
-        num_attention_heads: 2,
-        intermediate_size: 16,
-        max_position_embeddings: 32,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        hidden_act: "gelu".into(),
-        hidden_dropout_prob: 0.0,
-        attention_probs_dropout_prob: 0.0,
-    }
-}
-
-fn tokenizer() -> Tokenizer {
-    let vocab: serde_json::Map<String, serde_json::Value> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-        .iter()
-        .chain(WORDS.iter())
-        .enumerate()
-        .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
-        .collect();
-    // the same pipeline as all-MiniLM-L6-v2's tokenizer.json, over a 20-token vocabulary
-    let json = serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [],
-        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                       "strip_accents": null, "lowercase": true},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
-        "decoder": null,
-        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-                  "max_input_chars_per_word": 100, "vocab": vocab}
-    });
-    json.to_string().parse().expect("tokenizer json")
+    recforge_text::testing::tiny_config()
 }
 
 fn encoder(seed: u64) -> SentenceEncoder {
-    SentenceEncoder::new(
-        Bert::random(config(), seed),
-        tokenizer(),
-        16,
-        Pooling::Mean,
-        true,
-    )
-    .expect("encoder")
+    recforge_text::testing::tiny_encoder(seed)
 }
 
 const PAIRS: [(&str, &str); 4] = [
@@ -229,6 +181,20 @@ fn weights_round_trip_through_safetensors() {
         e.contains("model.safetensors") && e.contains("expected"),
         "{e}"
     );
+}
+
+#[test]
+fn a_written_model_directory_loads_back_to_the_same_encoder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    recforge_text::testing::write_tiny_model_dir(dir.path(), 7).expect("write");
+    let loaded = SentenceEncoder::load(dir.path()).expect("load");
+    let texts = ["the cat sat", "a blue car drove home"];
+    assert_eq!(
+        loaded.encode(&texts, 2).expect("encode"),
+        encoder(7).encode(&texts, 2).expect("encode")
+    );
+    assert_eq!(loaded.max_seq_length, 16);
+    assert!(loaded.normalize);
 }
 
 #[test]

@@ -23,10 +23,7 @@ pub struct TextVectors {
 
 /// Encodes the text fields of `ds` (recording each one's vector size in the feature map, which
 /// the model's shape depends on). A dataset without text fields costs nothing.
-pub fn encode_text_fields(
-    ds: &mut EncodedDataset,
-    log: &dyn Fn(&str),
-) -> Result<Vec<TextVectors>> {
+pub fn encode_text_fields(ds: &mut EncodedDataset, log: &dyn Fn(&str)) -> Result<Vec<TextVectors>> {
     let fields: Vec<usize> = (0..ds.feature_map.fields.len())
         .filter(|&i| {
             let f = &ds.feature_map.fields[i];
