@@ -2,7 +2,7 @@
 # The text encoder against sentence-transformers (PyTorch), in one run on the same cores:
 # sentences/s of encode (batch 32) and the time of one contrastive fine-tuning step (16 pairs,
 # forward + backward + Adam over all 22.7M parameters), on two real text sets: 256 ToolLens
-# queries (short) and 256 ToolLens tool descriptions (long: most hit the 256-token cap).
+# queries (short) and 128 ToolLens tool descriptions (long: most hit the 256-token cap).
 # Runs alternate engine by engine, ROUNDS times; the summary gives medians and ratios.
 #   usage: bench/minilm.sh [OUT_DIR]
 #   env: RECFORGE_DATA, RECFORGE_MODELS, THREADS=2, ROUNDS=3, VENV=.venv-bench
@@ -22,7 +22,7 @@ if ! "$VENV/bin/python" -c "import sentence_transformers" 2>/dev/null; then
 fi
 T=$DATA/toolret_colt/ToolLens
 head -256 "$T/queries.jsonl" > "$OUT/queries.jsonl"
-head -256 "$T/corpus.jsonl" > "$OUT/tools.jsonl"
+head -128 "$T/corpus.jsonl" > "$OUT/tools.jsonl"
 
 RES=$OUT/results.jsonl
 : > "$RES"
