@@ -100,7 +100,8 @@ fn encode(
         None => TextCache::new(&enc.model_id, enc.dim()),
     };
     let bar = progress_bar(0);
-    let (vectors, encoded) = enc.encode_cached(&refs, batch_size, &mut store, |done| {
+    let (vectors, encoded) = enc.encode_cached(&refs, batch_size, &mut store, |done, total| {
+        bar.set_length(total as u64);
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();

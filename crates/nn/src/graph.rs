@@ -224,6 +224,15 @@ impl<'p> Graph<'p> {
         }
     }
 
+    /// Moves a node's value out of the graph (a parameter's is copied); the graph must not be
+    /// used for that node afterwards.
+    pub fn take_value(&mut self, id: NodeId) -> Tensor {
+        match self.nodes[id.0].op {
+            Op::Param(p) => self.params.value(p).clone(),
+            _ => std::mem::take(&mut self.nodes[id.0].value),
+        }
+    }
+
     fn push(&mut self, op: Op, value: Tensor, requires_grad: bool) -> NodeId {
         self.nodes.push(Node {
             op,

@@ -318,35 +318,76 @@ impl Bert {
         batch: &TokenBatch,
         rng: &mut StdRng,
     ) -> NodeId {
-        let cfg = &self.config;
-        let (p_drop, heads, eps) = (
-            cfg.hidden_dropout_prob,
-            cfg.num_attention_heads,
-            cfg.layer_norm_eps,
-        );
+        let mut x = self.embeddings(g, input_embeds, batch, rng);
+        for l in &self.layers {
+            x = self.layer(g, l, x, batch, rng);
+        }
+        x
+    }
+
+    /// The last hidden states of a packed batch for scoring: each layer runs on a graph of its
+    /// own that is dropped before the next, so memory holds one layer's intermediates, not
+    /// the whole network's (no backward pass can follow).
+    pub fn forward_inference(&self, batch: &TokenBatch) -> Tensor {
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut g = Graph::inference(&self.params);
+        let words = self.embed_ids(&mut g, &batch.ids);
+        let x = self.embeddings(&mut g, words, batch, &mut rng);
+        let mut x = g.take_value(x);
+        for l in &self.layers {
+            let mut g = Graph::inference(&self.params);
+            let input = g.input(x, false);
+            let out = self.layer(&mut g, l, input, batch, &mut rng);
+            x = g.take_value(out);
+        }
+        x
+    }
+
+    /// Word (given) + position + token-type embeddings, layer norm, dropout.
+    fn embeddings(
+        &self,
+        g: &mut Graph,
+        input_embeds: NodeId,
+        batch: &TokenBatch,
+        rng: &mut StdRng,
+    ) -> NodeId {
         let pos_table = g.param(self.position);
         let positions = g.gather_rows(pos_table, &batch.positions);
         let type_table = g.param(self.token_type);
         let types = g.gather_rows(type_table, &batch.type_ids);
         let x = g.add(input_embeds, positions);
-        let x = g.add(x, types);
-        let x = g.layer_norm(x, self.emb_norm.gamma, self.emb_norm.beta, eps);
-        let mut x = g.dropout(x, p_drop, rng);
-        for l in &self.layers {
-            let q = g.linear(x, l.query.w, Some(l.query.b));
-            let k = g.linear(x, l.key.w, Some(l.key.b));
-            let v = g.linear(x, l.value.w, Some(l.value.b));
-            let a = g.attention(q, k, v, heads, &batch.segments);
-            let o = g.linear(a, l.attn_out.w, Some(l.attn_out.b));
-            let o = g.dropout(o, p_drop, rng);
-            let h = g.add_layer_norm(o, x, l.attn_norm.gamma, l.attn_norm.beta, eps);
-            let f = g.linear(h, l.intermediate.w, Some(l.intermediate.b));
-            let f = g.gelu(f);
-            let o = g.linear(f, l.output.w, Some(l.output.b));
-            let o = g.dropout(o, p_drop, rng);
-            x = g.add_layer_norm(o, h, l.out_norm.gamma, l.out_norm.beta, eps);
-        }
-        x
+        let x = g.add_layer_norm(
+            x,
+            types,
+            self.emb_norm.gamma,
+            self.emb_norm.beta,
+            self.config.layer_norm_eps,
+        );
+        g.dropout(x, self.config.hidden_dropout_prob, rng)
+    }
+
+    /// One post-norm block: self-attention, add & norm, GELU feed-forward, add & norm.
+    fn layer(
+        &self,
+        g: &mut Graph,
+        l: &Layer,
+        x: NodeId,
+        batch: &TokenBatch,
+        rng: &mut StdRng,
+    ) -> NodeId {
+        let (p_drop, eps) = (self.config.hidden_dropout_prob, self.config.layer_norm_eps);
+        let q = g.linear(x, l.query.w, Some(l.query.b));
+        let k = g.linear(x, l.key.w, Some(l.key.b));
+        let v = g.linear(x, l.value.w, Some(l.value.b));
+        let a = g.attention(q, k, v, self.config.num_attention_heads, &batch.segments);
+        let o = g.linear(a, l.attn_out.w, Some(l.attn_out.b));
+        let o = g.dropout(o, p_drop, rng);
+        let h = g.add_layer_norm(o, x, l.attn_norm.gamma, l.attn_norm.beta, eps);
+        let f = g.linear(h, l.intermediate.w, Some(l.intermediate.b));
+        let f = g.gelu(f);
+        let o = g.linear(f, l.output.w, Some(l.output.b));
+        let o = g.dropout(o, p_drop, rng);
+        g.add_layer_norm(o, h, l.out_norm.gamma, l.out_norm.beta, eps)
     }
 }
 

@@ -233,22 +233,21 @@ impl SentenceEncoder {
     /// Texts are ordered by token count first (as sentence-transformers does) so a batch's
     /// sequences have similar lengths; rows come back in input order.
     pub fn encode(&self, texts: &[&str], batch_size: usize) -> Result<Tensor> {
-        self.encode_with_progress(texts, batch_size, |_| {})
+        self.encode_with_progress(texts, batch_size, |_, _| {})
     }
 
-    /// As [`encode`](Self::encode), calling `progress(done)` after each batch.
+    /// As [`encode`](Self::encode), calling `progress(done, total)` after each batch.
     pub fn encode_with_progress(
         &self,
         texts: &[&str],
         batch_size: usize,
-        mut progress: impl FnMut(usize),
+        mut progress: impl FnMut(usize, usize),
     ) -> Result<Tensor> {
         let tokens = self.tokenize(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].ids.len()));
         let dim = self.dim();
         let mut out = Tensor::zeros(texts.len(), dim);
-        let mut rng = StdRng::seed_from_u64(0);
         let mut done = 0;
         for chunk in order.chunks(batch_size.max(1)) {
             let batch = TokenBatch::pack(
@@ -256,14 +255,16 @@ impl SentenceEncoder {
                     .iter()
                     .map(|&i| (&tokens[i].ids[..], &tokens[i].type_ids[..])),
             );
+            let states = self.bert.forward_inference(&batch);
             let mut g = Graph::inference(&self.bert.params);
-            let v = self.embed(&mut g, &batch, &mut rng);
+            let h = g.input(states, false);
+            let v = self.pool(&mut g, h, &batch);
             let vv = g.value(v);
             for (r, &i) in chunk.iter().enumerate() {
                 out.data[i * dim..(i + 1) * dim].copy_from_slice(vv.row(r));
             }
             done += chunk.len();
-            progress(done);
+            progress(done, texts.len());
         }
         Ok(out)
     }
@@ -276,7 +277,7 @@ impl SentenceEncoder {
         texts: &[&str],
         batch_size: usize,
         cache: &mut TextCache,
-        progress: impl FnMut(usize),
+        progress: impl FnMut(usize, usize),
     ) -> Result<(Tensor, usize)> {
         if cache.model_id != self.model_id || cache.dim != self.dim() {
             *cache = TextCache::new(&self.model_id, self.dim());

@@ -48,7 +48,7 @@ pub fn encode_text_fields(ds: &mut EncodedDataset, log: &dyn Fn(&str)) -> Result
         let mut cache = TextCache::open(&cache_path, &enc.model_id, enc.dim())?;
         let vocab = &ds.feature_map.vocabs[i];
         let texts: Vec<&str> = vocab.tokens.iter().map(String::as_str).collect();
-        let (encoded, fresh) = enc.encode_cached(&texts, BATCH, &mut cache, |_| {})?;
+        let (encoded, fresh) = enc.encode_cached(&texts, BATCH, &mut cache, |_, _| {})?;
         if fresh > 0 {
             cache.save(&cache_path)?;
         }
