@@ -7,7 +7,6 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use recforge_nn::{Graph, Tensor};
 use recforge_text::{Bert, BertConfig, SentenceEncoder, TokenBatch, Tokens};
-use tokenizers::Tokenizer;
 
 fn config() -> BertConfig {
     recforge_text::testing::tiny_config()
