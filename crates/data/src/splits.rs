@@ -4,7 +4,9 @@
 //!   valid if i%10 ∈ {7,8}, test if i%10 = 9; label −1 → 0; columns `label,f0..f9`.
 //! - Criteo slice: its own train/dev/test files, as headed CSV (`label,I1..I13,C1..C26`).
 //! - MovieLens-100K: label = rating ≥ 4; stable sort by timestamp; 80/10/10; user and item
-//!   features, genres `^`-joined (item 267 is missing from u.item: empty genres).
+//!   features, genres `^`-joined (item 267 is missing from u.item: empty genres), and last an
+//!   `item_text` column "title. genre, genre" for text features (the shared script has no such
+//!   column; every other column is the same).
 
 use crate::error::{DataError, Result};
 use std::collections::HashMap;
