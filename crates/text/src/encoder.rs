@@ -168,6 +168,14 @@ impl SentenceEncoder {
         pooling: Pooling,
         normalize: bool,
     ) -> Result<Self> {
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > bert.config.vocab_size {
+            return Err(TextError::Invalid(format!(
+                "the tokenizer has {vocab} tokens but the model's vocab_size is {}: \
+                 tokenizer.json and config.json are not from the same model",
+                bert.config.vocab_size
+            )));
+        }
         let max_seq_length = max_seq_length.min(bert.config.max_position_embeddings);
         // tokenizer.json pads to a fixed 128 and truncates at 128; sentence-transformers pads
         // to the longest in the batch (here: not at all) and truncates at max_seq_length

@@ -214,3 +214,26 @@ fn a_missing_model_directory_says_how_to_fetch_it() {
         .to_string();
     assert!(e.contains("nope") && e.contains("fetch-minilm"), "{e}");
 }
+
+#[test]
+fn a_tokenizer_larger_than_the_model_vocabulary_is_refused() {
+    let mut small = config();
+    small.vocab_size = 10;
+    let tokenizer = recforge_text::testing::tiny_tokenizer_json()
+        .parse()
+        .expect("tokenizer");
+    let e = SentenceEncoder::new(
+        Bert::random(small, 1),
+        tokenizer,
+        16,
+        recforge_text::Pooling::Mean,
+        true,
+    )
+    .err()
+    .expect("mismatched vocabularies")
+    .to_string();
+    assert!(
+        e.contains("20 tokens") && e.contains("vocab_size is 10"),
+        "{e}"
+    );
+}
