@@ -160,9 +160,13 @@ struct PredictArgs {
     /// Input rows (the label column may be absent).
     #[arg(long)]
     input: PathBuf,
-    /// Output CSV with a `score` column (default: standard output).
+    /// Output CSV with `line` (the input's line or Parquet row number) and `score` columns
+    /// (default: standard output).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Also copy this input column (e.g. a request id) into the output, before `score`.
+    #[arg(long)]
+    id_column: Option<String>,
     #[arg(long, value_enum, default_value = "error")]
     on_bad_row: BadRow,
 }
@@ -437,7 +441,7 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
             "epoch {:>3}  loss {:.5}  accuracy {:.4}  {:.1}s  {:.0} samples/s",
             l.epoch, l.loss, l.accuracy, l.seconds, l.samples_per_sec
         )
-    });
+    })?;
     pt.save(&out, &model, &exp.model, &ds.feature_map, &logs)?;
     println!("pretrained checkpoint: {}", out.display());
     Ok(())
@@ -481,9 +485,9 @@ fn evaluate(a: EvaluateArgs) -> Result<()> {
     let mut labels = Vec::new();
     let mut probs = Vec::new();
     let mut missing_label = false;
-    let (rows, skipped) = score_file(&lm, &a.data, a.on_bad_row.into(), 8192, &mut |p, l| {
-        probs.extend_from_slice(p);
-        match l {
+    let (rows, skipped) = score_file(&lm, &a.data, a.on_bad_row.into(), 8192, None, &mut |b| {
+        probs.extend_from_slice(b.probs);
+        match b.labels {
             Some(l) => labels.extend_from_slice(l),
             None => missing_label = true,
         }
@@ -512,33 +516,62 @@ fn evaluate(a: EvaluateArgs) -> Result<()> {
 
 fn predict(a: PredictArgs) -> Result<()> {
     let lm = load_model(&a.model)?;
-    let mut out: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(tmp_path(p))
-                .with_context(|| format!("creating {}", p.display()))?,
+    // the output is written under a temporary name, renamed when complete, removed on error
+    let tmp = a.output.as_deref().map(tmp_path);
+    let mut guard = recforge_data::cache::TempGuard(tmp.clone());
+    let mut out: Box<dyn Write> = match (&tmp, &a.output) {
+        (Some(t), Some(p)) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(t).with_context(|| format!("creating {}", p.display()))?,
         )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        _ => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    writeln!(out, "score")?;
-    let (rows, skipped) = score_file(&lm, &a.input, a.on_bad_row.into(), 8192, &mut |p, _| {
-        for v in p {
-            writeln!(out, "{v}").map_err(|e| recforge_train::TrainError::Io {
-                path: PathBuf::from("output"),
-                source: e,
-            })?;
-        }
-        Ok(())
-    })?;
+    match &a.id_column {
+        Some(c) => writeln!(out, "line,{},score", csv_cell(c))?,
+        None => writeln!(out, "line,score")?,
+    }
+    let write_err = |e| recforge_train::TrainError::Io {
+        path: a.output.clone().unwrap_or_else(|| "standard output".into()),
+        source: e,
+    };
+    let (rows, skipped) = score_file(
+        &lm,
+        &a.input,
+        a.on_bad_row.into(),
+        8192,
+        a.id_column.as_deref(),
+        &mut |b| {
+            for (i, (p, line)) in b.probs.iter().zip(b.lines).enumerate() {
+                match b.ids {
+                    Some(ids) => writeln!(out, "{line},{},{p}", csv_cell(&ids[i])),
+                    None => writeln!(out, "{line},{p}"),
+                }
+                .map_err(write_err)?;
+            }
+            Ok(())
+        },
+    )?;
     out.flush()?;
     drop(out);
-    if let Some(p) = &a.output {
-        std::fs::rename(tmp_path(p), p).with_context(|| format!("writing {}", p.display()))?;
+    if let (Some(t), Some(p)) = (&tmp, &a.output) {
+        std::fs::rename(t, p).with_context(|| format!("writing {}", p.display()))?;
+        guard.0 = None;
         eprintln!("wrote {rows} scores to {}", p.display());
     }
     if skipped > 0 {
-        eprintln!("skipped {skipped} malformed rows");
+        eprintln!(
+            "skipped {skipped} malformed rows (their line numbers are absent from the output)"
+        );
     }
     Ok(())
+}
+
+/// A CSV cell: quoted when it holds a comma, quote or line break.
+fn csv_cell(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
 }
 
 fn tmp_path(p: &Path) -> PathBuf {

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the encoding itself changes.
-const ENCODER_VERSION: u32 = 1;
+const ENCODER_VERSION: u32 = 2;
 
 enum Storage {
     Mapped(memmap2::Mmap),
@@ -80,6 +80,49 @@ impl EncodedSplit {
         EncodedSplit::from_vec(&self.name, self.width, data)
     }
 
+    /// Checks every slot against the feature map: labels in [0, 1], categorical and sequence
+    /// ids below their vocabulary's size, numeric values finite. A cache is ours, but a disk
+    /// or a hand can flip a byte; an id out of range must never reach an embedding table.
+    pub fn verify(&self, fmap: &FeatureMap) -> std::result::Result<(), String> {
+        use rayon::prelude::*;
+        let limits: Vec<(usize, usize, Option<u32>)> = fmap
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let limit = match f.spec.kind {
+                    crate::config::FieldKind::Numeric => None,
+                    _ => Some(fmap.vocab_of(i).size() as u32),
+                };
+                (1 + f.offset, f.width, limit)
+            })
+            .collect();
+        let check_row = |r: usize| -> std::result::Result<(), String> {
+            let row = self.row(r);
+            let label = f32::from_bits(row[0]);
+            if !(0.0..=1.0).contains(&label) {
+                return Err(format!("row {}: label {label}", r + 1));
+            }
+            for (f, &(offset, width, limit)) in fmap.fields.iter().zip(&limits) {
+                for &v in &row[offset..offset + width] {
+                    let ok = match limit {
+                        Some(n) => v < n,
+                        None => f32::from_bits(v).is_finite(),
+                    };
+                    if !ok {
+                        return Err(format!(
+                            "row {}: field `{}` holds {v:#x}, outside its range",
+                            r + 1,
+                            f.spec.name
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        };
+        (0..self.rows).into_par_iter().try_for_each(check_row)
+    }
+
     pub fn data(&self) -> &[u32] {
         match &self.storage {
             Storage::Owned(v) => v,
@@ -111,6 +154,13 @@ struct Meta {
     feature_map: FeatureMap,
 }
 
+/// What encoding one split did: every record read is either encoded or skipped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SplitCounts {
+    pub encoded: usize,
+    pub skipped: u64,
+}
+
 pub struct EncodedDataset {
     pub feature_map: FeatureMap,
     pub train: EncodedSplit,
@@ -134,9 +184,11 @@ fn splits(cfg: &DatasetConfig) -> Vec<(&'static str, PathBuf)> {
     v
 }
 
-fn config_hash(cfg: &DatasetConfig) -> Result<String> {
+fn config_hash(cfg: &DatasetConfig, on_bad: OnBadRow) -> Result<String> {
     let mut h = Sha256::new();
     h.update(ENCODER_VERSION.to_le_bytes());
+    // a cache built skipping bad rows must not serve a run that asked to fail on them
+    h.update(format!("{on_bad:?}").as_bytes());
     h.update(cfg.canonical_json().as_bytes());
     for (name, path) in splits(cfg) {
         let md = std::fs::metadata(&path).map_err(|e| DataError::io(&path, e))?;
@@ -151,8 +203,8 @@ fn config_hash(cfg: &DatasetConfig) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Removes a temporary file unless it was renamed into place.
-struct TempGuard(Option<PathBuf>);
+/// Removes a temporary file unless it was renamed into place (then set it to `None`).
+pub struct TempGuard(pub Option<PathBuf>);
 impl Drop for TempGuard {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
@@ -163,17 +215,67 @@ impl Drop for TempGuard {
 
 /// Writes `bytes` to `path` atomically (temp file in the same folder, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_hooked(path, bytes, &mut |_| Ok(()))
+}
+
+/// The points of [`write_atomic`] at which a process can die.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteStage {
+    /// The temporary file exists, empty.
+    Created,
+    /// Half the bytes are in the temporary file.
+    HalfWritten,
+    /// All bytes are written, not yet synced.
+    Written,
+    /// Synced, not yet renamed.
+    Synced,
+    /// Renamed into place.
+    Renamed,
+}
+
+impl WriteStage {
+    pub const ALL: [WriteStage; 5] = [
+        WriteStage::Created,
+        WriteStage::HalfWritten,
+        WriteStage::Written,
+        WriteStage::Synced,
+        WriteStage::Renamed,
+    ];
+}
+
+/// [`write_atomic`] with `hook` called at each [`WriteStage`]; an error from the hook stops
+/// the write right there, leaving the files as a kill would (fault-injection tests).
+pub fn write_atomic_hooked(
+    path: &Path,
+    bytes: &[u8],
+    hook: &mut dyn FnMut(WriteStage) -> std::io::Result<()>,
+) -> Result<()> {
     let tmp = path.with_extension(format!(
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
     let mut guard = TempGuard(Some(tmp.clone()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| DataError::io(&tmp, e))?;
+    let io = |e| DataError::io(&tmp, e);
+    let killed = |guard: &mut TempGuard, e| {
+        guard.0 = None; // a killed process cleans nothing up
+        DataError::io(&tmp, e)
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    hook(WriteStage::Created).map_err(|e| killed(&mut guard, e))?;
+    let half = bytes.len() / 2;
+    f.write_all(&bytes[..half]).map_err(io)?;
+    hook(WriteStage::HalfWritten).map_err(|e| killed(&mut guard, e))?;
+    f.write_all(&bytes[half..]).map_err(io)?;
+    hook(WriteStage::Written).map_err(|e| killed(&mut guard, e))?;
+    f.sync_all().map_err(io)?;
+    hook(WriteStage::Synced).map_err(|e| killed(&mut guard, e))?;
     std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
     guard.0 = None;
+    // the rename itself reaches the disk with the directory's own sync
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    hook(WriteStage::Renamed).map_err(|e| DataError::io(path, e))?;
     Ok(())
 }
 
@@ -183,7 +285,7 @@ fn encode_split(
     src: &Path,
     dst: &Path,
     on_bad: OnBadRow,
-) -> Result<(usize, u64)> {
+) -> Result<SplitCounts> {
     let mut r = reader::open(src, cfg)?;
     let label_idx = column_index(r.as_ref(), &cfg.raw.label_col.name)?;
     let idx = field_indices(&cfg.fields, r.as_ref())?;
@@ -229,11 +331,57 @@ fn encode_split(
     file.sync_all().map_err(|e| DataError::io(&tmp, e))?;
     std::fs::rename(&tmp, dst).map_err(|e| DataError::io(dst, e))?;
     guard.0 = None;
-    Ok((rows, skipped))
+    Ok(SplitCounts {
+        encoded: rows,
+        skipped,
+    })
+}
+
+/// An exclusive advisory lock on a directory (its `.lock` file), held until dropped.
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    fn open(dir: &Path) -> Result<std::fs::File> {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        let path = dir.join(".lock");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| DataError::io(&path, e))
+    }
+
+    /// Waits for the lock.
+    pub fn wait(dir: &Path) -> Result<Self> {
+        let file = Self::open(dir)?;
+        file.lock()
+            .map_err(|e| DataError::io(dir.join(".lock"), e))?;
+        Ok(DirLock { _file: file })
+    }
+
+    /// Takes the lock, or fails at once with a message saying who holds it.
+    pub fn try_take(dir: &Path, what: &str) -> Result<Self> {
+        let file = Self::open(dir)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(DataError::format(
+                dir,
+                format!(
+                    "{what} is in use by another recforge process (locked: {}/.lock)",
+                    dir.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(DataError::io(dir.join(".lock"), e)),
+        }
+    }
 }
 
 impl EncodedDataset {
-    /// Opens the cache for `cfg`, building it first if it is missing or stale.
+    /// Opens the cache for `cfg`, building it first if it is missing, stale or corrupt.
+    /// Another process building the same cache is waited for (a lock on the directory).
     pub fn prepare(
         cfg: &DatasetConfig,
         on_bad: OnBadRow,
@@ -241,21 +389,14 @@ impl EncodedDataset {
         log: &dyn Fn(&str),
     ) -> Result<Self> {
         let dir = cfg.data_root();
+        let _lock = DirLock::wait(&dir)?;
         let meta_path = dir.join("feature_map.json");
-        let hash = config_hash(cfg)?;
+        let hash = config_hash(cfg, on_bad)?;
         if !force_rebuild {
-            if let Ok(text) = std::fs::read_to_string(&meta_path) {
-                if let Ok(meta) = serde_json::from_str::<Meta>(&text) {
-                    if meta.hash == hash {
-                        if let Ok(ds) = Self::open_with(meta, &dir, false) {
-                            log(&format!("using encoded cache {}", dir.display()));
-                            return Ok(ds);
-                        }
-                    }
-                }
+            if let Some(ds) = Self::reuse(&meta_path, &hash, &dir, log) {
+                return Ok(ds);
             }
         }
-        std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
         let _ = std::fs::remove_file(&meta_path);
         log(&format!("fitting vocabularies on {}", cfg.raw.train_data));
         let mut train_reader = reader::open(Path::new(&cfg.raw.train_data), cfg)?;
@@ -270,9 +411,24 @@ impl EncodedDataset {
         let mut skipped = 0;
         for (name, src) in splits(cfg) {
             log(&format!("encoding {name} split {}", src.display()));
-            let (n, s) = encode_split(cfg, &fmap, &src, &dir.join(format!("{name}.bin")), on_bad)?;
-            rows.push((name.to_string(), n));
-            skipped += s;
+            let c = encode_split(cfg, &fmap, &src, &dir.join(format!("{name}.bin")), on_bad)?;
+            log(&format!(
+                "{name}: {} rows read, {} encoded, {} skipped",
+                c.encoded as u64 + c.skipped,
+                c.encoded,
+                c.skipped
+            ));
+            if c.encoded == 0 {
+                return Err(DataError::format(
+                    &src,
+                    format!(
+                        "the {name} split has no usable rows ({} read, {} skipped)",
+                        c.skipped, c.skipped
+                    ),
+                ));
+            }
+            rows.push((name.to_string(), c.encoded));
+            skipped += c.skipped;
         }
         let meta = Meta {
             hash,
@@ -283,6 +439,39 @@ impl EncodedDataset {
         let text = serde_json::to_string(&meta).map_err(|e| DataError::Other(e.to_string()))?;
         write_atomic(&meta_path, text.as_bytes())?;
         Self::open_with(meta, &dir, true)
+    }
+
+    /// The cache at `dir` if it was built for `hash` and its contents check out.
+    fn reuse(meta_path: &Path, hash: &str, dir: &Path, log: &dyn Fn(&str)) -> Option<Self> {
+        let meta: Meta = serde_json::from_str(&std::fs::read_to_string(meta_path).ok()?).ok()?;
+        if meta.hash != hash {
+            return None;
+        }
+        let ds = match Self::open_with(meta, dir, false) {
+            Ok(ds) => ds,
+            Err(e) => {
+                log(&format!(
+                    "encoded cache {} is unreadable ({e}); rebuilding",
+                    dir.display()
+                ));
+                return None;
+            }
+        };
+        for split in [Some(&ds.train), ds.valid.as_ref(), ds.test.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = split.verify(&ds.feature_map) {
+                log(&format!(
+                    "encoded cache {} is corrupt ({}.bin, {e}); rebuilding",
+                    dir.display(),
+                    split.name
+                ));
+                return None;
+            }
+        }
+        log(&format!("using encoded cache {}", dir.display()));
+        Some(ds)
     }
 
     fn open_with(meta: Meta, dir: &Path, built: bool) -> Result<Self> {

@@ -121,11 +121,32 @@ fn categorical_token(spec: &FieldSpec, raw: &str) -> std::result::Result<String,
     if !spec.numeric_dtype {
         return Ok(v.to_string());
     }
-    let x: f64 = v.parse().map_err(|_| format!("`{v}` is not a number"))?;
+    let x = parse_finite(v)?;
     Ok(match spec.preprocess {
         Some(Preprocess::ConvertToBucket) => convert_to_bucket(x).to_string(),
         None => normalize_number(v),
     })
+}
+
+/// A number that must be finite in f32 (`NaN`, `inf` and overflowing values like `1e400` or
+/// `1e39` are refused: one of them poisons every weight it reaches).
+fn parse_finite(v: &str) -> std::result::Result<f64, String> {
+    let x: f64 = v.parse().map_err(|_| format!("`{v}` is not a number"))?;
+    if !x.is_finite() || !(x as f32).is_finite() {
+        return Err(format!("`{v}` is not a finite number"));
+    }
+    Ok(x)
+}
+
+/// The value of a numeric field (`fill_na` when empty).
+fn numeric_value(spec: &FieldSpec, raw: &str) -> std::result::Result<f32, String> {
+    let r = raw.trim();
+    let r = if r.is_empty() {
+        spec.fill_na.as_str()
+    } else {
+        r
+    };
+    parse_finite(r).map(|x| x as f32)
 }
 
 /// The token `fill_na` stands for; borrowed for string fields, which are most fields.
@@ -213,7 +234,7 @@ impl FeatureMap {
                     .unwrap_or(i)
             })
             .collect();
-        column_index(reader, &cfg.raw.label_col.name)?;
+        let label_idx = column_index(reader, &cfg.raw.label_col.name)?;
         let idx = field_indices(specs, reader)?;
         let na: Vec<String> = specs.iter().map(|s| na_token(s).into_owned()).collect();
         let mut counts: Vec<HashMap<String, u64>> = vec![HashMap::new(); specs.len()];
@@ -221,8 +242,14 @@ impl FeatureMap {
         let mut skipped = 0u64;
         while let Some(line) = crate::reader::next_record(reader, &mut rec, on_bad, &mut skipped)? {
             let mut row_tokens: Vec<(usize, String)> = Vec::new();
-            let mut bad = None;
+            // a row the encoder will refuse must not count towards the vocabularies either
+            let mut bad = Self::parse_label(&rec[label_idx])
+                .err()
+                .map(|m| (cfg.raw.label_col.name.clone(), m));
             for (i, spec) in specs.iter().enumerate() {
+                if bad.is_some() {
+                    break;
+                }
                 let raw = &rec[idx[i]];
                 match &spec.kind {
                     FieldKind::Categorical => match categorical_token(spec, raw) {
@@ -240,7 +267,11 @@ impl FeatureMap {
                                 .map(|t| (owner[i], t.to_string())),
                         );
                     }
-                    FieldKind::Numeric => {}
+                    FieldKind::Numeric => {
+                        if let Err(msg) = numeric_value(spec, raw) {
+                            bad = Some((spec.name.clone(), msg));
+                        }
+                    }
                 }
             }
             match bad {
@@ -330,15 +361,7 @@ impl FeatureMap {
                     };
                 }
                 FieldKind::Numeric => {
-                    let r = raw.trim();
-                    let r = if r.is_empty() {
-                        f.spec.fill_na.as_str()
-                    } else {
-                        r
-                    };
-                    let x: f32 = r
-                        .parse()
-                        .map_err(|_| (f.spec.name.clone(), format!("`{r}` is not a number")))?;
+                    let x = numeric_value(&f.spec, raw).map_err(|m| (f.spec.name.clone(), m))?;
                     slots[0] = x.to_bits();
                 }
                 FieldKind::Sequence {
@@ -364,13 +387,21 @@ impl FeatureMap {
         Ok(())
     }
 
-    /// Parses a label: numbers, with `-1` read as 0 for binary click labels.
+    /// Parses a click label for binary cross-entropy: a number in [0, 1], with `-1` read as 0
+    /// (libSVM's negative class). Anything else (`2`, `NaN`, `-3`) is outside the loss's
+    /// domain and refused.
     pub fn parse_label(raw: &str) -> std::result::Result<f32, String> {
-        let x: f32 = raw
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{}` is not a number", raw.trim()))?;
-        Ok(if x < 0.0 { 0.0 } else { x })
+        let v = raw.trim();
+        let x = parse_finite(v)? as f32;
+        if x == -1.0 {
+            return Ok(0.0);
+        }
+        if !(0.0..=1.0).contains(&x) {
+            return Err(format!(
+                "label `{v}` is outside [0, 1] (binary cross-entropy; -1 is read as 0)"
+            ));
+        }
+        Ok(x)
     }
 
     pub fn num_fields(&self) -> usize {

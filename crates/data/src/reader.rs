@@ -118,6 +118,25 @@ fn csv_error(path: &Path, e: csv::Error) -> DataError {
     }
 }
 
+impl DelimitedReader {
+    /// Moves the reader to the start of the line after `line`, where the last record began.
+    fn resync_after_line(&mut self, line: u64) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let start = self.record.position().map_or(0, |p| p.byte());
+        let mut f = File::open(&self.path).map_err(|e| DataError::io(&self.path, e))?;
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| DataError::io(&self.path, e))?;
+        let mut first_line = Vec::new();
+        BufReader::new(f)
+            .read_until(b'\n', &mut first_line)
+            .map_err(|e| DataError::io(&self.path, e))?;
+        let mut pos = csv::Position::new();
+        pos.set_byte(start + first_line.len() as u64)
+            .set_line(line + 1);
+        self.inner.seek(pos).map_err(|e| csv_error(&self.path, e))
+    }
+}
+
 impl RecordReader for DelimitedReader {
     fn columns(&self) -> &[String] {
         &self.columns
@@ -137,15 +156,25 @@ impl RecordReader for DelimitedReader {
                 continue; // blank line
             }
             if self.record.len() != self.columns.len() {
+                let mut msg = format!(
+                    "expected {} columns, found {}",
+                    self.columns.len(),
+                    self.record.len()
+                );
+                if self.record.iter().any(|f| f.contains(['\n', '\r'])) {
+                    // An unbalanced quote made one "record" of many lines: the bad row is this
+                    // line alone, and reading resumes on the next one.
+                    let next_line = self.inner.position().line();
+                    self.resync_after_line(line)?;
+                    msg += &format!(
+                        " (a quote opened on this line is not closed before line {next_line})"
+                    );
+                }
                 return Err(DataError::BadRow {
                     path: self.path.clone(),
                     line,
                     field: "-".into(),
-                    msg: format!(
-                        "expected {} columns, found {}",
-                        self.columns.len(),
-                        self.record.len()
-                    ),
+                    msg,
                 });
             }
             out.clear();

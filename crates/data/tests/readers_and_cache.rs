@@ -234,3 +234,190 @@ fn parquet_reads_like_csv() {
     assert_eq!(ds.feature_map.vocab_of(0).tokens, ["a", "b"]);
     assert_eq!(&ds.valid.as_ref().unwrap().row(0)[1..], &[2]);
 }
+
+/// A CSV with `n` good rows (`label,item,price`) and `bad` put at line `at` (1-based, after
+/// the header at line 1).
+fn csv_with(n: usize, at: usize, bad: &str) -> String {
+    let mut s = String::from("label,item,price\n");
+    for i in 0..n {
+        if i + 2 == at {
+            s += bad;
+            s.push('\n');
+        }
+        s += &format!("{},i{},{}\n", i % 2, i % 7, (i % 5) as f32 * 0.5);
+    }
+    s
+}
+
+fn item_price_config(dir: &Path) {
+    write_config(
+        dir,
+        "csv",
+        "csv",
+        "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: price, active: true, dtype: float, type: numeric}\n",
+        "",
+    );
+}
+
+#[test]
+fn non_finite_numbers_and_labels_outside_the_loss_domain_are_bad_rows() {
+    for (bad, field) in [
+        ("1,a,NaN", "price"),
+        ("1,a,inf", "price"),
+        ("1,a,-inf", "price"),
+        ("1,a,1e400", "price"),
+        ("1,a,1e39", "price"), // finite in f64, infinite in f32
+        ("NaN,a,1", "label"),
+        ("2,a,1", "label"),
+        ("-3,a,1", "label"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("train.csv"), csv_with(2400, 100, bad)).unwrap();
+        std::fs::write(dir.path().join("valid.csv"), csv_with(10, 0, "")).unwrap();
+        item_price_config(dir.path());
+        let err = prepare(dir.path(), OnBadRow::Error)
+            .err()
+            .unwrap_or_else(|| panic!("`{bad}` was accepted"))
+            .to_string();
+        assert!(
+            err.contains("train.csv:100") && err.contains(&format!("`{field}`")),
+            "{bad}: {err}"
+        );
+        let ds = prepare(dir.path(), OnBadRow::Skip).unwrap();
+        assert_eq!((ds.train.rows, ds.skipped), (2400, 1), "{bad}");
+        let labels = ds.train.labels();
+        assert!(labels.iter().all(|l| (0.0..=1.0).contains(l)));
+        for r in 0..ds.train.rows {
+            assert!(f32::from_bits(ds.train.row(r)[2]).is_finite());
+        }
+    }
+    // -1 is libSVM's negative class, not a bad label
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.csv"), csv_with(20, 5, "-1,a,1")).unwrap();
+    std::fs::write(dir.path().join("valid.csv"), csv_with(10, 0, "")).unwrap();
+    item_price_config(dir.path());
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    assert_eq!(ds.train.label(3), 0.0);
+}
+
+#[test]
+fn a_stray_quote_is_confined_to_its_own_row() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("train.csv"),
+        csv_with(2400, 10, "1,\"a,0.5"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("valid.csv"), csv_with(10, 0, "")).unwrap();
+    item_price_config(dir.path());
+    let err = prepare(dir.path(), OnBadRow::Error)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("train.csv:10") && err.contains("quote"),
+        "{err}"
+    );
+    let logs = std::cell::RefCell::new(Vec::new());
+    let exp = load_experiment(dir.path(), "m").unwrap();
+    let ds = EncodedDataset::prepare(&exp.dataset, OnBadRow::Skip, false, &|m| {
+        logs.borrow_mut().push(m.to_string())
+    })
+    .unwrap();
+    assert_eq!((ds.train.rows, ds.skipped), (2400, 1));
+    assert!(
+        logs.borrow()
+            .iter()
+            .any(|l| l == "train: 2401 rows read, 2400 encoded, 1 skipped"),
+        "{:?}",
+        logs.borrow()
+    );
+    // a legitimate quoted field across lines still reads as one value
+    std::fs::write(
+        dir.path().join("train.csv"),
+        "label,item,price\n1,\"two\nlines\",1\n0,b,2\n",
+    )
+    .unwrap();
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    assert_eq!(ds.train.rows, 2);
+    assert!(ds
+        .feature_map
+        .vocab_of(0)
+        .tokens
+        .contains(&"two\nlines".to_string()));
+}
+
+#[test]
+fn empty_train_or_valid_splits_are_errors() {
+    for (train, valid, split) in [
+        ("label,item,price\n", "label,item,price\n1,a,1\n", "train"),
+        ("label,item,price\n1,a,1\n", "label,item,price\n", "valid"),
+        (
+            "label,item,price\nx,a,1\n",
+            "label,item,price\n1,a,1\n",
+            "train",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("train.csv"), train).unwrap();
+        std::fs::write(dir.path().join("valid.csv"), valid).unwrap();
+        item_price_config(dir.path());
+        let err = prepare(dir.path(), OnBadRow::Skip)
+            .err()
+            .unwrap_or_else(|| panic!("an empty {split} split was accepted"))
+            .to_string();
+        assert!(
+            err.contains(&format!("the {split} split has no usable rows")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn the_bad_row_policy_is_part_of_the_cache_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.csv"), csv_with(50, 7, "1,a,oops")).unwrap();
+    std::fs::write(dir.path().join("valid.csv"), csv_with(10, 0, "")).unwrap();
+    item_price_config(dir.path());
+    assert_eq!(prepare(dir.path(), OnBadRow::Skip).unwrap().skipped, 1);
+    // the skipping cache must not serve a run that asked to fail on bad rows
+    let err = prepare(dir.path(), OnBadRow::Error)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("train.csv:7"), "{err}");
+}
+
+#[test]
+fn a_damaged_cache_is_detected_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.csv"), csv_with(200, 0, "")).unwrap();
+    std::fs::write(dir.path().join("valid.csv"), csv_with(10, 0, "")).unwrap();
+    item_price_config(dir.path());
+    let good = prepare(dir.path(), OnBadRow::Error).unwrap();
+    let expected = good.train.data().to_vec();
+    drop(good);
+    let bin = dir.path().join("processed/d/train.bin");
+    // row 5's item id (slot 1, bytes 4..8 of the row) and row 9's price (slot 2)
+    for (offset, what) in [(5 * 12 + 7, "item"), (9 * 12 + 11, "price")] {
+        let mut bytes = std::fs::read(&bin).unwrap();
+        bytes[offset] = if what == "item" { 0xff } else { 0x7f };
+        bytes[offset - 1] = 0xff;
+        std::fs::write(&bin, bytes).unwrap();
+        let logs = std::cell::RefCell::new(Vec::new());
+        let exp = load_experiment(dir.path(), "m").unwrap();
+        let ds = EncodedDataset::prepare(&exp.dataset, OnBadRow::Error, false, &|m| {
+            logs.borrow_mut().push(m.to_string())
+        })
+        .unwrap();
+        assert!(ds.built, "{what}: a damaged cache was reused");
+        assert!(
+            logs.borrow()
+                .iter()
+                .any(|l| l.contains("corrupt") && l.contains(what)),
+            "{what}: {:?}",
+            logs.borrow()
+        );
+        assert_eq!(ds.train.data(), &expected[..]);
+    }
+}

@@ -1,18 +1,19 @@
-//! Checkpoints: tensors in safetensors (dense parameters as `dense.<name>`, embedding tables
-//! as `<embedding>.<field>`, optimizer moments under `opt1.`/`opt2.` when saved for resuming)
-//! plus a JSON sidecar with the model config, the feature map and metrics. Both files are
-//! written to a temporary name and renamed, so an interrupted write never leaves a torn
-//! checkpoint behind.
+//! Checkpoints: one safetensors file. Tensors: dense parameters as `dense.<name>`, embedding
+//! tables as `<embedding>.<field>`, optimizer moments under `opt1.`/`opt2.` when saved for
+//! resuming. The header's metadata holds the model config, the feature map, metrics and
+//! trainer state as JSON (`recforge`), and a SHA-256 over that JSON and every tensor's name,
+//! shape and bytes (`sha256`). One file written to a temporary name and renamed once: an
+//! interrupted write leaves the previous checkpoint whole, and any edited byte is refused.
 
 use crate::{Result, TrainError};
-use recforge_data::cache::write_atomic;
+use recforge_data::cache::{write_atomic_hooked, WriteStage};
 use recforge_data::{FeatureMap, ModelConfig};
 use recforge_models::Model;
 use recforge_nn::DenseOptimizer;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckpointMeta {
@@ -25,7 +26,8 @@ pub struct CheckpointMeta {
     /// Trainer state for `--resume` (absent in a best-model checkpoint).
     #[serde(default)]
     pub resume: Option<serde_json::Value>,
-    /// SHA-256 of the safetensors file, to detect a pair that does not belong together.
+    /// SHA-256 of the whole checkpoint (this JSON and every tensor), as stored in the file.
+    #[serde(skip)]
     pub tensors_sha256: String,
 }
 
@@ -35,16 +37,33 @@ fn to_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn sidecar(path: &Path) -> PathBuf {
-    path.with_extension("json")
-}
+/// Metadata keys in the safetensors header.
+const META_KEY: &str = "recforge";
+const SHA_KEY: &str = "sha256";
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// The checksum of a checkpoint: its metadata JSON, then every tensor (sorted by name) as
+/// name, shape and little-endian bytes, so no byte of the file can change unnoticed.
+fn checkpoint_sha256<'a>(
+    meta_json: &str,
+    tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = sha2::Sha256::new();
+    h.update((meta_json.len() as u64).to_le_bytes());
+    h.update(meta_json.as_bytes());
+    for (name, shape, bytes) in sorted {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
+        for d in shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Every tensor of a model under its checkpoint name, with its shape.
@@ -94,8 +113,8 @@ fn named_tensors<'a>(
     out
 }
 
-/// Saves `model` to `path` (`.safetensors`) and its sidecar (`.json`). With `opt`, optimizer
-/// moments are saved too (for resuming).
+/// Saves `model` to `path` (`.safetensors`), config, feature map and metrics included. With
+/// `opt`, optimizer moments are saved too (for resuming).
 pub fn save_checkpoint(
     path: &Path,
     model: &Model,
@@ -105,6 +124,36 @@ pub fn save_checkpoint(
     opt: Option<&DenseOptimizer>,
     resume: Option<serde_json::Value>,
 ) -> Result<()> {
+    save_checkpoint_hooked(
+        path,
+        model,
+        cfg,
+        fmap,
+        metrics,
+        opt,
+        resume,
+        &mut |_| Ok(()),
+    )
+}
+
+/// [`save_checkpoint`], with `hook` called at each stage of the write: an error from it stops
+/// the write there as a kill would (nothing cleaned up). For fault-injection tests.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn save_checkpoint_hooked(
+    path: &Path,
+    model: &Model,
+    cfg: &ModelConfig,
+    fmap: &FeatureMap,
+    metrics: serde_json::Map<String, serde_json::Value>,
+    opt: Option<&DenseOptimizer>,
+    resume: Option<serde_json::Value>,
+    hook: &mut dyn FnMut(WriteStage) -> std::io::Result<()>,
+) -> Result<()> {
+    let bad = |msg: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| TrainError::Io {
             path: d.to_path_buf(),
@@ -116,22 +165,6 @@ pub fn save_checkpoint(
         .into_iter()
         .map(|(n, s, d)| (n, s, to_bytes(d)))
         .collect();
-    let views: Vec<(String, TensorView)> = bytes
-        .iter()
-        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-    let info = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("model".to_string(), model.name.clone()),
-    ]);
-    let data = safetensors::serialize(views, &Some(info)).map_err(|e| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
     let meta = CheckpointMeta {
         format: FORMAT.into(),
         model: model.name.clone(),
@@ -139,60 +172,98 @@ pub fn save_checkpoint(
         feature_map: fmap.clone(),
         metrics,
         resume,
-        tensors_sha256: sha256_hex(&data),
+        tensors_sha256: String::new(),
     };
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    // tensors first, sidecar last: a sidecar always names tensors that are fully written
-    write_atomic(path, &data)?;
-    write_atomic(&sidecar(path), &json)?;
+    let json = serde_json::to_string(&meta).map_err(|e| bad(e.to_string()))?;
+    let sha = checkpoint_sha256(
+        &json,
+        bytes.iter().map(|(n, s, b)| (n.as_str(), &s[..], &b[..])),
+    );
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let info = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("model".to_string(), model.name.clone()),
+        (META_KEY.to_string(), json),
+        (SHA_KEY.to_string(), sha),
+    ]);
+    let data = safetensors::serialize(views, &Some(info)).map_err(|e| bad(e.to_string()))?;
+    write_atomic_hooked(path, &data, hook)?;
     Ok(())
 }
 
-/// Reads a checkpoint's sidecar.
-pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
-    let side = sidecar(path);
-    let text = std::fs::read_to_string(&side).map_err(|e| TrainError::Io {
-        path: side.clone(),
-        source: e,
-    })?;
-    let mut meta: CheckpointMeta =
-        serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
-            path: side.clone(),
-            msg: format!("not a recforge checkpoint: {e}"),
-        })?;
-    if meta.format != FORMAT {
-        return Err(TrainError::Checkpoint {
-            path: side,
-            msg: format!("format `{}`, expected `{FORMAT}`", meta.format),
-        });
-    }
-    meta.feature_map.build_indexes();
-    Ok(meta)
-}
-
-/// Loads tensors from `path` into `model` (and optimizer moments into `opt` when given).
-/// Every tensor the model has must be present with the same shape.
-/// The sidecar and the verified, memory-mapped tensor file of a checkpoint.
-fn open_verified(path: &Path) -> Result<(CheckpointMeta, memmap2::Mmap)> {
-    let meta = read_meta(path)?;
+/// Memory-maps a checkpoint file.
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = std::fs::File::open(path).map_err(|e| TrainError::Io {
         path: path.to_path_buf(),
         source: e,
     })?;
     // SAFETY: read-only map of a file written atomically by `save_checkpoint`.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TrainError::Io {
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| TrainError::Io {
         path: path.to_path_buf(),
         source: e,
-    })?;
-    if sha256_hex(&map) != meta.tensors_sha256 {
+    })
+}
+
+/// The metadata of a mapped checkpoint: (its JSON, the stored checksum).
+fn header_meta(path: &Path, bytes: &[u8]) -> Result<(CheckpointMeta, String, String)> {
+    let bad = |msg: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let info = header.metadata().clone().unwrap_or_default();
+    let json =
+        info.get(META_KEY).ok_or_else(|| {
+            bad("not a recforge checkpoint (no `recforge` metadata; checkpoints of recforge before \
+             the single-file format must be retrained)"
+            .into())
+        })?;
+    let sha = info
+        .get(SHA_KEY)
+        .ok_or_else(|| bad("the checkpoint has no checksum".into()))?;
+    let mut meta: CheckpointMeta =
+        serde_json::from_str(json).map_err(|e| bad(format!("not a recforge checkpoint: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(bad(format!(
+            "format `{}`, expected `{FORMAT}`",
+            meta.format
+        )));
+    }
+    meta.tensors_sha256 = sha.clone();
+    meta.feature_map.build_indexes();
+    Ok((meta, json.clone(), sha.clone()))
+}
+
+/// Reads a checkpoint's config, feature map and metrics (not verified: loading verifies).
+pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
+    let map = map_file(path)?;
+    Ok(header_meta(path, &map)?.0)
+}
+
+/// The metadata and the verified, memory-mapped file of a checkpoint.
+fn open_verified(path: &Path) -> Result<(CheckpointMeta, memmap2::Mmap)> {
+    let map = map_file(path)?;
+    let (meta, json, sha) = header_meta(path, &map)?;
+    let st = deserialize(path, &map)?;
+    let tensors = st.tensors();
+    let actual = checkpoint_sha256(
+        &json,
+        tensors
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+    );
+    if actual != sha {
         return Err(TrainError::Checkpoint {
             path: path.to_path_buf(),
-            msg: "tensors do not match the sidecar's checksum (torn or mixed checkpoint)".into(),
+            msg: "the checkpoint does not match its checksum (edited or damaged)".into(),
         });
     }
+    drop(tensors);
     Ok((meta, map))
 }
 
@@ -228,6 +299,40 @@ fn fetch_tensor(
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect())
+}
+
+/// Refuses a checkpoint holding tensors `model` has no place for (a checkpoint of another
+/// model, or an edited one): loading it would silently serve something else.
+fn refuse_unused(path: &Path, st: &safetensors::SafeTensors, model: &Model) -> Result<()> {
+    let known: HashSet<String> = named_tensors(model, None)
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    let mut unused: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| {
+            let base = n
+                .strip_prefix("opt1.")
+                .or_else(|| n.strip_prefix("opt2."))
+                .unwrap_or(n);
+            !known.contains(base)
+        })
+        .cloned()
+        .collect();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    unused.sort();
+    Err(TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!(
+            "{} tensor(s) are not used by model {}: {}",
+            unused.len(),
+            model.name,
+            unused.join(", ")
+        ),
+    })
 }
 
 /// Initialises `model` from a pretrained checkpoint (`recforge pretrain`): every embedding
@@ -305,6 +410,7 @@ pub fn load_checkpoint(
 ) -> Result<CheckpointMeta> {
     let (meta, map) = open_verified(path)?;
     let st = deserialize(path, &map)?;
+    refuse_unused(path, &st, model)?;
     let fetch = |name: &str, shape: &[usize]| fetch_tensor(path, &st, name, shape);
     let with_opt = opt.is_some();
     // read everything first, then assign: a failure leaves the model untouched

@@ -17,7 +17,7 @@ pub mod trainer;
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
 pub use run::{EpochLog, RunDir};
 pub use trainer::{
-    evaluate, EvalMetrics, Monitor, TrainConfig, TrainObserver, TrainReport, Trainer,
+    evaluate, EvalMetrics, Monitor, NonFiniteStep, TrainConfig, TrainObserver, TrainReport, Trainer,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,12 @@ pub enum TrainError {
     },
     #[error("config: {0}")]
     Config(String),
+    #[error("epoch {epoch}, step {step}: {what}; training stopped, the best checkpoint is kept as it was")]
+    NonFinite {
+        epoch: usize,
+        step: u64,
+        what: String,
+    },
     #[error(transparent)]
     Data(#[from] recforge_data::DataError),
     #[error(transparent)]

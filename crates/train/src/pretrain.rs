@@ -16,7 +16,7 @@
 //! The backbone only provides [`recforge_models::CtrNet::encode`]; nothing here knows a model.
 
 use crate::checkpoint::save_checkpoint;
-use crate::trainer::{apply_state_updates, TrainConfig, Trainer};
+use crate::trainer::{apply_state_updates, NonFiniteStep, TrainConfig, Trainer};
 use crate::{Result, TrainError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -302,7 +302,7 @@ impl Pretrainer {
         batch: &Batch,
         lr: f32,
         rng: &mut StdRng,
-    ) -> (f64, usize, usize) {
+    ) -> std::result::Result<(f64, usize, usize), NonFiniteStep> {
         match self.cfg.method {
             Method::Mfp => self.step_mfp(model, batch, lr, rng),
             Method::Rfd => self.step_rfd(model, batch, lr, rng),
@@ -466,7 +466,7 @@ impl Pretrainer {
         batch: &Batch,
         lr: f32,
         rng: &mut StdRng,
-    ) -> (f64, usize, usize) {
+    ) -> std::result::Result<(f64, usize, usize), NonFiniteStep> {
         let masked = self.draw_masks(batch.size, rng);
         let negatives = self.draw_negatives(&masked, rng);
         let (mut g, loss, emb_nodes, rows) = self.mfp_loss(model, batch, &masked, &negatives, rng);
@@ -485,6 +485,7 @@ impl Pretrainer {
             .count();
         let m = rows.field.len();
         let loss_value = g.value(loss).data[0] as f64;
+        NonFiniteStep::check("loss", loss_value)?;
         let mut grads = g.backward(loss);
         let updates = std::mem::take(&mut g.state_updates);
         let emb_grads = model.embedding_grads(batch, &emb_nodes, &mut grads);
@@ -500,9 +501,9 @@ impl Pretrainer {
             .collect();
         let wd = self.cfg.weight_decay;
         self.trainer
-            .apply_step(model, &grads.params, &emb_grads, &mut extra, lr, wd);
+            .apply_step(model, &grads.params, &emb_grads, &mut extra, lr, wd)?;
         apply_state_updates(&mut model.params, &updates);
-        (loss_value, correct, m)
+        Ok((loss_value, correct, m))
     }
 
     /// Scatters the gradients of the gathered output rows and biases back to table rows.
@@ -632,7 +633,7 @@ impl Pretrainer {
         batch: &Batch,
         lr: f32,
         rng: &mut StdRng,
-    ) -> (f64, usize, usize) {
+    ) -> std::result::Result<(f64, usize, usize), NonFiniteStep> {
         let (corrupted, labels) = self.replace_fields(batch, rng);
         let (mut g, loss, logits, emb) = self.rfd_loss(model, &corrupted, &labels, rng);
         let correct = g
@@ -643,15 +644,16 @@ impl Pretrainer {
             .filter(|(z, y)| (**z > 0.0) == (**y > 0.5))
             .count();
         let loss_value = g.value(loss).data[0] as f64;
+        NonFiniteStep::check("loss", loss_value)?;
         let mut grads = g.backward(loss);
         let updates = std::mem::take(&mut g.state_updates);
         let emb_grads = model.embedding_grads(&corrupted, &emb, &mut grads);
         drop(g);
         let wd = self.cfg.weight_decay;
         self.trainer
-            .apply_step(model, &grads.params, &emb_grads, &mut [], lr, wd);
+            .apply_step(model, &grads.params, &emb_grads, &mut [], lr, wd)?;
         apply_state_updates(&mut model.params, &updates);
-        (loss_value, correct, labels.len())
+        Ok((loss_value, correct, labels.len()))
     }
 
     /// Pretrains for `cfg.epochs` over `train`; `on_epoch` sees each epoch's log.
@@ -660,7 +662,7 @@ impl Pretrainer {
         model: &mut Model,
         train: &EncodedSplit,
         on_epoch: &mut dyn FnMut(&PretrainEpoch),
-    ) -> Vec<PretrainEpoch> {
+    ) -> Result<Vec<PretrainEpoch>> {
         let per_epoch = train.rows.div_ceil(self.cfg.batch_size);
         let total = per_epoch * self.cfg.epochs;
         let mut step = 0;
@@ -676,7 +678,9 @@ impl Pretrainer {
             let (mut loss_sum, mut correct, mut counted, mut rows) = (0.0, 0usize, 0usize, 0usize);
             for batch in BatchIter::shuffled(train, self.cfg.batch_size, seed) {
                 let lr = self.cfg.lr_at(step, total);
-                let (loss, c, n) = self.step(model, &batch, lr, &mut rng);
+                let (loss, c, n) = self
+                    .step(model, &batch, lr, &mut rng)
+                    .map_err(|e| e.at(epoch, step as u64 + 1))?;
                 loss_sum += loss * batch.size as f64;
                 correct += c;
                 counted += n;
@@ -694,7 +698,7 @@ impl Pretrainer {
             on_epoch(&log);
             logs.push(log);
         }
-        logs
+        Ok(logs)
     }
 
     /// Saves the pretrained model (embeddings + encoder; the `pretrain.*` heads ride along and

@@ -17,18 +17,19 @@ pub struct EpochLog {
     pub samples_per_sec: f64,
 }
 
+/// A run directory, locked for as long as this value lives: a second training into the same
+/// directory fails at once instead of interleaving its files with the first one's.
 pub struct RunDir {
     pub path: PathBuf,
+    _lock: recforge_data::cache::DirLock,
 }
 
 impl RunDir {
     pub fn create(path: &Path) -> Result<Self> {
-        std::fs::create_dir_all(path).map_err(|e| TrainError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let lock = recforge_data::cache::DirLock::try_take(path, "run directory")?;
         Ok(RunDir {
             path: path.to_path_buf(),
+            _lock: lock,
         })
     }
 

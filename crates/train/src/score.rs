@@ -8,8 +8,20 @@ use recforge_data::{reader, Batch, DataError, DatasetConfig};
 use recforge_models::Model;
 use std::path::{Path, PathBuf};
 
-/// Receives each scored batch: probabilities, and labels when the file has them.
-pub type ScoreSink<'a> = dyn FnMut(&[f32], Option<&[f32]>) -> Result<()> + 'a;
+/// One scored batch, row by row in file order.
+pub struct ScoredBatch<'a> {
+    pub probs: &'a [f32],
+    /// Labels, when the file has the label column.
+    pub labels: Option<&'a [f32]>,
+    /// The 1-based line (or Parquet row) each score belongs to: skipped rows leave gaps, so
+    /// scores never shift against their inputs.
+    pub lines: &'a [u64],
+    /// The value of the requested id column for each row.
+    pub ids: Option<&'a [String]>,
+}
+
+/// Receives each scored batch.
+pub type ScoreSink<'a> = dyn FnMut(&ScoredBatch) -> Result<()> + 'a;
 
 pub struct LoadedModel {
     pub model: Model,
@@ -34,13 +46,15 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
     Ok(LoadedModel { model, meta, path })
 }
 
-/// Streams `input` through the model. `sink` gets each batch's probabilities and labels (when
-/// the file has the label column). Returns (rows scored, rows skipped).
+/// Streams `input` through the model. `sink` gets each batch's probabilities, labels (when
+/// the file has the label column), line numbers and, with `id_column`, that column's values.
+/// Returns (rows scored, rows skipped).
 pub fn score_file(
     lm: &LoadedModel,
     input: &Path,
     on_bad: OnBadRow,
     batch_size: usize,
+    id_column: Option<&str>,
     sink: &mut ScoreSink,
 ) -> Result<(usize, u64)> {
     let fmap = &lm.meta.feature_map;
@@ -55,6 +69,9 @@ pub fn score_file(
     } else {
         None
     };
+    let id_idx = id_column.map(|c| column_index(r.as_ref(), c)).transpose()?;
+    let mut lines: Vec<u64> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
     let mut rec = Vec::new();
     let mut values: Vec<String> = Vec::new();
     let mut batch = Batch {
@@ -65,16 +82,35 @@ pub fn score_file(
     };
     let mut row = vec![0u32; fmap.width];
     let (mut rows, mut skipped) = (0usize, 0u64);
-    let mut flush = |batch: &mut Batch| -> Result<()> {
-        if batch.size > 0 {
-            let p = lm.model.predict(batch);
-            sink(&p, has_label.then_some(&batch.labels[..]))?;
-            batch.size = 0;
-            batch.labels.clear();
-            batch.slots.clear();
-        }
-        Ok(())
-    };
+    let mut flush =
+        |batch: &mut Batch, lines: &mut Vec<u64>, ids: &mut Vec<String>| -> Result<()> {
+            if batch.size > 0 {
+                let p = lm.model.predict(batch);
+                if let Some(bad) = p.iter().position(|x| !x.is_finite()) {
+                    return Err(TrainError::Checkpoint {
+                        path: lm.path.clone(),
+                        msg: format!(
+                        "the model scores line {} of {} as {} (a model with non-finite weights?)",
+                        lines[bad],
+                        input.display(),
+                        p[bad]
+                    ),
+                    });
+                }
+                sink(&ScoredBatch {
+                    probs: &p,
+                    labels: has_label.then_some(&batch.labels[..]),
+                    lines,
+                    ids: id_idx.is_some().then_some(&ids[..]),
+                })?;
+                batch.size = 0;
+                batch.labels.clear();
+                batch.slots.clear();
+                lines.clear();
+                ids.clear();
+            }
+            Ok(())
+        };
     while let Some(line) = reader::next_record(r.as_mut(), &mut rec, on_bad, &mut skipped)? {
         values.clear();
         values.extend(idx.iter().map(|&i| rec[i].clone()));
@@ -90,6 +126,10 @@ pub fn score_file(
                 batch.slots.extend_from_slice(&row);
                 batch.size += 1;
                 rows += 1;
+                lines.push(line);
+                if let Some(i) = id_idx {
+                    ids.push(std::mem::take(&mut rec[i]));
+                }
             }
             Err((field, msg)) if on_bad == OnBadRow::Error => {
                 return Err(TrainError::Data(DataError::BadRow {
@@ -102,9 +142,9 @@ pub fn score_file(
             Err(_) => skipped += 1,
         }
         if batch.size >= batch_size {
-            flush(&mut batch)?;
+            flush(&mut batch, &mut lines, &mut ids)?;
         }
     }
-    flush(&mut batch)?;
+    flush(&mut batch, &mut lines, &mut ids)?;
     Ok((rows, skipped))
 }

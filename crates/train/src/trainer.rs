@@ -205,6 +205,32 @@ pub fn evaluate(
     (m, probs)
 }
 
+/// A training step whose loss or gradient is NaN or infinite: nothing was updated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NonFiniteStep {
+    pub what: &'static str,
+    pub value: f64,
+}
+
+impl NonFiniteStep {
+    pub fn check(what: &'static str, value: f64) -> std::result::Result<(), Self> {
+        if value.is_finite() {
+            Ok(())
+        } else {
+            Err(NonFiniteStep { what, value })
+        }
+    }
+
+    /// The error that stops a run, naming where it happened.
+    pub fn at(self, epoch: usize, step: u64) -> TrainError {
+        TrainError::NonFinite {
+            epoch,
+            step,
+            what: format!("{} is {}", self.what, self.value),
+        }
+    }
+}
+
 /// Receives progress from [`Trainer::fit`] (the CLI draws a progress bar with it).
 pub trait TrainObserver {
     fn on_epoch_start(&mut self, _epoch: usize, _batches: usize) {}
@@ -295,27 +321,35 @@ impl Trainer {
         self.state.learning_rate
     }
 
-    /// One optimizer step on one batch; returns the batch's mean loss.
-    pub fn train_step(&mut self, model: &mut Model, batch: &Batch, rng: &mut StdRng) -> f64 {
+    /// One optimizer step on one batch; returns the batch's mean loss. A non-finite loss or
+    /// gradient changes nothing and is returned as an error.
+    pub fn train_step(
+        &mut self,
+        model: &mut Model,
+        batch: &Batch,
+        rng: &mut StdRng,
+    ) -> std::result::Result<f64, NonFiniteStep> {
         let fwd = model.forward(batch, true, rng);
         let mut graph = fwd.graph;
         let loss = graph.bce_with_logits(fwd.logits, &batch.labels);
         let loss_value = graph.value(loss).data[0] as f64;
+        NonFiniteStep::check("loss", loss_value)?;
         let mut grads = graph.backward(loss);
         let updates = std::mem::take(&mut graph.state_updates);
         let emb_grads = model.embedding_grads(batch, &fwd.emb_nodes, &mut grads);
         drop(graph);
 
         let lr = self.state.learning_rate;
-        self.apply_step(model, &grads.params, &emb_grads, &mut [], lr, 0.0);
+        self.apply_step(model, &grads.params, &emb_grads, &mut [], lr, 0.0)?;
         apply_state_updates(&mut model.params, &updates);
-        loss_value
+        Ok(loss_value)
     }
 
     /// One optimizer step from gradients of any loss: global-norm clipping over everything,
     /// dense and row-wise embedding updates, and `extra` tables outside the model (e.g. MAP's
     /// output embeddings, updated sparsely like the model's). `weight_decay` > 0 adds
     /// decoupled (AdamW-style) decay on regularized dense weights and on the rows touched.
+    /// A non-finite gradient norm leaves every weight as it was and is returned as an error.
     pub fn apply_step(
         &mut self,
         model: &mut Model,
@@ -324,7 +358,7 @@ impl Trainer {
         extra: &mut [(&mut EmbeddingTable, &RowGrads)],
         lr: f32,
         weight_decay: f32,
-    ) {
+    ) -> std::result::Result<(), NonFiniteStep> {
         let net_l2 = model.common.net_regularizer;
         let extra_opt = EmbeddingOptimizer {
             kind: model.common.optimizer,
@@ -344,6 +378,7 @@ impl Trainer {
         for (t, g) in extra.iter() {
             norm_sq += t.grad_norm_sq(g, &extra_opt);
         }
+        NonFiniteStep::check("gradient norm", norm_sq)?;
         let norm = norm_sq.sqrt() as f32;
         let scale = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
             self.cfg.max_grad_norm / (norm + 1e-6)
@@ -388,6 +423,12 @@ impl Trainer {
             }
         }
         self.state.step = step;
+        Ok(())
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.state.step
     }
 
     /// Trains with early stopping, writes the run directory, restores the best checkpoint and
@@ -439,7 +480,9 @@ impl Trainer {
             let t0 = Instant::now();
             let (mut loss_sum, mut samples) = (0.0, 0usize);
             for (i, b) in batches.enumerate() {
-                let l = self.train_step(model, &b, &mut rng);
+                let l = self
+                    .train_step(model, &b, &mut rng)
+                    .map_err(|e| e.at(epoch, self.state.step + 1))?;
                 loss_sum += l * b.size as f64;
                 samples += b.size;
                 obs.on_batch(i + 1, samples, loss_sum / samples as f64);
@@ -449,6 +492,10 @@ impl Trainer {
                 .valid
                 .as_ref()
                 .map(|v| evaluate(model, v, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
+            if let Some(v) = &valid {
+                NonFiniteStep::check("validation logloss", v.logloss)
+                    .map_err(|e| e.at(epoch, self.state.step))?;
+            }
             let log = EpochLog {
                 epoch,
                 learning_rate: self.state.learning_rate,

@@ -260,7 +260,9 @@ fn mfp_recovers_a_planted_co_occurrence() {
         hits as f64 / batch.size as f64
     };
     let before = accuracy(&pt, &model, 1);
-    let logs = pt.fit(&mut model, &ds.train, &mut |l| eprintln!("{l:?}"));
+    let logs = pt
+        .fit(&mut model, &ds.train, &mut |l| eprintln!("{l:?}"))
+        .expect("finite pretraining");
     assert!(logs.last().unwrap().loss < logs[0].loss, "{logs:?}");
     // b is recoverable from a (chance: 1/30); c is noise and stays near chance
     let (b, c) = (accuracy(&pt, &model, 1), accuracy(&pt, &model, 2));
@@ -280,7 +282,8 @@ fn rfd_detects_replacements_of_a_planted_field() {
     let cfg = PretrainConfig::from_config(&exp.model, Method::Rfd).unwrap();
     let tcfg = TrainConfig::from_config(&exp.model).unwrap();
     let mut pt = Pretrainer::new(cfg, tcfg, &mut model, &ds.feature_map, &ds.train).unwrap();
-    pt.fit(&mut model, &ds.train, &mut |_| {});
+    pt.fit(&mut model, &ds.train, &mut |_| {})
+        .expect("finite pretraining");
     let batch = BatchIter::sequential(&ds.train, 2000).next().unwrap();
     let (corrupted, labels) = pt.replace_fields(&batch, &mut StdRng::seed_from_u64(77));
     let (g, _, logits, _) = pt.rfd_loss(&model, &corrupted, &labels, &mut StdRng::seed_from_u64(0));

@@ -120,11 +120,12 @@ fn checkpoint_round_trip_and_corruption_is_refused() {
         "metrics.json",
         "curve.svg",
         "report.json",
-        "model.json",
         "last.safetensors",
     ] {
         assert!(run.join(f).exists(), "{f} missing");
     }
+    // a checkpoint is one file: nothing beside it to tear
+    assert!(!run.join("model.json").exists());
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3);
     assert!(std::fs::read_to_string(run.join("curve.svg"))
@@ -206,4 +207,169 @@ fn synthetic_log_learned_close_to_bayes_optimal() {
         deepfm > lr + 0.01,
         "pairwise terms are planted: DeepFM {deepfm} should beat LR {lr}"
     );
+}
+
+/// The bytes of a file.
+fn bytes(p: &std::path::Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn an_edited_vocabulary_or_a_foreign_tensor_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_dataset(dir.path());
+    let run = dir.path().join("run");
+    fit(dir.path(), "DeepFM_t", &run, 1, false);
+    let path = run.join("model.safetensors");
+    let original = bytes(&path);
+    // one byte of a vocabulary token in the header (`u11` → `x11`)
+    let at = original
+        .windows(3)
+        .position(|w| w == b"u11")
+        .expect("token in the header");
+    let mut edited = original.clone();
+    edited[at] = b'x';
+    std::fs::write(&path, &edited).unwrap();
+    let err = load_model(&run)
+        .err()
+        .expect("edited checkpoint loaded")
+        .to_string();
+    assert!(err.contains("checksum"), "{err}");
+    // DeepFM's tensors saved under LR's config: LR has no use for the factor table
+    std::fs::write(&path, &original).unwrap();
+    let lm = load_model(&run).unwrap();
+    let mut lr_cfg = lm.meta.model_config.clone();
+    lr_cfg.values.insert("model".into(), json!("LR"));
+    recforge_train::save_checkpoint(
+        &path,
+        &lm.model,
+        &lr_cfg,
+        &lm.meta.feature_map,
+        Default::default(),
+        None,
+        None,
+    )
+    .unwrap();
+    let err = load_model(&run)
+        .err()
+        .expect("foreign tensors loaded")
+        .to_string();
+    assert!(
+        err.contains("not used by model LR") && err.contains("emb1."),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_kill_at_any_point_of_a_checkpoint_write_leaves_a_resumable_run() {
+    use recforge_data::cache::WriteStage;
+    use recforge_train::checkpoint::save_checkpoint_hooked;
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_dataset(dir.path());
+    let (uninterrupted, _) = fit(dir.path(), "DeepFM_t", &dir.path().join("a"), 4, false);
+    // the checkpoint the killed write was writing: the state after epoch 3
+    let three = dir.path().join("three");
+    fit(dir.path(), "DeepFM_t", &three, 3, false);
+    let last3 = three.join("last.safetensors");
+    let meta = read_meta(&last3).unwrap();
+    let mut model = recforge_models::build(&meta.model_config, &meta.feature_map).unwrap();
+    let mut opt = recforge_nn::DenseOptimizer::new(model.common.optimizer, &model.params);
+    let meta = recforge_train::load_checkpoint(&last3, &mut model, Some(&mut opt)).unwrap();
+    for stage in WriteStage::ALL {
+        let run = dir.path().join(format!("killed-{stage:?}"));
+        fit(dir.path(), "DeepFM_t", &run, 2, false);
+        let killed = save_checkpoint_hooked(
+            &run.join("last.safetensors"),
+            &model,
+            &meta.model_config,
+            &meta.feature_map,
+            meta.metrics.clone(),
+            Some(&opt),
+            meta.resume.clone(),
+            &mut |s| {
+                if s == stage {
+                    Err(std::io::Error::other("killed"))
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert!(killed.is_err());
+        let (resumed, report) = fit(dir.path(), "DeepFM_t", &run, 4, true);
+        assert_eq!(report.epochs.len(), 4, "{stage:?}");
+        assert_eq!(
+            weights(&resumed),
+            weights(&uninterrupted),
+            "killed at {stage:?}: the resumed run differs"
+        );
+    }
+}
+
+#[test]
+fn a_non_finite_loss_or_gradient_stops_training_and_keeps_the_best_checkpoint() {
+    use rand::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_dataset(dir.path());
+    let run = dir.path().join("run");
+    fit(dir.path(), "DNN_t", &run, 1, false);
+    let best = bytes(&run.join("model.safetensors"));
+    let last = bytes(&run.join("last.safetensors"));
+    let (exp, ds) = common::load(dir.path(), "DNN_t");
+    let mut model = recforge_models::build(&exp.model, &ds.feature_map).unwrap();
+    let id = model.params.iter().next().map(|(id, _)| id).unwrap();
+    model.params.value_mut(id).data[0] = f32::NAN;
+    let mut trainer = Trainer::new(TrainConfig::from_config(&exp.model).unwrap(), &model);
+    let err = trainer
+        .fit(
+            &mut model,
+            &ds,
+            &exp.model,
+            &RunDir::create(&run).unwrap(),
+            false,
+            &mut Silent,
+        )
+        .err()
+        .expect("a NaN model trained")
+        .to_string();
+    assert!(
+        err.contains("epoch 1, step 1: ") && err.contains("is NaN"),
+        "{err}"
+    );
+    assert_eq!(bytes(&run.join("model.safetensors")), best);
+    assert_eq!(bytes(&run.join("last.safetensors")), last);
+
+    // a finite loss with a non-finite gradient: the step changes nothing
+    let mut model = recforge_models::build(&exp.model, &ds.feature_map).unwrap();
+    let before = weights(&model);
+    let mut trainer = Trainer::new(TrainConfig::from_config(&exp.model).unwrap(), &model);
+    let batch = recforge_data::BatchIter::sequential(&ds.train, 64)
+        .next()
+        .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let fwd = model.forward(&batch, true, &mut rng);
+    let mut graph = fwd.graph;
+    let loss = graph.bce_with_logits(fwd.logits, &batch.labels);
+    let mut grads = graph.backward(loss);
+    let emb_nodes = fwd.emb_nodes;
+    drop(graph);
+    let emb_grads = model.embedding_grads(&batch, &emb_nodes, &mut grads);
+    let mut dense = grads.params;
+    let poisoned = dense.iter_mut().flatten().next().unwrap();
+    poisoned.data[0] = f32::INFINITY;
+    let step = trainer.apply_step(&mut model, &dense, &emb_grads, &mut [], 0.01, 0.0);
+    assert_eq!(step.unwrap_err().what, "gradient norm");
+    assert_eq!(weights(&model), before);
+}
+
+#[test]
+fn a_run_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = RunDir::create(dir.path()).unwrap();
+    let err = RunDir::create(dir.path())
+        .err()
+        .expect("second lock")
+        .to_string();
+    assert!(err.contains("in use by another recforge process"), "{err}");
+    drop(first);
+    assert!(RunDir::create(dir.path()).is_ok());
 }

@@ -149,12 +149,15 @@ fn main() -> anyhow::Result<()> {
         let pool = batches(&sizes, 8, batch, 7);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for b in pool.iter().take(3) {
-            trainer.train_step(&mut model, b, &mut rng);
+            trainer
+                .train_step(&mut model, b, &mut rng)
+                .map_err(|e| e.at(0, 0))?;
         }
         let mut times: Vec<f64> = (0..steps)
             .map(|i| {
                 let t = Instant::now();
-                trainer.train_step(&mut model, &pool[i % pool.len()], &mut rng);
+                let finite = trainer.train_step(&mut model, &pool[i % pool.len()], &mut rng);
+                assert!(finite.is_ok(), "benchmark step {i}: {finite:?}");
                 t.elapsed().as_secs_f64()
             })
             .collect();
