@@ -323,9 +323,18 @@ fn serde_norway_value(v: &str) -> Result<serde_json::Value> {
         .or_else(|_| serde_json::from_str(&format!("\"{}\"", v.replace('"', "\\\""))))?)
 }
 
+/// Loads an experiment, applies `--set` overrides and checks the result before any work.
+fn load_checked(config: &Path, expid: &str, overrides: &[String]) -> Result<ExperimentConfig> {
+    let mut exp = load_experiment(config, expid)?;
+    apply_overrides(&mut exp, overrides)?;
+    for w in recforge_train::check_model_config(&exp.model)? {
+        eprintln!("warning: {w}");
+    }
+    Ok(exp)
+}
+
 fn train(a: TrainArgs) -> Result<TrainReport> {
-    let mut exp = load_experiment(&a.config, &a.expid)?;
-    apply_overrides(&mut exp, &a.overrides)?;
+    let exp = load_checked(&a.config, &a.expid, &a.overrides)?;
     let ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), a.rebuild_cache, &|m| {
         eprintln!("{m}")
     })?;
@@ -341,7 +350,10 @@ fn train(a: TrainArgs) -> Result<TrainReport> {
         ds.feature_map.num_fields()
     );
     let mut ds = ds;
-    let fraction = exp.model.f64_or("label_fraction", 1.0)?;
+    let fraction = exp.model.positive_f64_or("label_fraction", 1.0)?;
+    if fraction > 1.0 {
+        bail!("label_fraction {fraction} should be in (0, 1]");
+    }
     if fraction < 1.0 {
         // a low-label regime: the vocabularies stay those of the whole training split
         ds.train = ds.train.sample_fraction(fraction, 0);
@@ -402,8 +414,7 @@ fn train(a: TrainArgs) -> Result<TrainReport> {
 
 fn pretrain(a: PretrainArgs) -> Result<()> {
     use recforge_train::pretrain::{Method, PretrainConfig, Pretrainer};
-    let mut exp = load_experiment(&a.config, &a.expid)?;
-    apply_overrides(&mut exp, &a.overrides)?;
+    let exp = load_checked(&a.config, &a.expid, &a.overrides)?;
     let method = Method::parse(&a.method).context("--method is mfp or rfd")?;
     let mut ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), false, &|m| {
         eprintln!("{m}")

@@ -85,7 +85,7 @@ fn generate_train_predict_evaluate_agree() {
         .unwrap()
         .lines()
         .skip(1)
-        .map(|l| l.parse().unwrap())
+        .map(|l| l.split_once(',').unwrap().1.parse().unwrap())
         .collect();
     assert_eq!(scores.len(), labels.len());
     let auc = recforge_metrics_auc(&labels, &scores);

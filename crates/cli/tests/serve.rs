@@ -356,12 +356,14 @@ async fn reload_swaps_models_and_refuses_a_broken_one() {
     let first = train(d, "1");
     let second = train(d, "2");
     std::fs::write(d.join("token"), "s3cret\n").unwrap();
-    // a broken checkpoint: the tensors no longer match the sidecar's checksum
+    // a broken checkpoint: the tensors no longer match the checkpoint's checksum
     let broken = d.join("broken");
     std::fs::create_dir(&broken).unwrap();
-    for f in ["model.safetensors", "model.json"] {
-        std::fs::copy(second.join(f), broken.join(f)).unwrap();
-    }
+    std::fs::copy(
+        second.join("model.safetensors"),
+        broken.join("model.safetensors"),
+    )
+    .unwrap();
     let mut bytes = std::fs::read(broken.join("model.safetensors")).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;

@@ -253,8 +253,9 @@ fn a_text_field_trains_into_the_model_and_is_saved_with_it() {
     eprintln!("test AUC {test_auc}");
     assert!(test_auc > 0.75, "test AUC {test_auc}\n{err}");
     // the vocabulary holds the test-only text, so it has its own vector, not the OOV row
-    let side: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(d.path().join("run/model.json")).expect("sidecar"),
+    let side = serde_json::to_value(
+        recforge_train::checkpoint::read_meta(&d.path().join("run/model.safetensors"))
+            .expect("checkpoint metadata"),
     )
     .expect("json");
     let vocab = side["feature_map"]["vocabs"][1]["tokens"].to_string();

@@ -41,6 +41,7 @@ fn yes() -> bool {
 
 /// One entry of `feature_cols`, as written; a list of names expands into one field each.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawFeatureCol {
     pub name: OneOrMany,
     #[serde(default = "yes")]
@@ -72,6 +73,7 @@ pub struct RawFeatureCol {
 }
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct LabelCol {
     pub name: String,
     #[serde(default)]
@@ -79,6 +81,7 @@ pub struct LabelCol {
 }
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawDatasetConfig {
     #[serde(default)]
     pub data_root: Option<String>,
@@ -178,6 +181,31 @@ impl DatasetConfig {
                 Some("float" | "int" | "float32" | "int32" | "int64" | "float64")
             );
             let text = col.kind == "text";
+            let bad = |msg: String| {
+                DataError::config(
+                    source,
+                    format!(
+                        "dataset `{dataset_id}`, field {:?}: {msg}",
+                        col.name.names()
+                    ),
+                )
+            };
+            if col.embedding_dim == Some(0) {
+                return Err(bad("embedding_dim must be positive".into()));
+            }
+            if col.max_len == Some(0) {
+                return Err(bad("max_len must be positive".into()));
+            }
+            if col.splitter.as_deref() == Some("") {
+                return Err(bad("splitter must not be empty".into()));
+            }
+            if let Some(p) = col
+                .padding
+                .as_deref()
+                .filter(|p| !matches!(*p, "post" | "pre"))
+            {
+                return Err(bad(format!("padding `{p}` (post or pre)")));
+            }
             let kind = match col.kind.as_str() {
                 "categorical" | "text" => FieldKind::Categorical,
                 "numeric" => FieldKind::Numeric,
@@ -240,6 +268,27 @@ impl DatasetConfig {
                 source,
                 format!("dataset `{dataset_id}` has no active feature_cols"),
             ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &fields {
+            if !seen.insert(f.name.as_str()) {
+                return Err(DataError::config(
+                    source,
+                    format!(
+                        "dataset `{dataset_id}`: field `{}` is listed twice in feature_cols",
+                        f.name
+                    ),
+                ));
+            }
+            if f.name == raw.label_col.name {
+                return Err(DataError::config(
+                    source,
+                    format!(
+                        "dataset `{dataset_id}`: the label `{}` is also a feature",
+                        f.name
+                    ),
+                ));
+            }
         }
         for f in &fields {
             if let Some(s) = &f.share_embedding {
@@ -417,6 +466,74 @@ impl ModelConfig {
         }
     }
 
+    /// A positive, finite number (learning rates and the like).
+    pub fn positive_f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        let x = self.f64_or(key, default)?;
+        if x > 0.0 && x.is_finite() {
+            Ok(x)
+        } else {
+            Err(self.type_error(key, "a positive number", &Value::from(x)))
+        }
+    }
+
+    /// A non-negative, finite number (regularisation weights, norms).
+    pub fn non_negative_f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        let x = self.f64_or(key, default)?;
+        if x >= 0.0 && x.is_finite() {
+            Ok(x)
+        } else {
+            Err(self.type_error(key, "a non-negative number", &Value::from(x)))
+        }
+    }
+
+    /// A positive integer.
+    pub fn positive_usize_or(&self, key: &str, default: usize) -> Result<usize> {
+        match self.usize_or(key, default)? {
+            0 => Err(self.type_error(key, "a positive integer", &Value::from(0))),
+            n => Ok(n),
+        }
+    }
+
+    /// Refuses keys outside `known` (with the nearest known key as a suggestion); returns a
+    /// warning for each key of `ignored` present (keys a peer's config carries that do not
+    /// change what recforge does, e.g. FuxiCTR's `num_workers`).
+    pub fn check_keys(&self, known: &[&str], ignored: &[&str]) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        let mut unknown = Vec::new();
+        for key in self.values.keys() {
+            if known.contains(&key.as_str()) {
+                continue;
+            }
+            if ignored.contains(&key.as_str()) {
+                if self.get(key).is_some() {
+                    warnings.push(format!(
+                        "model config `{}`: `{key}` is not used by recforge (ignored)",
+                        self.expid
+                    ));
+                }
+                continue;
+            }
+            let nearest = known
+                .iter()
+                .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+                .min()
+                .filter(|(d, k)| *d <= 2.max(k.len() / 4));
+            unknown.push(match nearest {
+                Some((_, k)) => format!("`{key}` (did you mean `{k}`?)"),
+                None => format!("`{key}`"),
+            });
+        }
+        if unknown.is_empty() {
+            return Ok(warnings);
+        }
+        Err(DataError::Other(format!(
+            "model config `{}`: unknown key{} {}",
+            self.expid,
+            if unknown.len() > 1 { "s" } else { "" },
+            unknown.join(", ")
+        )))
+    }
+
     fn type_error(&self, key: &str, want: &str, got: &Value) -> DataError {
         DataError::Other(format!(
             "model config `{}`: `{key}` should be {want}, got {got}",
@@ -461,7 +578,16 @@ fn read_yaml_maps(dir: &Path, stem: &str) -> Result<Vec<(PathBuf, Map<String, Va
         .into_iter()
         .map(|f| {
             let text = std::fs::read_to_string(&f).map_err(|e| DataError::io(&f, e))?;
-            let v: Value = serde_norway::from_str(&text)
+            let yaml: serde_norway::Value = serde_norway::from_str(&text)
+                .map_err(|e| DataError::config(&f, format!("invalid YAML: {e}")))?;
+            // JSON has no NaN or infinity: they would silently become null (the default)
+            if let Some(at) = non_finite_at(&yaml, "") {
+                return Err(DataError::config(
+                    &f,
+                    format!("`{at}` is not a finite number"),
+                ));
+            }
+            let v: Value = serde_json::to_value(&yaml)
                 .map_err(|e| DataError::config(&f, format!("invalid YAML: {e}")))?;
             match v {
                 Value::Object(m) => Ok((f, m)),
@@ -473,6 +599,32 @@ fn read_yaml_maps(dir: &Path, stem: &str) -> Result<Vec<(PathBuf, Map<String, Va
             }
         })
         .collect()
+}
+
+/// The key path of the first non-finite number in a YAML value.
+fn non_finite_at(v: &serde_norway::Value, path: &str) -> Option<String> {
+    use serde_norway::Value as Y;
+    match v {
+        Y::Number(n) if n.as_f64().is_some_and(|x| !x.is_finite()) => Some(path.to_string()),
+        Y::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| non_finite_at(x, &format!("{path}[{i}]"))),
+        Y::Mapping(m) => m.iter().find_map(|(k, x)| {
+            let key = match k {
+                Y::String(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            let p = if path.is_empty() {
+                key
+            } else {
+                format!("{path}.{key}")
+            };
+            non_finite_at(x, &p)
+        }),
+        Y::Tagged(t) => non_finite_at(&t.value, path),
+        _ => None,
+    }
 }
 
 pub fn load_dataset_config(dir: &Path, dataset_id: &str) -> Result<DatasetConfig> {

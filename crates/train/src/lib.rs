@@ -17,7 +17,8 @@ pub mod trainer;
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
 pub use run::{EpochLog, RunDir};
 pub use trainer::{
-    evaluate, EvalMetrics, Monitor, NonFiniteStep, TrainConfig, TrainObserver, TrainReport, Trainer,
+    check_model_config, evaluate, EvalMetrics, Monitor, NonFiniteStep, TrainConfig, TrainObserver,
+    TrainReport, Trainer,
 };
 
 #[derive(Debug, thiserror::Error)]

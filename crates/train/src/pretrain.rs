@@ -52,6 +52,17 @@ impl Method {
     }
 }
 
+/// Model-config keys pretraining reads.
+pub const PRETRAIN_KEYS: &[&str] = &[
+    "pt_epochs",
+    "pt_learning_rate",
+    "pt_lr_schedule",
+    "pt_weight_decay",
+    "pt_mask_ratio",
+    "pt_neg_num",
+    "pt_proj_size",
+];
+
 /// Pretraining hyper-parameters, read from the model config (`pt_*` keys, MAP's defaults).
 #[derive(Clone, Debug)]
 pub struct PretrainConfig {
@@ -80,7 +91,7 @@ impl PretrainConfig {
             method,
             epochs: cfg.usize_or("pt_epochs", 10).map_err(e)?,
             batch_size: cfg.usize_or("batch_size", 4096).map_err(e)?.max(1),
-            learning_rate: cfg.f64_or("pt_learning_rate", 1e-3).map_err(e)? as f32,
+            learning_rate: cfg.positive_f64_or("pt_learning_rate", 1e-3).map_err(e)? as f32,
             cosine: match cfg.str_or("pt_lr_schedule", "cosine").as_str() {
                 "cosine" => true,
                 "constant" => false,
@@ -90,7 +101,9 @@ impl PretrainConfig {
                     )))
                 }
             },
-            weight_decay: cfg.f64_or("pt_weight_decay", 0.05).map_err(e)? as f32,
+            weight_decay: cfg
+                .non_negative_f64_or("pt_weight_decay", 0.05)
+                .map_err(e)? as f32,
             mask_ratio: cfg.f64_or("pt_mask_ratio", 0.3).map_err(e)? as f32,
             negatives: cfg.usize_or("pt_neg_num", 25).map_err(e)?,
             proj_size: cfg.usize_or("pt_proj_size", 32).map_err(e)?,

@@ -27,8 +27,13 @@ impl Monitor {
             Some(Value::String(s)) => vec![(s.clone(), 1.0)],
             Some(Value::Object(m)) => m
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(1.0)))
-                .collect(),
+                .map(|(k, v)| match v.as_f64() {
+                    Some(w) => Ok((k.clone(), w)),
+                    None => Err(TrainError::Config(format!(
+                        "monitor: the weight of `{k}` should be a number, got {v}"
+                    ))),
+                })
+                .collect::<Result<_>>()?,
             Some(v) => {
                 return Err(TrainError::Config(format!(
                     "monitor should be a metric name or a mapping of metric to weight, got {v}"
@@ -111,34 +116,151 @@ impl TrainConfig {
                 )))
             }
         };
-        let batch_size = cfg.usize_or("batch_size", 4096).map_err(e)?;
-        if batch_size == 0 {
-            return Err(TrainError::Config("batch_size must be positive".into()));
+        let batch_size = cfg.positive_usize_or("batch_size", 4096).map_err(e)?;
+        // CTR models train binary cross-entropy on click labels; say so rather than ignore it
+        for (key, accepted) in [
+            ("loss", &["binary_crossentropy", "bce"][..]),
+            ("task", &["binary_classification"][..]),
+        ] {
+            if let Some(v) = cfg.get(key) {
+                let name = v.as_str().unwrap_or_default();
+                if !accepted.contains(&name) {
+                    return Err(TrainError::Config(format!(
+                        "{key} {v} is not supported by CTR models ({})",
+                        accepted.join(", ")
+                    )));
+                }
+            }
+        }
+        if let Some(v) = cfg.get("metrics") {
+            let names: Vec<&str> = match v {
+                Value::Array(a) => a.iter().map(|m| m.as_str().unwrap_or("?")).collect(),
+                Value::String(s) => vec![s.as_str()],
+                _ => vec!["?"],
+            };
+            if let Some(bad) = names
+                .iter()
+                .find(|m| !matches!(**m, "AUC" | "logloss" | "gAUC"))
+            {
+                return Err(TrainError::Config(format!(
+                    "metrics: `{bad}` is not a CTR metric (AUC, logloss, gAUC)"
+                )));
+            }
+        }
+        let learning_rate = cfg.positive_f64_or("learning_rate", 1e-3).map_err(e)? as f32;
+        if !learning_rate.is_normal() {
+            return Err(TrainError::Config(format!(
+                "learning_rate {:e} does not fit a 32-bit float",
+                cfg.f64_or("learning_rate", 1e-3).map_err(e)?
+            )));
         }
         Ok(TrainConfig {
-            epochs: cfg.usize_or("epochs", 100).map_err(e)?,
+            epochs: cfg.positive_usize_or("epochs", 100).map_err(e)?,
             batch_size,
-            learning_rate: cfg.f64_or("learning_rate", 1e-3).map_err(e)? as f32,
+            learning_rate,
             patience: cfg.usize_or("early_stop_patience", 2).map_err(e)?,
             monitor: Monitor::from_config(cfg)?,
             shuffle: cfg.bool_or("shuffle", true).map_err(e)?,
             seed: cfg.usize_or("seed", 2024).map_err(e)? as u64,
-            max_grad_norm: cfg.f64_or("max_gradient_norm", 10.0).map_err(e)? as f32,
+            max_grad_norm: cfg
+                .non_negative_f64_or("max_gradient_norm", 10.0)
+                .map_err(e)? as f32,
             reduce_lr_on_plateau: cfg.bool_or("reduce_lr_on_plateau", true).map_err(e)?,
             embedding_update: update,
             dense_max_values: cfg
                 .usize_or("dense_embedding_max_values", 1 << 18)
                 .map_err(e)?,
-            shuffle_block_rows: cfg
-                .get("shuffle_block_rows")
-                .and_then(|v| v.as_u64())
-                .map(|v| v as usize),
-            group_id: cfg
-                .get("group_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
+            shuffle_block_rows: match cfg.get("shuffle_block_rows") {
+                None => None,
+                Some(_) => Some(cfg.usize_or("shuffle_block_rows", 0).map_err(e)?),
+            },
+            group_id: match cfg.get("group_id") {
+                None => None,
+                Some(Value::String(g)) => Some(g.clone()),
+                Some(v) => {
+                    return Err(TrainError::Config(format!(
+                        "group_id should be a field name, got {v}"
+                    )))
+                }
+            },
         })
     }
+
+    /// Checks what needs the dataset: the `group_id` field exists.
+    pub fn check_against(&self, fmap: &FeatureMap) -> Result<()> {
+        if let Some(g) = &self.group_id {
+            if fmap.field_index(g).is_none() {
+                let names: Vec<&str> = fmap.fields.iter().map(|f| f.spec.name.as_str()).collect();
+                return Err(TrainError::Config(format!(
+                    "group_id `{g}` is not a field of the dataset ({})",
+                    names.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Model-config keys the training loop reads.
+pub const TRAIN_KEYS: &[&str] = &[
+    "dataset_id",
+    "model_root",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "early_stop_patience",
+    "monitor",
+    "monitor_mode",
+    "shuffle",
+    "max_gradient_norm",
+    "reduce_lr_on_plateau",
+    "embedding_update",
+    "dense_embedding_max_values",
+    "shuffle_block_rows",
+    "group_id",
+    "loss",
+    "task",
+    "metrics",
+    "label_fraction",
+];
+
+/// Keys of FuxiCTR's `Base` and run settings that change nothing recforge computes: accepted
+/// with a warning, so FuxiCTR's own configs run as they are.
+pub const FUXICTR_IGNORED_KEYS: &[&str] = &[
+    "num_workers",
+    "verbose",
+    "pickle_feature_encoder",
+    "save_best_only",
+    "eval_steps",
+    "debug_mode",
+    "use_features",
+    "feature_specs",
+    "feature_config",
+    "gpu",
+];
+
+/// Checks a model config before anything runs: a model recforge has, only keys something
+/// reads (unknown keys are errors, with the nearest known key suggested), every value valid.
+/// Returns warnings for FuxiCTR keys that are accepted but unused.
+pub fn check_model_config(cfg: &ModelConfig) -> Result<Vec<String>> {
+    let name = cfg.str_or("model", "");
+    let model_keys = recforge_models::ctr::model_keys(&name).ok_or_else(|| {
+        TrainError::Config(format!(
+            "unknown model `{name}` (known: {})",
+            recforge_models::ctr::MODEL_NAMES.join(", ")
+        ))
+    })?;
+    let known: Vec<&str> = [
+        recforge_models::ctr::COMMON_KEYS,
+        model_keys,
+        TRAIN_KEYS,
+        crate::pretrain::PRETRAIN_KEYS,
+    ]
+    .concat();
+    let warnings = cfg.check_keys(&known, FUXICTR_IGNORED_KEYS)?;
+    TrainConfig::from_config(cfg)?;
+    crate::pretrain::PretrainConfig::from_config(cfg, crate::pretrain::Method::Mfp)?;
+    Ok(warnings)
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -443,6 +565,7 @@ impl Trainer {
         obs: &mut dyn TrainObserver,
     ) -> Result<TrainReport> {
         let fmap = &ds.feature_map;
+        self.cfg.check_against(fmap)?;
         if resume && run.last_checkpoint().exists() {
             let meta = load_checkpoint(&run.last_checkpoint(), model, Some(&mut self.opt))?;
             let st = meta.resume.ok_or_else(|| TrainError::Checkpoint {

@@ -31,6 +31,20 @@ pub struct Dcnv2 {
     out: Linear,
 }
 
+/// The model-config keys DCNv2 reads.
+pub(crate) const KEYS: &[&str] = &[
+    "model_structure",
+    "num_cross_layers",
+    "use_low_rank_mixture",
+    "low_rank",
+    "num_experts",
+    "stacked_dnn_hidden_units",
+    "parallel_dnn_hidden_units",
+    "dnn_activations",
+    "net_dropout",
+    "batch_norm",
+];
+
 impl Dcnv2 {
     pub fn new(
         cfg: &ModelConfig,

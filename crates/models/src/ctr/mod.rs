@@ -68,12 +68,16 @@ impl CommonConfig {
             msg: e.to_string(),
         };
         // LR and FM take one `regularizer` for both, as FuxiCTR's do
-        let shared = cfg.f64_or("regularizer", 0.0).map_err(err)?;
+        let shared = cfg.non_negative_f64_or("regularizer", 0.0).map_err(err)?;
         let opt_name = cfg.str_or("optimizer", "adam");
         Ok(CommonConfig {
-            embedding_dim: cfg.usize_or("embedding_dim", 10).map_err(err)?,
-            embedding_regularizer: cfg.f64_or("embedding_regularizer", shared).map_err(err)? as f32,
-            net_regularizer: cfg.f64_or("net_regularizer", shared).map_err(err)? as f32,
+            embedding_dim: cfg.positive_usize_or("embedding_dim", 10).map_err(err)?,
+            embedding_regularizer: cfg
+                .non_negative_f64_or("embedding_regularizer", shared)
+                .map_err(err)? as f32,
+            net_regularizer: cfg
+                .non_negative_f64_or("net_regularizer", shared)
+                .map_err(err)? as f32,
             optimizer: OptimizerKind::parse(&opt_name).ok_or_else(|| ModelError::Config {
                 expid: cfg.expid.clone(),
                 msg: format!("unknown optimizer `{opt_name}` (adam, adagrad, sgd)"),
@@ -98,6 +102,11 @@ pub(crate) fn mlp_config(
     let hidden = cfg
         .usize_list_or(units_key, default_units)
         .map_err(|e| err(e.to_string()))?;
+    if hidden.contains(&0) {
+        return Err(err(format!(
+            "`{units_key}`: every layer needs at least one unit, got {hidden:?}"
+        )));
+    }
     let activations = Activation::parse_per_layer(cfg.get(act_key), hidden.len())
         .map_err(|m| err(format!("`{act_key}`: {m}")))?;
     let dropout = cfg
@@ -135,6 +144,34 @@ pub struct Forward<'a> {
 
 /// The model names `build` knows, as FuxiCTR spells them.
 pub const MODEL_NAMES: &[&str] = &["LR", "FM", "DNN", "DeepFM", "DCNv2"];
+
+/// Model-config keys every model reads ([`CommonConfig`]).
+pub const COMMON_KEYS: &[&str] = &[
+    "model",
+    "embedding_dim",
+    "embedding_regularizer",
+    "net_regularizer",
+    "regularizer",
+    "optimizer",
+    "seed",
+];
+
+const MLP_KEYS: &[&str] = &[
+    "hidden_units",
+    "hidden_activations",
+    "net_dropout",
+    "batch_norm",
+];
+
+/// The model-config keys model `name` reads besides [`COMMON_KEYS`] (`None`: no such model).
+pub fn model_keys(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "LR" | "FM" => &[],
+        "DNN" | "DeepFM" => MLP_KEYS,
+        "DCNv2" => dcnv2::KEYS,
+        _ => return None,
+    })
+}
 
 /// Builds the model a config names, with parameters drawn from its `seed`.
 pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
