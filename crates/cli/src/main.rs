@@ -20,7 +20,8 @@ mod text_cmd;
 #[command(
     name = "recforge",
     version,
-    about = "Recommender-systems engine: CTR models (LR, FM, DNN, DeepFM, DCNv2) trained from FuxiCTR-style configs"
+    about = "Recommender-systems engine: CTR models (LR, FM, DNN, DeepFM, DCNv2) trained from \
+        FuxiCTR-style configs"
 )]
 struct Cli {
     /// Worker threads for the numeric kernels (default: all cores).
@@ -382,7 +383,12 @@ fn train(a: TrainArgs) -> Result<TrainReport> {
             .join(&exp.expid)
     });
     let run = RunDir::create(&run_dir)?;
-    run.write_json("config.json", &serde_json::json!({"expid": exp.expid, "model": exp.model.values, "dataset": exp.dataset.raw}))?;
+    let resolved = serde_json::json!({
+        "expid": exp.expid,
+        "model": exp.model.values,
+        "dataset": exp.dataset.raw,
+    });
+    run.write_json("config.json", &resolved)?;
     eprintln!(
         "model {} ({} parameters), run directory {}",
         model.name,
@@ -436,7 +442,8 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
     };
     let mut pt = Pretrainer::new(pcfg.clone(), tcfg, &mut model, &ds.feature_map, &ds.train)?;
     eprintln!(
-        "{} pretraining of {} on {} rows: {} epochs, mask ratio {}, {} negatives, lr {} ({}), weight decay {}",
+        "{} pretraining of {} on {} rows: {} epochs, mask ratio {}, {} negatives, lr {} ({}), \
+            weight decay {}",
         method.name(),
         model.name,
         ds.train.rows,
@@ -613,7 +620,8 @@ fn data(cmd: DataCommand) -> Result<()> {
             let info = synthetic::generate(&spec, &g.out, &|n| bar.set_position(n as u64))?;
             bar.finish_and_clear();
             println!(
-                "wrote {} / {} / {} rows to {} (click rate {:.3}); Bayes-optimal test AUC {:.6}, logloss {:.6}",
+                "wrote {} / {} / {} rows to {} (click rate {:.3}); Bayes-optimal test AUC {:.6}, \
+                    logloss {:.6}",
                 info.train_rows,
                 info.valid_rows,
                 info.test_rows,

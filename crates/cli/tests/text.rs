@@ -19,7 +19,8 @@ fn embed_writes_one_vector_per_row_and_caches_repeated_texts() {
     let model = tiny_model(d.path());
     std::fs::write(
         d.path().join("items.jsonl"),
-        "{\"id\": 1, \"text\": \"the red car\"}\n{\"id\": 2, \"text\": \"a bird flew home\"}\n{\"id\": 3, \"text\": \"the red car\"}\n",
+        "{\"id\": 1, \"text\": \"the red car\"}\n{\"id\": 2, \"text\": \"a bird flew home\"}\
+            \n{\"id\": 3, \"text\": \"the red car\"}\n",
     )
     .expect("write");
     let args = [
@@ -125,7 +126,8 @@ fn search_finds_the_stored_text_itself_first() {
     let model = tiny_model(d.path());
     std::fs::write(
         d.path().join("corpus.csv"),
-        "id,text\nt1,the red car drove fast\nt2,a bird flew home\nt3,the cat sat on the mat\nt4,a slow blue dog\n",
+        "id,text\nt1,the red car drove fast\nt2,a bird flew home\nt3,the cat sat on the mat\nt4,a \
+            slow blue dog\n",
     )
     .expect("write");
     let args = [
@@ -211,12 +213,18 @@ fn write_text_ctr(d: &Path) {
     std::fs::create_dir_all(d.join("cfg")).expect("mkdir");
     std::fs::write(
         d.join("cfg/dataset_config.yaml"),
-        "texty:\n  data_root: ./processed/\n  data_format: csv\n  train_data: ./data/train.csv\n  valid_data: ./data/valid.csv\n  test_data: ./data/test.csv\n  feature_cols:\n    - {name: user, active: true, dtype: str, type: categorical}\n    - {name: item_text, active: true, dtype: str, type: text, text_model: ./tiny-model}\n  label_col: {name: label, dtype: float}\n",
+        "texty:\n  data_root: ./processed/\n  data_format: csv\n  train_data: ./data/train.csv\n  \
+            valid_data: ./data/valid.csv\n  test_data: ./data/test.csv\n  feature_cols:\n    - \
+            {name: user, active: true, dtype: str, type: categorical}\n    - {name: item_text, \
+            active: true, dtype: str, type: text, text_model: ./tiny-model}\n  label_col: {name: \
+            label, dtype: float}\n",
     )
     .expect("write");
     std::fs::write(
         d.join("cfg/model_config.yaml"),
-        "DeepFM_text:\n  model: DeepFM\n  dataset_id: texty\n  optimizer: adam\n  learning_rate: 0.01\n  epochs: 8\n  seed: 1\n  embedding_dim: 4\n  hidden_units: [16]\n  batch_size: 256\n  monitor: AUC\n",
+        "DeepFM_text:\n  model: DeepFM\n  dataset_id: texty\n  optimizer: adam\n  learning_rate: \
+            0.01\n  epochs: 8\n  seed: 1\n  embedding_dim: 4\n  hidden_units: [16]\n  batch_size: \
+            256\n  monitor: AUC\n",
     )
     .expect("write");
 }

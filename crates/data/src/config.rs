@@ -223,7 +223,8 @@ impl DatasetConfig {
                     return Err(DataError::config(
                         source,
                         format!(
-                        "feature type `{other}` is not supported (categorical, numeric, sequence, text)"
+                        "feature type `{other}` is not supported (categorical, numeric, sequence, \
+                            text)"
                     ),
                     ))
                 }
@@ -324,7 +325,15 @@ impl DatasetConfig {
             "tsv" | "txt" => DataFormat::Tsv,
             "libsvm" | "libfm" | "svm" => DataFormat::Libsvm,
             "parquet" | "pq" => DataFormat::Parquet,
-            other => return Err(DataError::format(path, format!("cannot tell the format from the extension `{other}` (csv, tsv, libsvm, libfm, parquet)"))),
+            other => {
+                return Err(DataError::format(
+                    path,
+                    format!(
+                        "cannot tell the format from the \
+                extension `{other}` (csv, tsv, libsvm, libfm, parquet)"
+                    ),
+                ))
+            }
         };
         let raw = RawDatasetConfig {
             data_root: None,
@@ -725,7 +734,9 @@ criteo_s:
         .unwrap();
         std::fs::write(
             dir.path().join("model_config.yaml"),
-            "Base: {model_root: ./checkpoints/, early_stop_patience: 2}\nDeepFM_c:\n  model: DeepFM\n  dataset_id: criteo_s\n  hidden_units: [400, 400]\n  early_stop_patience: 3\n",
+            "Base: {model_root: ./checkpoints/, early_stop_patience: 2}\nDeepFM_c:\n  model: \
+                DeepFM\n  dataset_id: criteo_s\n  hidden_units: [400, 400]\n  \
+                early_stop_patience: 3\n",
         )
         .unwrap();
         let e = load_experiment(dir.path(), "DeepFM_c").unwrap();

@@ -252,16 +252,26 @@ fn write_configs(spec: &SyntheticSpec, out: &Path) -> Result<()> {
         .collect();
     let p = |f: &str| out.join(f).display().to_string();
     let dataset = format!(
-        "synthetic:\n    data_root: {}\n    data_format: csv\n    train_data: {}\n    valid_data: {}\n    test_data: {}\n    min_categr_count: 1\n    feature_cols:\n        - {{name: [{}], active: True, dtype: str, type: categorical}}\n    label_col: {{name: label, dtype: float}}\n",
+        "synthetic:\n    data_root: {}\n    data_format: csv\n    train_data: {}\n    valid_data: \
+            {}\n    test_data: {}\n    min_categr_count: 1\n    feature_cols:\n        - {{name: \
+            [{}], active: True, dtype: str, type: categorical}}\n    label_col: {{name: label, \
+            dtype: float}}\n",
         p("processed"),
         p("train.csv"),
         p("valid.csv"),
         p("test.csv"),
         names.join(", ")
     );
-    let common = "  dataset_id: synthetic\n  loss: binary_crossentropy\n  metrics: [logloss, AUC]\n  optimizer: adam\n  learning_rate: 0.001\n  epochs: 5\n  shuffle: true\n  seed: 2024\n  monitor: AUC\n  monitor_mode: max\n  early_stop_patience: 2\n  batch_size: 4096\n  embedding_dim: 16\n";
+    let common = "  dataset_id: synthetic\n  loss: binary_crossentropy\n  metrics: [logloss, AUC]\
+        \n  optimizer: adam\n  learning_rate: 0.001\n  epochs: 5\n  shuffle: true\n  seed: 2024\
+        \n  monitor: AUC\n  monitor_mode: max\n  early_stop_patience: 2\n  batch_size: 4096\n  \
+        embedding_dim: 16\n";
     let model = format!(
-        "Base: {{model_root: {}}}\nLR_synthetic:\n  model: LR\n{common}DeepFM_synthetic:\n  model: DeepFM\n{common}  hidden_units: [400, 400, 400]\n  hidden_activations: relu\n  net_dropout: 0\n  batch_norm: false\nDCNv2_synthetic:\n  model: DCNv2\n{common}  model_structure: parallel\n  num_cross_layers: 3\n  parallel_dnn_hidden_units: [400, 400, 400]\n  dnn_activations: relu\n  net_dropout: 0\n  batch_norm: false\n",
+        "Base: {{model_root: {}}}\nLR_synthetic:\n  model: LR\n{common}DeepFM_synthetic:\n  \
+            model: DeepFM\n{common}  hidden_units: [400, 400, 400]\n  hidden_activations: relu\n  \
+            net_dropout: 0\n  batch_norm: false\nDCNv2_synthetic:\n  model: DCNv2\n{common}  \
+            model_structure: parallel\n  num_cross_layers: 3\n  parallel_dnn_hidden_units: [400, \
+            400, 400]\n  dnn_activations: relu\n  net_dropout: 0\n  batch_norm: false\n",
         p("checkpoints")
     );
     crate::cache::write_atomic(&out.join("dataset_config.yaml"), dataset.as_bytes())?;

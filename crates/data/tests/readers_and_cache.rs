@@ -10,7 +10,9 @@ fn write_config(dir: &Path, format: &str, ext: &str, cols: &str, extra: &str) {
     std::fs::write(
         dir.join("dataset_config.yaml"),
         format!(
-            "d:\n  data_root: {}\n  data_format: {format}\n  train_data: {}\n  valid_data: {}\n  min_categr_count: 1\n{extra}  feature_cols:\n{cols}  label_col: {{name: label, dtype: float}}\n",
+            "d:\n  data_root: {}\n  data_format: {format}\n  train_data: {}\n  valid_data: {}\n  \
+                min_categr_count: 1\n{extra}  feature_cols:\n{cols}  label_col: {{name: label, \
+                dtype: float}}\n",
             dir.join("processed").display(),
             p("train"),
             p("valid")
@@ -43,7 +45,9 @@ fn criteo_raw_tsv_without_header_buckets_numbers_and_maps_na_to_oov() {
         dir.path(),
         "tsv",
         "tsv",
-        "    - {name: [I1, I2], active: true, dtype: float, type: categorical, preprocess: convert_to_bucket, fill_na: 0}\n    - {name: C1, active: true, dtype: str, type: categorical, fill_na: \"\"}\n",
+        "    - {name: [I1, I2], active: true, dtype: float, type: categorical, preprocess: \
+            convert_to_bucket, fill_na: 0}\n    - {name: C1, active: true, dtype: str, type: \
+            categorical, fill_na: \"\"}\n",
         "",
     );
     let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
@@ -55,8 +59,9 @@ fn criteo_raw_tsv_without_header_buckets_numbers_and_maps_na_to_oov() {
     assert_eq!(fm.vocab_of(2).tokens, ["ab", "cd"]);
     let oov = |f: usize| fm.vocab_of(f).oov();
     assert_eq!(&ds.train.row(1)[1..], &[oov(0), 1, 1]); // I1=0 is the fill_na token → OOV
-    assert_eq!(&ds.train.row(2)[1..], &[2, 1, oov(2)]); // empty C1 → OOV
-                                                        // valid: 1000 → floor(ln(1000)^2)=47 unseen → OOV; 7 → 3 unseen → OOV; zz unseen → OOV
+                                                        // empty C1 → OOV
+    assert_eq!(&ds.train.row(2)[1..], &[2, 1, oov(2)]);
+    // valid: 1000 → floor(ln(1000)^2) = 47 unseen → OOV; 7 → 3 unseen → OOV; zz unseen → OOV
     assert_eq!(
         &ds.valid.as_ref().unwrap().row(0)[1..],
         &[oov(0), oov(1), oov(2)]
@@ -100,7 +105,9 @@ fn sequences_are_padded_truncated_and_share_vocabularies() {
         dir.path(),
         "csv",
         "csv",
-        "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: hist, active: true, dtype: str, type: sequence, splitter: ^, max_len: 3, share_embedding: item}\n",
+        "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: hist, \
+            active: true, dtype: str, type: sequence, splitter: ^, max_len: 3, share_embedding: \
+            item}\n",
         "",
     );
     let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
@@ -131,7 +138,8 @@ fn malformed_rows_name_file_line_and_field_or_are_skipped() {
         dir.path(),
         "csv",
         "csv",
-        "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: price, active: true, dtype: float, type: numeric}\n",
+        "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: price, \
+            active: true, dtype: float, type: numeric}\n",
         "",
     );
     let err = prepare(dir.path(), OnBadRow::Error)
@@ -254,7 +262,8 @@ fn item_price_config(dir: &Path) {
         dir,
         "csv",
         "csv",
-        "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: price, active: true, dtype: float, type: numeric}\n",
+        "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: price, \
+            active: true, dtype: float, type: numeric}\n",
         "",
     );
 }

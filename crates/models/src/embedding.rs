@@ -57,7 +57,8 @@ impl FeatureEmbedding {
             let owner = f.vocab_owner;
             if dims[i] != dims[owner] {
                 return Err(format!(
-                    "field `{}` shares the embedding of `{}` but has embedding_dim {} instead of {}",
+                    "field `{}` shares the embedding of `{}` but has embedding_dim {} instead of \
+                        {}",
                     f.spec.name, fmap.fields[owner].spec.name, dims[i], dims[owner]
                 ));
             }

@@ -35,7 +35,10 @@ pub enum TrainError {
     },
     #[error("config: {0}")]
     Config(String),
-    #[error("epoch {epoch}, step {step}: {what}; training stopped, the best checkpoint is kept as it was")]
+    #[error(
+        "epoch {epoch}, step {step}: {what}; training stopped, the best checkpoint is kept as \
+        it was"
+    )]
     NonFinite {
         epoch: usize,
         step: u64,

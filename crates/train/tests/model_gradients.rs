@@ -67,7 +67,11 @@ fn every_model_gradient_matches_finite_differences() {
                         model.embeddings[ei].tables[ti].weight[idx] = orig;
                         let num = (up - down) / (2.0 * eps as f64);
                         let ana = rg.grads[k * rg.dim + d] as f64;
-                        assert!(close(ana, num), "{expid}: emb{ei} table {ti} row {row} dim {d}: analytic {ana} numeric {num}");
+                        assert!(
+                            close(ana, num),
+                            "{expid}: emb{ei} table {ti} row {row} dim {d}: \
+                            analytic {ana} numeric {num}"
+                        );
                     }
                 }
             }

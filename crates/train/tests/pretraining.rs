@@ -229,14 +229,21 @@ fn planted(dir: &std::path::Path, rows: usize) {
     std::fs::write(
         dir.join("dataset_config.yaml"),
         format!(
-            "planted:\n  data_root: {}\n  data_format: csv\n  train_data: {}\n  valid_data: {}\n  test_data: {}\n  feature_cols:\n    - {{name: [a, b, c], active: true, dtype: str, type: categorical}}\n  label_col: {{name: label, dtype: float}}\n",
-            p("processed"), p("train.csv"), p("valid.csv"), p("test.csv")
+            "planted:\n  data_root: {}\n  data_format: csv\n  train_data: {}\n  valid_data: {}\n  \
+                test_data: {}\n  feature_cols:\n    - {{name: [a, b, c], active: true, dtype: \
+                str, type: categorical}}\n  label_col: {{name: label, dtype: float}}\n",
+            p("processed"),
+            p("train.csv"),
+            p("valid.csv"),
+            p("test.csv")
         ),
     )
     .unwrap();
     std::fs::write(
         dir.join("model_config.yaml"),
-        "DNN_p:\n  model: DNN\n  dataset_id: planted\n  embedding_dim: 8\n  hidden_units: [64]\n  batch_size: 32\n  seed: 3\n  pt_epochs: 20\n  pt_learning_rate: 0.01\n  pt_mask_ratio: 0.34\n  pt_neg_num: 10\n  pt_proj_size: 16\n",
+        "DNN_p:\n  model: DNN\n  dataset_id: planted\n  embedding_dim: 8\n  hidden_units: [64]\n  \
+            batch_size: 32\n  seed: 3\n  pt_epochs: 20\n  pt_learning_rate: 0.01\n  \
+            pt_mask_ratio: 0.34\n  pt_neg_num: 10\n  pt_proj_size: 16\n",
     )
     .unwrap();
 }

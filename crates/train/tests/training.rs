@@ -328,8 +328,7 @@ fn a_non_finite_loss_or_gradient_stops_training_and_keeps_the_best_checkpoint() 
             false,
             &mut Silent,
         )
-        .err()
-        .expect("a NaN model trained")
+        .expect_err("a NaN model trained")
         .to_string();
     assert!(
         err.contains("epoch 1, step 1: ") && err.contains("is NaN"),

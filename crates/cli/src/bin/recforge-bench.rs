@@ -123,12 +123,28 @@ fn main() -> anyhow::Result<()> {
             let n: usize = get("--n", "256").parse()?;
             let texts: Vec<&str> = texts.iter().take(n).map(String::as_str).collect();
             return if cmd == "text-encode" {
-                text_encode(&enc, &texts, get("--batch", "32").parse()?, get("--reps", "5").parse()?)
+                text_encode(
+                    &enc,
+                    &texts,
+                    get("--batch", "32").parse()?,
+                    get("--reps", "5").parse()?,
+                )
             } else {
-                text_finetune(enc, &texts, get("--pairs", "16").parse()?, get("--steps", "10").parse()?)
+                text_finetune(
+                    enc,
+                    &texts,
+                    get("--pairs", "16").parse()?,
+                    get("--steps", "10").parse()?,
+                )
             };
         }
-        _ => anyhow::bail!("usage: recforge-bench vocab-scaling [--vocab 100000,1000000,10000000] [--model DeepFM] [--steps 20] [--batch 4096]\n       recforge-bench predict-latency --model DIR [--batch 500] [--seconds 20]\n       recforge-bench text-encode|text-finetune --texts FILE [--column text] [--model DIR] [--n 256] [--batch 32] [--reps 5] [--pairs 16] [--steps 10]"),
+        _ => anyhow::bail!(
+            "usage: recforge-bench vocab-scaling [--vocab 100000,1000000,10000000] \
+            [--model DeepFM] [--steps 20] [--batch 4096]\n       recforge-bench predict-latency \
+            --model DIR [--batch 500] [--seconds 20]\n       recforge-bench \
+            text-encode|text-finetune --texts FILE [--column text] [--model DIR] [--n 256] \
+            [--batch 32] [--reps 5] [--pairs 16] [--steps 10]"
+        ),
     }
     let model_name = get("--model", "DeepFM");
     let steps: usize = get("--steps", "20").parse()?;
@@ -137,12 +153,12 @@ fn main() -> anyhow::Result<()> {
         let total: usize = total.trim().parse()?;
         let sizes = SyntheticSpec::criteo_like(0, total).vocab_sizes;
         let fmap = feature_map(&sizes);
-        let cfg: serde_json::Map<String, serde_json::Value> = serde_json::from_value(
-            serde_json::json!({
+        let cfg: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_value(serde_json::json!({
                 "model": model_name, "embedding_dim": 16, "hidden_units": [400, 400, 400],
-                "parallel_dnn_hidden_units": [400, 400, 400], "num_cross_layers": 3, "batch_size": batch, "seed": 2024,
-            }),
-        )?;
+                "parallel_dnn_hidden_units": [400, 400, 400], "num_cross_layers": 3,
+                "batch_size": batch, "seed": 2024,
+            }))?;
         let cfg = ModelConfig::new("bench", cfg);
         let mut model = recforge_models::build(&cfg, &fmap)?;
         let mut trainer = Trainer::new(TrainConfig::from_config(&cfg)?, &model);
@@ -167,9 +183,14 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "model": model_name, "embedding_rows": sizes.iter().map(|s| s + 2).sum::<usize>(), "batch": batch,
-                "step_ms_median": ms(med), "step_ms_p10": ms(times[times.len() / 10]), "step_ms_p90": ms(times[times.len() * 9 / 10]),
-                "samples_per_sec": (batch as f64 / med).round(), "peak_rss_mb": peak_rss_mb().round(),
+                "model": model_name,
+                "embedding_rows": sizes.iter().map(|s| s + 2).sum::<usize>(),
+                "batch": batch,
+                "step_ms_median": ms(med),
+                "step_ms_p10": ms(times[times.len() / 10]),
+                "step_ms_p90": ms(times[times.len() * 9 / 10]),
+                "samples_per_sec": (batch as f64 / med).round(),
+                "peak_rss_mb": peak_rss_mb().round(),
             })
         );
     }
@@ -245,8 +266,9 @@ fn text_encode(
     let med = median(times);
     println!(
         "{}",
-        serde_json::json!({"engine": "recforge", "task": "encode", "sentences": texts.len(), "tokens": tokens,
-            "batch": batch, "sentences_per_sec": (texts.len() as f64 / med * 10.0).round() / 10.0,
+        serde_json::json!({"engine": "recforge", "task": "encode", "sentences": texts.len(),
+            "tokens": tokens, "batch": batch,
+            "sentences_per_sec": (texts.len() as f64 / med * 10.0).round() / 10.0,
             "peak_rss_mb": peak_rss_mb().round()})
     );
     Ok(())

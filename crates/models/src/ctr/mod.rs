@@ -188,7 +188,13 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
         .collect();
     let input_dim: usize = field_dims.iter().sum();
     if matches!(name.as_str(), "FM" | "DeepFM") && field_dims.iter().any(|&x| x != d) {
-        return Err(ModelError::Config { expid: cfg.expid.clone(), msg: format!("{name} takes inner products of field embeddings: every field needs embedding_dim {d}") });
+        return Err(ModelError::Config {
+            expid: cfg.expid.clone(),
+            msg: format!(
+                "{name} takes \
+            inner products of field embeddings: every field needs embedding_dim {d}"
+            ),
+        });
     }
     let net: Box<dyn CtrNet> = match name.as_str() {
         "LR" => Box::new(Lr::new(&mut params)),

@@ -26,7 +26,18 @@ pub fn tiny_dataset(dir: &Path) {
     std::fs::write(
         dir.join("dataset_config.yaml"),
         format!(
-            "tiny:\n  data_root: {}\n  data_format: csv\n  train_data: {}\n  valid_data: {}\n  test_data: {}\n  feature_cols:\n    - {{name: [user, item], active: true, dtype: str, type: categorical}}\n    - {{name: price, active: true, dtype: float, type: numeric}}\n    - {{name: tags, active: true, dtype: str, type: sequence, splitter: ^, max_len: 3}}\n    - {{name: prev_item, active: true, dtype: str, type: categorical, share_embedding: item}}\n  label_col: {{name: label, dtype: float}}\ntiny_mixed:\n  data_root: {}\n  data_format: csv\n  train_data: {}\n  valid_data: {}\n  test_data: {}\n  feature_cols:\n    - {{name: [user, item], active: true, dtype: str, type: categorical}}\n    - {{name: price, active: true, dtype: float, type: numeric, embedding_dim: 6}}\n    - {{name: tags, active: true, dtype: str, type: sequence, splitter: ^, max_len: 3, embedding_dim: 2}}\n  label_col: {{name: label, dtype: float}}\n",
+            "tiny:\n  data_root: {}\n  data_format: csv\n  train_data: {}\n  valid_data: {}\n  \
+                test_data: {}\n  feature_cols:\n    - {{name: [user, item], active: true, dtype: \
+                str, type: categorical}}\n    - {{name: price, active: true, dtype: float, type: \
+                numeric}}\n    - {{name: tags, active: true, dtype: str, type: sequence, \
+                splitter: ^, max_len: 3}}\n    - {{name: prev_item, active: true, dtype: str, \
+                type: categorical, share_embedding: item}}\n  label_col: {{name: label, dtype: \
+                float}}\ntiny_mixed:\n  data_root: {}\n  data_format: csv\n  train_data: {}\n  \
+                valid_data: {}\n  test_data: {}\n  feature_cols:\n    - {{name: [user, item], \
+                active: true, dtype: str, type: categorical}}\n    - {{name: price, active: true, \
+                dtype: float, type: numeric, embedding_dim: 6}}\n    - {{name: tags, active: \
+                true, dtype: str, type: sequence, splitter: ^, max_len: 3, embedding_dim: 2}}\n  \
+                label_col: {{name: label, dtype: float}}\n",
             p("processed"),
             p("train.csv"),
             p("valid.csv"),
@@ -38,11 +49,23 @@ pub fn tiny_dataset(dir: &Path) {
         ),
     )
     .unwrap();
-    let common = "  dataset_id: tiny\n  embedding_dim: 4\n  batch_size: 64\n  epochs: 3\n  learning_rate: 0.01\n  seed: 7\n";
+    let common = "  dataset_id: tiny\n  embedding_dim: 4\n  batch_size: 64\n  epochs: 3\n  \
+        learning_rate: 0.01\n  seed: 7\n";
     std::fs::write(
         dir.join("model_config.yaml"),
         format!(
-            "Base: {{model_root: {}}}\nLR_t:\n  model: LR\n{common}FM_t:\n  model: FM\n{common}DNN_t:\n  model: DNN\n{common}  hidden_units: [8, 6]\n  batch_norm: true\n  net_dropout: 0\nDeepFM_t:\n  model: DeepFM\n{common}  hidden_units: [8, 6]\n  hidden_activations: [relu, tanh]\n  batch_norm: true\n  net_dropout: 0.1\n  embedding_regularizer: 0.01\n  net_regularizer: 0.001\nDCNv2_t:\n  model: DCNv2\n{common}  model_structure: stacked_parallel\n  stacked_dnn_hidden_units: [8]\n  parallel_dnn_hidden_units: [8]\n  num_cross_layers: 2\nDNNmixed_t:\n  model: DNN\n  dataset_id: tiny_mixed\n  embedding_dim: 4\n  hidden_units: [8]\n  batch_size: 64\n  epochs: 3\n  seed: 7\nFMmixed_t:\n  model: FM\n  dataset_id: tiny_mixed\n  embedding_dim: 4\nDCNv2mix_t:\n  model: DCNv2\n{common}  model_structure: parallel\n  use_low_rank_mixture: true\n  low_rank: 3\n  num_experts: 2\n  parallel_dnn_hidden_units: [8]\n  num_cross_layers: 2\n",
+            "Base: {{model_root: {}}}\nLR_t:\n  model: LR\n{common}FM_t:\n  model: FM\
+                \n{common}DNN_t:\n  model: DNN\n{common}  hidden_units: [8, 6]\n  batch_norm: true\
+                \n  net_dropout: 0\nDeepFM_t:\n  model: DeepFM\n{common}  hidden_units: [8, 6]\n  \
+                hidden_activations: [relu, tanh]\n  batch_norm: true\n  net_dropout: 0.1\n  \
+                embedding_regularizer: 0.01\n  net_regularizer: 0.001\nDCNv2_t:\n  model: DCNv2\
+                \n{common}  model_structure: stacked_parallel\n  stacked_dnn_hidden_units: [8]\n  \
+                parallel_dnn_hidden_units: [8]\n  num_cross_layers: 2\nDNNmixed_t:\n  model: DNN\
+                \n  dataset_id: tiny_mixed\n  embedding_dim: 4\n  hidden_units: [8]\n  \
+                batch_size: 64\n  epochs: 3\n  seed: 7\nFMmixed_t:\n  model: FM\n  dataset_id: \
+                tiny_mixed\n  embedding_dim: 4\nDCNv2mix_t:\n  model: DCNv2\n{common}  \
+                model_structure: parallel\n  use_low_rank_mixture: true\n  low_rank: 3\n  \
+                num_experts: 2\n  parallel_dnn_hidden_units: [8]\n  num_cross_layers: 2\n",
             p("ckpt")
         ),
     )
