@@ -403,13 +403,48 @@ pub fn load_pretrained(
     Ok(loaded)
 }
 
+/// A checkpoint whose checksum has been verified: nothing is built from its metadata before.
+pub struct VerifiedCheckpoint {
+    pub meta: CheckpointMeta,
+    path: std::path::PathBuf,
+    map: memmap2::Mmap,
+}
+
+impl VerifiedCheckpoint {
+    pub fn open(path: &Path) -> Result<Self> {
+        let (meta, map) = open_verified(path)?;
+        Ok(VerifiedCheckpoint {
+            meta,
+            path: path.to_path_buf(),
+            map,
+        })
+    }
+
+    /// Loads the tensors into `model` (and optimizer moments into `opt` when given).
+    pub fn load_into(&self, model: &mut Model, opt: Option<&mut DenseOptimizer>) -> Result<()> {
+        load_tensors(&self.path, &self.map, model, opt)
+    }
+}
+
+/// Loads a checkpoint into `model` (and optimizer moments into `opt` when given); returns
+/// its metadata.
 pub fn load_checkpoint(
     path: &Path,
     model: &mut Model,
     opt: Option<&mut DenseOptimizer>,
 ) -> Result<CheckpointMeta> {
-    let (meta, map) = open_verified(path)?;
-    let st = deserialize(path, &map)?;
+    let ckpt = VerifiedCheckpoint::open(path)?;
+    ckpt.load_into(model, opt)?;
+    Ok(ckpt.meta)
+}
+
+fn load_tensors(
+    path: &Path,
+    map: &[u8],
+    model: &mut Model,
+    opt: Option<&mut DenseOptimizer>,
+) -> Result<()> {
+    let st = deserialize(path, map)?;
     refuse_unused(path, &st, model)?;
     let fetch = |name: &str, shape: &[usize]| fetch_tensor(path, &st, name, shape);
     let with_opt = opt.is_some();
@@ -466,5 +501,5 @@ pub fn load_checkpoint(
             t.state2 = s2;
         }
     }
-    Ok(meta)
+    Ok(())
 }

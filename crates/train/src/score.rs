@@ -1,7 +1,7 @@
 //! Scoring files with a saved model: load a checkpoint, stream a file through the model's
 //! fitted feature map (unseen values → OOV, as at training time) in batches.
 
-use crate::checkpoint::{load_checkpoint, read_meta, CheckpointMeta};
+use crate::checkpoint::{CheckpointMeta, VerifiedCheckpoint};
 use crate::{Result, TrainError};
 use recforge_data::features::{column_index, field_indices, OnBadRow};
 use recforge_data::{reader, Batch, DataError, DatasetConfig};
@@ -38,12 +38,18 @@ pub fn resolve_checkpoint(path: &Path) -> PathBuf {
     }
 }
 
+/// Loads a checkpoint: verified first, so no model is built from metadata that does not
+/// match its checksum.
 pub fn load_model(path: &Path) -> Result<LoadedModel> {
     let path = resolve_checkpoint(path);
-    let meta = read_meta(&path)?;
-    let mut model = recforge_models::build(&meta.model_config, &meta.feature_map)?;
-    let meta = load_checkpoint(&path, &mut model, None)?;
-    Ok(LoadedModel { model, meta, path })
+    let ckpt = VerifiedCheckpoint::open(&path)?;
+    let mut model = recforge_models::build(&ckpt.meta.model_config, &ckpt.meta.feature_map)?;
+    ckpt.load_into(&mut model, None)?;
+    Ok(LoadedModel {
+        model,
+        meta: ckpt.meta,
+        path,
+    })
 }
 
 /// Streams `input` through the model. `sink` gets each batch's probabilities, labels (when
