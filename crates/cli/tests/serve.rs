@@ -754,6 +754,14 @@ async fn http_refuses_non_finite_numbers_and_agrees_with_its_document() {
         1
     );
     assert_eq!(schemas["RankRequest"]["properties"]["top_k"]["minimum"], 1);
+    // the largest top_k the document allows is one the server reads
+    let (status, body) = post(
+        &c,
+        &format!("{base}/v1/rank"),
+        &json!({ "candidates": [{}], "top_k": schemas["RankRequest"]["properties"]["top_k"]["maximum"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let reload = &api["paths"]["/v1/admin/reload"]["post"];
     assert_ne!(reload["requestBody"]["required"], true, "{reload}");
     for code in ["200", "400", "401", "413", "422"] {

@@ -48,7 +48,7 @@ pub struct RankRequest {
     pub candidates: Vec<Instance>,
     /// Return only the best `top_k` (default: all, sorted).
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub top_k: Option<usize>,
 }
 
