@@ -511,3 +511,485 @@ async fn mcp_over_stdio_and_http() {
     exercise_mcp(&client, instance, expected).await;
     client.cancel().await.unwrap();
 }
+
+/// `gen/` with `f4` declared numeric (the generated ids read as numbers), for the tests of
+/// numeric input.
+fn generate_with_numeric(d: &Path) {
+    generate(d, 3000, 5, 20);
+    let cfg = d.join("gen/dataset_config.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(
+        "        - {name: [f0, f1, f2, f3, f4], active: True, dtype: str, type: categorical}",
+        "        - {name: [f0, f1, f2, f3], active: True, dtype: str, type: categorical}\n        \
+         - {name: f4, active: True, dtype: float, type: numeric}",
+    );
+    assert!(text.contains("type: numeric"), "{text}");
+    std::fs::write(cfg, text).unwrap();
+}
+
+const MCP_ACCEPT: &str = "application/json, text/event-stream";
+
+fn initialize_body(id: u64) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": id, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "test", "version": "0" }
+        }
+    })
+}
+
+/// A POST to `/mcp`: status, session id, body text.
+async fn mcp_post(
+    c: &reqwest::Client,
+    base: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Option<String>, String) {
+    let mut req = c
+        .post(format!("{base}/mcp"))
+        .header("accept", MCP_ACCEPT)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let session = resp
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, session, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_http_checks_origin_sessions_token_and_json_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d, 2000, 4, 20);
+    let model = train(d, "1");
+    std::fs::write(d.join("token"), "s3cret\n").unwrap();
+    let server = start_server(
+        d,
+        &model,
+        &[
+            "--mcp-max-sessions",
+            "2",
+            "--mcp-allowed-origin",
+            "https://app.test:443",
+        ],
+    );
+    let c = reqwest::Client::new();
+    let base = &server.base;
+    let port = base.rsplit(':').next().unwrap();
+    let init = initialize_body(1).to_string();
+
+    // Origin: foreign ones (and `null`) are refused before anything else
+    for origin in [
+        "http://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example",
+    ] {
+        let (status, session, _) = mcp_post(&c, base, &[("origin", origin)], &init).await;
+        assert_eq!(status, 403, "Origin {origin}");
+        assert_eq!(session, None);
+    }
+    let own = format!("http://127.0.0.1:{port}");
+    let (status, first, body) = mcp_post(&c, base, &[("origin", &own)], &init).await;
+    assert_eq!(status, 200, "{body}");
+    let first = first.expect("a session id");
+    let (status, second, _) = mcp_post(&c, base, &[("origin", "https://app.test")], &init).await;
+    assert_eq!(status, 200);
+    let second = second.unwrap();
+
+    // the session cap: a third session is refused with 503 until one is closed
+    let (status, third, _) = mcp_post(&c, base, &[], &init).await;
+    assert_eq!((status, third), (503, None));
+    let delete = |id: String| {
+        let c = c.clone();
+        let url = format!("{base}/mcp");
+        async move {
+            c.delete(url)
+                .header("mcp-session-id", id)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(delete(first.clone()).await, 204);
+    assert_eq!(delete(first.clone()).await, 404);
+    assert_eq!(delete("no-such-session".into()).await, 404);
+    let (status, _, _) = mcp_post(&c, base, &[], &init).await;
+    assert_eq!(status, 200);
+
+    // JSON-RPC errors as the spec has them, with the request's id
+    let rpc = |body: &'static str| {
+        let (c, base, second) = (c.clone(), base.clone(), second.clone());
+        async move {
+            let (status, _, text) = mcp_post(&c, &base, &[("mcp-session-id", &second)], body).await;
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{body} → {status} {text}: {e}"));
+            (status, v["error"]["code"].as_i64(), v["id"].clone())
+        }
+    };
+    assert_eq!(
+        rpc("{not json").await,
+        (400, Some(-32700), Value::Null),
+        "malformed JSON"
+    );
+    assert_eq!(
+        rpc(r#"{"jsonrpc":"2.0","id":41,"method":7}"#).await,
+        (400, Some(-32600), json!(41)),
+        "invalid request"
+    );
+    assert_eq!(
+        rpc(r#"{"id":"x","method":"tools/list"}"#).await,
+        (400, Some(-32600), json!("x")),
+        "no jsonrpc member"
+    );
+    assert_eq!(
+        rpc(r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"arguments":{}}}"#).await,
+        (200, Some(-32602), json!(42)),
+        "tools/call without a name"
+    );
+
+    // the MCP traffic and the 404s are counted
+    let resp = c.get(format!("{base}/no/such/path")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("recforge_http_requests_total{route=\"/mcp\",status=\"403\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("recforge_http_requests_total{route=\"/mcp\",status=\"503\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("recforge_http_requests_total{route=\"unmatched\",status=\"404\"} 1"),
+        "{metrics}"
+    );
+    drop(server);
+
+    // with --mcp-require-token, /mcp needs the bearer token, compared exactly
+    let server = start_server(
+        d,
+        &model,
+        &["--admin-token-file", "token", "--mcp-require-token"],
+    );
+    let base = &server.base;
+    let (status, _, _) = mcp_post(&c, base, &[], &init).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = mcp_post(&c, base, &[("authorization", "Bearer s3cre")], &init).await;
+    assert_eq!(status, 401);
+    let (status, session, _) =
+        mcp_post(&c, base, &[("authorization", "Bearer s3cret")], &init).await;
+    assert_eq!(status, 200);
+    assert!(session.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refuses_non_finite_numbers_and_agrees_with_its_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate_with_numeric(d);
+    let model = train(d, "1");
+    std::fs::write(d.join("token"), "s3cret\n").unwrap();
+    let server = start_server(d, &model, &["--admin-token-file", "token"]);
+    let c = reqwest::Client::new();
+    let base = &server.base;
+
+    // a value that is not a finite f32 is refused, naming the field
+    for bad in [json!("NaN"), json!("inf"), json!("-Infinity"), json!(1e308)] {
+        let (status, body) = post(
+            &c,
+            &format!("{base}/v1/predict"),
+            &json!({ "instances": [{ "f0": "1", "f4": bad }] }),
+        )
+        .await;
+        assert_eq!(status, 422, "{bad} → {body}");
+        assert_eq!(body["field"], "instances[0].f4", "{body}");
+        let (status, body) = post(
+            &c,
+            &format!("{base}/v1/rank"),
+            &json!({ "context": { "f4": 1 }, "candidates": [{ "f4": 2 }, { "f4": bad }] }),
+        )
+        .await;
+        assert_eq!(status, 422, "{bad} → {body}");
+        assert_eq!(body["field"], "candidates[1].f4", "{body}");
+    }
+    let (status, body) = post(
+        &c,
+        &format!("{base}/v1/rank"),
+        &json!({ "candidates": [{ "f4": 2 }, { "f4": "3.5" }], "top_k": 1 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["ranked"][0]["score"].is_number(), "{body}");
+
+    // the OpenAPI document says what the server does
+    let api: Value = c
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &api["components"]["schemas"];
+    assert_eq!(
+        schemas["PredictRequest"]["properties"]["instances"]["minItems"],
+        1
+    );
+    assert_eq!(
+        schemas["RankRequest"]["properties"]["candidates"]["minItems"],
+        1
+    );
+    assert_eq!(schemas["RankRequest"]["properties"]["top_k"]["minimum"], 1);
+    // the largest top_k the document allows is one the server reads
+    let (status, body) = post(
+        &c,
+        &format!("{base}/v1/rank"),
+        &json!({ "candidates": [{}], "top_k": schemas["RankRequest"]["properties"]["top_k"]["maximum"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let reload = &api["paths"]["/v1/admin/reload"]["post"];
+    assert_ne!(reload["requestBody"]["required"], true, "{reload}");
+    for code in ["200", "400", "401", "413", "422"] {
+        assert!(reload["responses"][code].is_object(), "{code} undocumented");
+    }
+
+    // models: no server paths
+    let models: Value = c
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = &models["models"][0];
+    assert!(m.get("checkpoint").is_none(), "{m}");
+    assert!(!m.to_string().contains(d.to_str().unwrap()), "{m}");
+
+    // reload without a model re-reads the one being served, not the startup one
+    let second = train(d, "2");
+    let reload = |body: Option<Value>| {
+        let c = c.clone();
+        let url = format!("{base}/v1/admin/reload");
+        async move {
+            let mut req = c.post(url).bearer_auth("s3cret");
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, served) = reload(Some(json!({ "model": second }))).await;
+    assert_eq!(status, 200, "{served}");
+    for body in [Some(json!({})), None] {
+        let (status, again) = reload(body).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["checksum"], served["checksum"], "{again}");
+    }
+    let (status, body) = reload(Some(json!({ "model": 3 }))).await;
+    assert_eq!(status, 422, "{body}");
+
+    // /metrics: OpenMetrics when asked for, else the classic format, each under its type
+    let resp = c
+        .get(format!("{base}/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let text = resp.text().await.unwrap();
+    assert!(text.trim_end().ends_with("# EOF"));
+    assert!(text.contains("# TYPE recforge_http_requests counter"));
+    let resp = c.get(format!("{base}/metrics")).send().await.unwrap();
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("# TYPE recforge_http_requests_total counter"));
+    assert!(!text.contains("# EOF"));
+}
+
+/// Raw HTTP/1.1 over TCP, for what reqwest will not send.
+fn raw(base: &str) -> std::net::TcpStream {
+    let addr = base.trim_start_matches("http://");
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s
+}
+
+/// Reads until the server closes; how long that took and what was read.
+fn read_to_close(s: &mut std::net::TcpStream) -> (std::time::Duration, String) {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (start.elapsed(), String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn slow_clients_time_out_and_sigterm_drains() {
+    use std::io::Write;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d, 2000, 4, 20);
+    let model = train(d, "1");
+    let mut server = start_server(
+        d,
+        &model,
+        &[
+            "--header-read-timeout-secs",
+            "1",
+            "--idle-timeout-secs",
+            "2",
+        ],
+    );
+    let base = server.base.clone();
+
+    // slowloris: headers that never end are cut off after the header timeout
+    let mut s = raw(&base);
+    s.write_all(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        .unwrap();
+    let (took, _) = read_to_close(&mut s);
+    assert!(took < Duration::from_secs(5), "held for {took:?}");
+    // a body that stops coming: cut off after the idle timeout
+    let mut s = raw(&base);
+    s.write_all(
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"instances\"",
+    )
+    .unwrap();
+    let (took, _) = read_to_close(&mut s);
+    assert!(took < Duration::from_secs(8), "held for {took:?}");
+
+    // SIGTERM with a request in flight: the request is answered, then the server exits 0
+    let body = format!(
+        "{{\"instances\": {}}}",
+        serde_json::to_string(&instances(&d.join("gen/test.csv"), 20)).unwrap()
+    );
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut s = raw(&base);
+    write!(
+        s,
+        "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(tail.as_bytes()).unwrap();
+    let (_, resp) = read_to_close(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"predictions\""), "{resp}");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    // and it no longer accepts connections
+    let addr = base.trim_start_matches("http://");
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+type StdioLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// Writes one line to the server and reads its reply.
+async fn send_recv(
+    io: &mut (&mut tokio::process::ChildStdin, &mut StdioLines),
+    line: String,
+) -> Value {
+    use tokio::io::AsyncWriteExt;
+    io.0.write_all(line.as_bytes()).await.unwrap();
+    io.0.write_all(b"\n").await.unwrap();
+    io.0.flush().await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), io.1.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no reply to {line}"))
+        .unwrap()
+        .expect("a reply");
+    serde_json::from_str(&got).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_stdio_answers_bad_lines_as_json_rpc_says() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d, 2000, 4, 20);
+    let model = train(d, "1");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_recforge"))
+        .args(["--threads", "2", "mcp", "--model"])
+        .arg(&model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut io = (&mut stdin, &mut lines);
+    let r = send_recv(&mut io, "this is not json".into()).await;
+    assert_eq!(r["error"]["code"], -32700, "{r}");
+    assert_eq!(r["id"], Value::Null);
+    let r = send_recv(&mut io, initialize_body(1).to_string()).await;
+    assert_eq!(r["id"], 1, "{r}");
+    assert!(r["result"]["serverInfo"].is_object(), "{r}");
+    io.0.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+        .await
+        .unwrap();
+    let r = send_recv(&mut io, r#"{"jsonrpc":"2.0","id":7,"method":9}"#.into()).await;
+    assert_eq!(
+        (r["error"]["code"].as_i64(), &r["id"]),
+        (Some(-32600), &json!(7)),
+        "{r}"
+    );
+    let r = send_recv(
+        &mut io,
+        r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{}}"#.into(),
+    )
+    .await;
+    assert_eq!(
+        (r["error"]["code"].as_i64(), &r["id"]),
+        (Some(-32602), &json!(8)),
+        "{r}"
+    );
+    // and the session goes on
+    let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"model_info"}}"#;
+    let r = send_recv(&mut io, call.into()).await;
+    assert_eq!(r["id"], 9, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["model"], "DeepFM", "{r}");
+    assert!(
+        r["result"]["structuredContent"].get("checkpoint").is_none(),
+        "{r}"
+    );
+    drop(stdin);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

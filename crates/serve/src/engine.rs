@@ -46,7 +46,6 @@ impl Default for Limits {
 
 pub struct Engine {
     current: ArcSwap<ServedModel>,
-    source: PathBuf,
     versions: AtomicU64,
     reload_lock: tokio::sync::Mutex<()>,
     batcher: Batcher,
@@ -129,7 +128,7 @@ fn cell_text(field: &str, kind: &FieldKind, v: &Value) -> Result<Option<String>,
             format!("{what} is not a valid value here"),
         )
     };
-    Ok(match v {
+    let text = match v {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -157,7 +156,43 @@ fn cell_text(field: &str, kind: &FieldKind, v: &Value) -> Result<Option<String>,
             _ => return Err(wrong("an array (only sequence fields take arrays)")),
         },
         Value::Object(_) => return Err(wrong("an object")),
-    })
+    };
+    if let (FieldKind::Numeric, Some(t)) = (kind, &text) {
+        check_finite(field, t)?;
+    }
+    Ok(text)
+}
+
+/// A numeric cell must read as a finite `f32`: `"NaN"`, `"inf"` and values beyond `f32`'s
+/// range (`1e308`) would be scored as NaN or infinity, and a non-finite input gives a
+/// non-finite score. Text that is not a number at all is left to the feature map's error.
+fn check_finite(field: &str, text: &str) -> Result<(), (String, String)> {
+    match text.trim().parse::<f32>() {
+        Ok(x) if !x.is_finite() => Err((
+            field.to_string(),
+            format!("`{text}` is not a finite number (numeric fields take finite f32 values)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Candidates by score, best first, ties in request order. A non-finite score (which a
+/// finite input should never produce) always sorts after every finite one, so that a broken
+/// score can never come out on top.
+fn rank_order(scores: Vec<f32>) -> Vec<RankedCandidate> {
+    let mut ranked: Vec<RankedCandidate> = scores
+        .into_iter()
+        .enumerate()
+        .map(|(index, score)| RankedCandidate { index, score })
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.score
+            .is_finite()
+            .cmp(&a.score.is_finite())
+            .then_with(|| b.score.total_cmp(&a.score))
+            .then(a.index.cmp(&b.index))
+    });
+    ranked
 }
 
 /// Encodes one instance with the model's feature map. Missing fields and nulls are empty
@@ -218,7 +253,6 @@ impl Engine {
         let batcher = Batcher::start(batching, metrics.clone())?;
         Ok(Engine {
             current: ArcSwap::from_pointee(model),
-            source: source.to_path_buf(),
             versions: AtomicU64::new(1),
             reload_lock: tokio::sync::Mutex::new(()),
             batcher,
@@ -298,12 +332,7 @@ impl Engine {
         }
         let version = model.version;
         let scores = self.batcher.score(model, candidates.len(), slots).await?;
-        let mut ranked: Vec<RankedCandidate> = scores
-            .into_iter()
-            .enumerate()
-            .map(|(index, score)| RankedCandidate { index, score })
-            .collect();
-        ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+        let mut ranked = rank_order(scores);
         ranked.truncate(top_k.unwrap_or(usize::MAX));
         Ok(Ranking {
             model_version: version,
@@ -316,11 +345,12 @@ impl Engine {
         ModelInfo::of(&self.model())
     }
 
-    /// Loads `path` (default: the path the server started with) and swaps it in. A checkpoint
-    /// that fails to load or to score is refused and the current model keeps serving.
+    /// Loads `path` (default: the checkpoint being served, read again) and swaps it in. A
+    /// checkpoint that fails to load or to score is refused and the current model keeps
+    /// serving.
     pub async fn reload(self: &Arc<Self>, path: Option<PathBuf>) -> Result<ModelInfo, ServeError> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        let path = path.unwrap_or_else(|| self.source.clone());
+        let path = path.unwrap_or_else(|| self.model().loaded.path.clone());
         let version = self.versions.load(Ordering::SeqCst) + 1;
         let loaded = tokio::task::spawn_blocking(move || load_checked(&path, version))
             .await
@@ -360,7 +390,6 @@ pub struct ModelInfo {
     pub model: String,
     pub version: u64,
     pub loaded_at_unix: u64,
-    pub checkpoint: String,
     /// SHA-256 of the checkpoint's tensors.
     pub checksum: String,
     pub fields: Vec<FieldInfo>,
@@ -395,7 +424,6 @@ impl ModelInfo {
             model: meta.model.clone(),
             version: m.version,
             loaded_at_unix: m.loaded_at_unix,
-            checkpoint: m.loaded.path.display().to_string(),
             checksum: meta.tensors_sha256.clone(),
             fields,
             metrics: meta.metrics.clone(),
@@ -434,6 +462,35 @@ mod tests {
         assert_eq!(text(&cat, json!(["x"])).unwrap_err().0, "f");
         assert_eq!(text(&seq(), json!(["x", {}])).unwrap_err().0, "f[1]");
         assert_eq!(text(&cat, json!({"a": 1})).unwrap_err().0, "f");
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused_naming_the_field() {
+        let num = FieldKind::Numeric;
+        for bad in [
+            json!("NaN"),
+            json!("inf"),
+            json!("-infinity"),
+            json!(1e308),
+            json!("1e39"),
+        ] {
+            let e = cell_text("age", &num, &bad).unwrap_err();
+            assert_eq!(e.0, "age", "{bad}");
+            assert!(e.1.contains("finite"), "{bad}: {}", e.1);
+        }
+        for good in [json!(3.4e38), json!("-1e-30"), json!(0), json!(" 2.5 ")] {
+            assert!(cell_text("age", &num, &good).is_ok(), "{good}");
+        }
+        // a categorical value "NaN" is just a token
+        assert!(cell_text("c", &FieldKind::Categorical, &json!("NaN")).is_ok());
+    }
+
+    #[test]
+    fn non_finite_scores_never_rank_first() {
+        let order = |s: Vec<f32>| -> Vec<usize> { rank_order(s).iter().map(|r| r.index).collect() };
+        assert_eq!(order(vec![0.2, f32::NAN, 0.9, 0.2]), [2, 0, 3, 1]);
+        assert_eq!(order(vec![f32::INFINITY, 0.1, -f32::NAN]), [1, 0, 2]);
+        assert_eq!(order(vec![f32::NEG_INFINITY, 0.0]), [1, 0]);
     }
 
     #[test]

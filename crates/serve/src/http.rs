@@ -32,7 +32,7 @@ pub struct AppState {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, min_items = 1)]
     pub instances: Vec<Instance>,
 }
 
@@ -44,14 +44,16 @@ pub struct RankRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub context: Instance,
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Object>, min_items = 1)]
     pub candidates: Vec<Instance>,
     /// Return only the best `top_k` (default: all, sorted).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub top_k: Option<usize>,
 }
 
-/// Which checkpoint to load; the one the server started with when absent.
+/// Which checkpoint to load. Without `model` (or without a body), the checkpoint being
+/// served is read again from where it was loaded.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadRequest {
@@ -163,9 +165,11 @@ struct BodyLimit(usize);
 
 /// Click probabilities for a list of instances.
 #[utoipa::path(post, path = "/v1/predict", request_body = PredictRequest,
-    responses((status = 200, body = Predictions), (status = 400, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, body = ErrorBody)))]
+    responses((status = 200, description = "one click probability per instance, in order", body = Predictions),
+              (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 413, description = "the body is larger than the server's limit", body = ErrorBody),
+              (status = 422, description = "a value is unusable; `field` names it", body = ErrorBody),
+              (status = 503, description = "the scoring queue is full: retry later", body = ErrorBody)))]
 async fn predict(
     State(app): State<AppState>,
     req: Request,
@@ -177,9 +181,11 @@ async fn predict(
 
 /// Candidates sorted by click probability for one context.
 #[utoipa::path(post, path = "/v1/rank", request_body = RankRequest,
-    responses((status = 200, body = Ranking), (status = 400, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
-              (status = 503, body = ErrorBody)))]
+    responses((status = 200, description = "the best candidates, highest score first", body = Ranking),
+              (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 413, description = "the body is larger than the server's limit", body = ErrorBody),
+              (status = 422, description = "a value is unusable; `field` names it", body = ErrorBody),
+              (status = 503, description = "the scoring queue is full: retry later", body = ErrorBody)))]
 async fn rank(State(app): State<AppState>, req: Request) -> Result<Json<Ranking>, ServeError> {
     let _ticket = app.engine.begin();
     let JsonBody(body) = JsonBody::<RankRequest>::from_request(req, &()).await?;
@@ -191,7 +197,7 @@ async fn rank(State(app): State<AppState>, req: Request) -> Result<Json<Ranking>
 }
 
 /// The model being served.
-#[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelsResponse)))]
+#[utoipa::path(get, path = "/v1/models", responses((status = 200, description = "the model being served", body = ModelsResponse)))]
 async fn models(State(app): State<AppState>) -> Json<ModelsResponse> {
     Json(ModelsResponse {
         models: vec![app.engine.info()],
@@ -199,14 +205,16 @@ async fn models(State(app): State<AppState>) -> Json<ModelsResponse> {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz",
+    responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Readiness: a model is loaded and the scoring thread is running.
 #[utoipa::path(get, path = "/readyz",
-    responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+    responses((status = 200, description = "ready", body = String, content_type = "text/plain"),
+              (status = 503, description = "not ready", body = String, content_type = "text/plain")))]
 async fn readyz(State(app): State<AppState>) -> (StatusCode, &'static str) {
     if app.engine.is_ready() {
         (StatusCode::OK, "ready")
@@ -215,36 +223,43 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Prometheus metrics, text exposition format.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "metrics")))]
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        app.engine.metrics.render(),
-    )
+/// Prometheus metrics: OpenMetrics text when the client accepts it (as Prometheus does),
+/// else the classic text format (version 0.0.4), each under its own content type.
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "metrics", content(
+        (String = "application/openmetrics-text"), (String = "text/plain")))))]
+async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let text = app.engine.metrics.render();
+    if crate::metrics::wants_openmetrics(&headers) {
+        (
+            [(header::CONTENT_TYPE, crate::metrics::OPENMETRICS_TYPE)],
+            text,
+        )
+    } else {
+        (
+            [(header::CONTENT_TYPE, crate::metrics::CLASSIC_TYPE)],
+            crate::metrics::to_classic(&text),
+        )
+    }
 }
 
 /// Loads a checkpoint and swaps it in; requests in flight finish on the old model. A broken
 /// checkpoint is refused (422) and the old model keeps serving.
-#[utoipa::path(post, path = "/v1/admin/reload", request_body(content = ReloadRequest, description = "optional"),
+#[utoipa::path(post, path = "/v1/admin/reload",
+    request_body(content = ReloadRequest, description = "optional: without a body, the checkpoint being served is read again"),
     security(("bearer" = [])),
-    responses((status = 200, body = ModelInfo), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "the model now served", body = ModelInfo),
+              (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
+              (status = 413, description = "the body is larger than the server's limit", body = ErrorBody),
+              (status = 422, description = "the checkpoint cannot be loaded or does not score; the old model keeps serving", body = ErrorBody)))]
 async fn reload(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ModelInfo>, ServeError> {
     let expected = app.admin_token.as_deref().ok_or(ServeError::Unauthorized)?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+    if !bearer_matches(&headers, expected) {
         return Err(ServeError::Unauthorized);
     }
     let req: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -254,6 +269,22 @@ async fn reload(
     };
     let info = app.engine.reload(req.model.map(Into::into)).await?;
     Ok(Json(info))
+}
+
+/// Whether `Authorization` is `Bearer <token>` with exactly `token` (the scheme's case is
+/// free, as RFC 9110 has it; the token is compared byte for byte, in constant time). HTTP/1
+/// parsers drop whitespace around a header value (RFC 9110 §5.5), so what arrives here is
+/// the value without it; anything else around or inside the token is refused.
+pub(crate) fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let given = match value.split_at_checked(7) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest,
+        _ => return false,
+    };
+    constant_time_eq(given, token.as_bytes())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -297,12 +328,29 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
+/// utoipa marks a struct request body as required; the reload body is optional.
+struct ReloadBodyOptional;
+
+impl utoipa::Modify for ReloadBodyOptional {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let body = api
+            .paths
+            .paths
+            .get_mut("/v1/admin/reload")
+            .and_then(|p| p.post.as_mut())
+            .and_then(|op| op.request_body.as_mut());
+        if let Some(utoipa::openapi::RefOr::T(body)) = body {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "recforge serving API", description = "Click-through-rate scoring and ranking with a trained recforge model. MCP tools are served at /mcp (streamable HTTP)."),
     paths(predict, rank, models, healthz, readyz, metrics, reload),
     components(schemas(RankedCandidate)),
-    modifiers(&BearerScheme)
+    modifiers(&BearerScheme, &ReloadBodyOptional)
 )]
 pub struct ApiDoc;
 
@@ -320,13 +368,13 @@ pub fn router(app: AppState, mcp: Option<Router>) -> Router {
         r = r.route("/v1/admin/reload", post(reload));
     }
     let mut r = r
-        .route_layer(middleware::from_fn_with_state(app.clone(), track))
         .layer(DefaultBodyLimit::max(app.body_limit))
-        .with_state(app);
+        .with_state(app.clone());
     if let Some(mcp) = mcp {
         r = r.merge(mcp);
     }
-    r
+    // outermost, so that `/mcp` and unmatched paths (404, as route `unmatched`) are counted
+    r.layer(middleware::from_fn_with_state(app, track))
 }
 
 #[cfg(test)]
@@ -372,6 +420,75 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(field_of(r#"{"candidates": [{"#).0, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn bearer_tokens_are_compared_exactly() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            bearer_matches(&h, "s3cret")
+        };
+        assert!(with("Bearer s3cret"));
+        assert!(with("bearer s3cret"));
+        for wrong in [
+            "Bearer s3cret ",
+            "Bearer s3cret\t",
+            "Bearer  s3cret",
+            "Bearer s3cre",
+            "Bearer s3cretx",
+            "Basic s3cret",
+            "Bearer",
+            "s3cret",
+        ] {
+            assert!(!with(wrong), "{wrong:?} accepted");
+        }
+        assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
+    }
+
+    /// What openapi-spec-validator found in the served document: every response object needs a
+    /// `description`, every `$ref` must resolve, every operation needs responses. (The
+    /// complete check against the OpenAPI 3.1 schema runs in `bench/schemathesis.sh`.)
+    #[test]
+    fn the_openapi_document_is_valid() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+        let mut problems = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object();
+                if responses.is_none_or(|r| r.is_empty()) {
+                    problems.push(format!("{method} {path}: no responses"));
+                }
+                for (code, resp) in responses.into_iter().flatten() {
+                    if !resp["description"].is_string() {
+                        problems.push(format!("{method} {path} {code}: no description"));
+                    }
+                }
+            }
+        }
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(r) = m.get("$ref").and_then(|r| r.as_str()) {
+                        out.push(r);
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        for r in all {
+            let target = r.strip_prefix('#').and_then(|p| doc.pointer(p));
+            if target.is_none() {
+                problems.push(format!("dangling $ref {r}"));
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 
     #[test]

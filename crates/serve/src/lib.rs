@@ -12,10 +12,13 @@ pub use batcher::BatcherConfig;
 pub use engine::{Engine, Limits};
 pub use error::ServeError;
 
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+pub mod conn;
+
+pub use mcp::http::McpHttpOptions;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -24,6 +27,12 @@ pub struct ServeOptions {
     pub body_limit: usize,
     /// Serve the MCP tools at `/mcp`.
     pub mcp: bool,
+    /// How `/mcp` is exposed (its `token` and `body_limit` are set from the fields above).
+    pub mcp_http: McpHttpOptions,
+    /// Require the bearer token (`admin_token`) on `/mcp` as well.
+    pub mcp_require_token: bool,
+    /// Connection timeouts.
+    pub timeouts: conn::Timeouts,
 }
 
 impl Default for ServeOptions {
@@ -32,59 +41,68 @@ impl Default for ServeOptions {
             admin_token: None,
             body_limit: 16 << 20,
             mcp: true,
+            mcp_http: McpHttpOptions::default(),
+            mcp_require_token: false,
+            timeouts: conn::Timeouts::default(),
         }
     }
 }
 
-/// The MCP tools over streamable HTTP, mounted at `/mcp`. Host headers are checked against
-/// loopback names and the address the server is bound to (DNS-rebinding protection).
-fn mcp_router(engine: Arc<Engine>, bound: SocketAddr) -> axum::Router {
-    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    hosts.push(bound.ip().to_string());
-    let config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
-    let service = StreamableHttpService::new(
-        move || Ok(mcp::McpServer::new(engine.clone())),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    axum::Router::new().nest_service("/mcp", service)
-}
-
 /// Builds the full router for an engine bound at `bound`.
 pub fn app(engine: Arc<Engine>, opts: &ServeOptions, bound: SocketAddr) -> axum::Router {
+    build(engine, opts, bound, CancellationToken::new())
+}
+
+/// The router; cancelling `cancel` ends the MCP sessions (and their event streams).
+fn build(
+    engine: Arc<Engine>,
+    opts: &ServeOptions,
+    bound: SocketAddr,
+    cancel: CancellationToken,
+) -> axum::Router {
+    let token: Option<Arc<str>> = opts.admin_token.as_deref().map(Arc::from);
     let state = http::AppState {
         engine: engine.clone(),
-        admin_token: opts.admin_token.as_deref().map(Arc::from),
+        admin_token: token.clone(),
         body_limit: opts.body_limit,
     };
-    let mcp = opts.mcp.then(|| mcp_router(engine, bound));
+    let mcp_opts = McpHttpOptions {
+        token: if opts.mcp_require_token { token } else { None },
+        body_limit: opts.body_limit,
+        ..opts.mcp_http.clone()
+    };
+    let mcp = opts
+        .mcp
+        .then(|| mcp::http::router(engine, bound, &mcp_opts, cancel));
     http::router(state, mcp)
 }
 
-/// Serves on `listener` until `shutdown` resolves; requests in flight are finished first.
+/// Serves on `listener` until `shutdown` resolves; then stops accepting, lets the requests in
+/// flight finish (at most `opts.timeouts.drain`), and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Arc<Engine>,
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if opts.mcp_require_token && opts.admin_token.is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "requiring the bearer token on /mcp needs an admin token",
+        ));
+    }
     let bound = listener.local_addr()?;
-    let router = app(engine, &opts, bound);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let cancel = CancellationToken::new();
+    let router = build(engine, &opts, bound, cancel.clone());
+    let shutdown = async move {
+        shutdown.await;
+        // ends the MCP event streams, which would otherwise hold their connections open
+        cancel.cancel();
+    };
+    conn::serve_router(listener, router, opts.timeouts, shutdown).await
 }
 
 /// Serves the MCP tools over standard input/output until the client disconnects.
 pub async fn serve_mcp_stdio(engine: Arc<Engine>) -> Result<(), ServeError> {
-    use rmcp::ServiceExt;
-    let running = mcp::McpServer::new(engine)
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| ServeError::Internal(format!("MCP initialization failed: {e}")))?;
-    running
-        .waiting()
-        .await
-        .map_err(|e| ServeError::Internal(format!("MCP session failed: {e}")))?;
-    Ok(())
+    mcp::stdio::serve_lines(engine, tokio::io::stdin(), tokio::io::stdout()).await
 }

@@ -2,6 +2,9 @@
 //! A tool is one small file in `tools/`: an argument struct (its JSON Schema is derived) and
 //! an async `call`; [`registry`] lists them.
 
+pub mod http;
+pub mod jsonrpc;
+pub mod stdio;
 pub mod tools;
 
 use crate::engine::Engine;
@@ -123,7 +126,9 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let metrics = &self.engine.metrics;
         let Some(entry) = self.tools.get(&request.name) else {
+            metrics.tool_call("", "unknown_tool");
             return Err(McpError::invalid_params(
                 format!("unknown tool `{}`", request.name),
                 None,
@@ -131,7 +136,9 @@ impl ServerHandler for McpServer {
         };
         let args = request.arguments.unwrap_or_default();
         // A bad argument is the caller's to read and fix: a tool error, not a protocol error.
-        Ok(match (entry.call)(self.engine.clone(), args).await {
+        let result = (entry.call)(self.engine.clone(), args).await;
+        metrics.tool_call(&entry.def.name, if result.is_ok() { "ok" } else { "error" });
+        Ok(match result {
             Ok(v) => CallToolResult::structured(v),
             Err(e) => CallToolResult::error(vec![ContentBlock::text(e.to_string())]),
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 pub struct Args {
     /// Instances to score: objects of field name → value (see model_info for the fields).
     /// Missing fields and unseen values are handled as in training.
+    #[schemars(length(min = 1))]
     pub instances: Vec<Instance>,
 }
 

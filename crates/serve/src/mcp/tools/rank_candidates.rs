@@ -11,9 +11,11 @@ pub struct Args {
     #[serde(default)]
     pub context: Instance,
     /// Candidate items: objects of item field → value; their fields override the context's.
+    #[schemars(length(min = 1))]
     pub candidates: Vec<Instance>,
     /// How many of the best candidates to return (default: all).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub top_k: Option<usize>,
 }
 
