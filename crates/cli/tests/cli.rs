@@ -269,3 +269,17 @@ fn pretrain_then_finetune_from_the_checkpoint() {
         "{err}"
     );
 }
+
+/// The README's first command, as a newcomer runs it: DeepFM within 0.01 of the Bayes-optimal
+/// AUC, and above LR on the same rows.
+#[test]
+fn quickstart_comes_within_a_hundredth_of_the_bayes_optimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = recforge(&["--threads", "2", "quickstart"], dir.path());
+    assert!(ok, "{err}");
+    let deepfm = number_after(&out, "test", "AUC");
+    let lr = number_after(&out, "LR test", "AUC");
+    let bayes = number_after(&out, "Bayes-optimal", "AUC");
+    assert!(deepfm > bayes - 0.01 && deepfm <= bayes + 0.002, "{out}");
+    assert!(deepfm > lr + 0.03, "{out}");
+}

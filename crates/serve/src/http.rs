@@ -47,9 +47,27 @@ pub struct RankRequest {
     #[schema(value_type = Vec<Object>, min_items = 1)]
     pub candidates: Vec<Instance>,
     /// Return only the best `top_k` (default: all, sorted).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "top_k_value")]
     #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub top_k: Option<usize>,
+}
+
+/// The largest `top_k` the document allows.
+const TOP_K_MAX: f64 = 4_294_967_295.0;
+
+/// `top_k` as JSON Schema reads an integer: any integral number (`3` or `3.0`) from 1 to
+/// [`TOP_K_MAX`], as the document says.
+fn top_k_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    use serde::de::Error;
+    let Some(x) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match x.as_f64() {
+        Some(v) if v.fract() == 0.0 && (1.0..=TOP_K_MAX).contains(&v) => Ok(Some(v as usize)),
+        _ => Err(D::Error::custom(format!(
+            "top_k must be an integer from 1 to {TOP_K_MAX}, got {x}"
+        ))),
+    }
 }
 
 /// Which checkpoint to load. Without `model` (or without a body), the checkpoint being
@@ -404,6 +422,18 @@ mod tests {
             field_of(r#"{"candidates": [{}], "top_k": "3"}"#),
             (StatusCode::UNPROCESSABLE_ENTITY, Some("top_k".into()))
         );
+        // JSON Schema's integers: 3.0 is one; the documented maximum holds
+        assert_eq!(
+            field_of(r#"{"candidates": [{}], "top_k": 3.0}"#).0,
+            StatusCode::OK
+        );
+        for bad in ["0", "2.5", "4294967296", "1e30"] {
+            assert_eq!(
+                field_of(&format!(r#"{{"candidates": [{{}}], "top_k": {bad}}}"#)),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some("top_k".into())),
+                "top_k {bad}"
+            );
+        }
         assert_eq!(
             field_of(r#"{"candidates": [{}, 7]}"#),
             (
