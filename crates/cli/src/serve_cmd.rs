@@ -163,7 +163,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         },
     };
     if opts.mcp_require_token && opts.admin_token.is_none() {
-        anyhow::bail!("--mcp-require-token needs an admin token (--admin-token-file or $RECFORGE_ADMIN_TOKEN)");
+        anyhow::bail!(
+            "--mcp-require-token needs an admin token (--admin-token-file or \
+            $RECFORGE_ADMIN_TOKEN)"
+        );
     }
     if a.mcp_max_sessions == 0 {
         anyhow::bail!("--mcp-max-sessions must be at least 1");

@@ -94,7 +94,11 @@ fn cli_scores(d: &Path, model: &Path, input: &str) -> Vec<f32> {
         d,
     );
     assert!(ok, "{err}");
-    out.lines().skip(1).map(|l| l.parse().unwrap()).collect()
+    // `line,score` rows
+    out.lines()
+        .skip(1)
+        .map(|l| l.split_once(',').unwrap().1.parse().unwrap())
+        .collect()
 }
 
 fn scores(v: &Value, key: &str) -> Vec<f32> {
@@ -756,14 +760,23 @@ async fn http_refuses_non_finite_numbers_and_agrees_with_its_document() {
         1
     );
     assert_eq!(schemas["RankRequest"]["properties"]["top_k"]["minimum"], 1);
-    // the largest top_k the document allows is one the server reads
+    // the largest top_k the document allows is one the server reads; one more is refused
+    let max_top_k = schemas["RankRequest"]["properties"]["top_k"]["maximum"].clone();
     let (status, body) = post(
         &c,
         &format!("{base}/v1/rank"),
-        &json!({ "candidates": [{}], "top_k": schemas["RankRequest"]["properties"]["top_k"]["maximum"] }),
+        &json!({ "candidates": [{}], "top_k": max_top_k }),
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    let over = max_top_k.as_u64().expect("an integer maximum") + 1;
+    let (status, body) = post(
+        &c,
+        &format!("{base}/v1/rank"),
+        &json!({ "candidates": [{}], "top_k": over }),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
     let reload = &api["paths"]["/v1/admin/reload"]["post"];
     assert_ne!(reload["requestBody"]["required"], true, "{reload}");
     for code in ["200", "400", "401", "413", "422"] {

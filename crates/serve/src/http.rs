@@ -183,11 +183,19 @@ struct BodyLimit(usize);
 
 /// Click probabilities for a list of instances.
 #[utoipa::path(post, path = "/v1/predict", request_body = PredictRequest,
-    responses((status = 200, description = "one click probability per instance, in order", body = Predictions),
+    responses((status = 200,
+               description = "one click probability per instance, in order",
+               body = Predictions),
               (status = 400, description = "the body is not JSON", body = ErrorBody),
-              (status = 413, description = "the body is larger than the server's limit", body = ErrorBody),
-              (status = 422, description = "a value is unusable; `field` names it", body = ErrorBody),
-              (status = 503, description = "the scoring queue is full: retry later", body = ErrorBody)))]
+              (status = 413,
+               description = "the body is larger than the server's limit",
+               body = ErrorBody),
+              (status = 422,
+               description = "a value is unusable; `field` names it",
+               body = ErrorBody),
+              (status = 503,
+               description = "the scoring queue is full: retry later",
+               body = ErrorBody)))]
 async fn predict(
     State(app): State<AppState>,
     req: Request,
@@ -199,11 +207,19 @@ async fn predict(
 
 /// Candidates sorted by click probability for one context.
 #[utoipa::path(post, path = "/v1/rank", request_body = RankRequest,
-    responses((status = 200, description = "the best candidates, highest score first", body = Ranking),
+    responses((status = 200,
+               description = "the best candidates, highest score first",
+               body = Ranking),
               (status = 400, description = "the body is not JSON", body = ErrorBody),
-              (status = 413, description = "the body is larger than the server's limit", body = ErrorBody),
-              (status = 422, description = "a value is unusable; `field` names it", body = ErrorBody),
-              (status = 503, description = "the scoring queue is full: retry later", body = ErrorBody)))]
+              (status = 413,
+               description = "the body is larger than the server's limit",
+               body = ErrorBody),
+              (status = 422,
+               description = "a value is unusable; `field` names it",
+               body = ErrorBody),
+              (status = 503,
+               description = "the scoring queue is full: retry later",
+               body = ErrorBody)))]
 async fn rank(State(app): State<AppState>, req: Request) -> Result<Json<Ranking>, ServeError> {
     let _ticket = app.engine.begin();
     let JsonBody(body) = JsonBody::<RankRequest>::from_request(req, &()).await?;
@@ -215,7 +231,8 @@ async fn rank(State(app): State<AppState>, req: Request) -> Result<Json<Ranking>
 }
 
 /// The model being served.
-#[utoipa::path(get, path = "/v1/models", responses((status = 200, description = "the model being served", body = ModelsResponse)))]
+#[utoipa::path(get, path = "/v1/models", responses((status = 200, description = "the model being \
+    served", body = ModelsResponse)))]
 async fn models(State(app): State<AppState>) -> Json<ModelsResponse> {
     Json(ModelsResponse {
         models: vec![app.engine.info()],
@@ -232,7 +249,9 @@ async fn healthz() -> &'static str {
 /// Readiness: a model is loaded and the scoring thread is running.
 #[utoipa::path(get, path = "/readyz",
     responses((status = 200, description = "ready", body = String, content_type = "text/plain"),
-              (status = 503, description = "not ready", body = String, content_type = "text/plain")))]
+              (status = 503,
+               description = "not ready",
+               body = String, content_type = "text/plain")))]
 async fn readyz(State(app): State<AppState>) -> (StatusCode, &'static str) {
     if app.engine.is_ready() {
         (StatusCode::OK, "ready")
@@ -264,13 +283,17 @@ async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> impl IntoRe
 /// Loads a checkpoint and swaps it in; requests in flight finish on the old model. A broken
 /// checkpoint is refused (422) and the old model keeps serving.
 #[utoipa::path(post, path = "/v1/admin/reload",
-    request_body(content = ReloadRequest, description = "optional: without a body, the checkpoint being served is read again"),
+    request_body(content = ReloadRequest, description = "optional: without a body, the checkpoint \
+        being served is read again"),
     security(("bearer" = [])),
     responses((status = 200, description = "the model now served", body = ModelInfo),
               (status = 400, description = "the body is not JSON", body = ErrorBody),
               (status = 401, description = "missing or wrong bearer token", body = ErrorBody),
-              (status = 413, description = "the body is larger than the server's limit", body = ErrorBody),
-              (status = 422, description = "the checkpoint cannot be loaded or does not score; the old model keeps serving", body = ErrorBody)))]
+              (status = 413,
+               description = "the body is larger than the server's limit",
+               body = ErrorBody),
+              (status = 422, description = "the checkpoint cannot be loaded or does not score; \
+                  the old model keeps serving", body = ErrorBody)))]
 async fn reload(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -365,7 +388,8 @@ impl utoipa::Modify for ReloadBodyOptional {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "recforge serving API", description = "Click-through-rate scoring and ranking with a trained recforge model. MCP tools are served at /mcp (streamable HTTP)."),
+    info(title = "recforge serving API", description = "Click-through-rate scoring and ranking \
+        with a trained recforge model. MCP tools are served at /mcp (streamable HTTP)."),
     paths(predict, rank, models, healthz, readyz, metrics, reload),
     components(schemas(RankedCandidate)),
     modifiers(&BearerScheme, &ReloadBodyOptional)
