@@ -548,9 +548,7 @@ fn evaluate(a: EvaluateArgs) -> Result<()> {
     }
     let auc = recforge_metrics::auc(&labels, &probs);
     let ll = recforge_metrics::logloss(&labels, &probs);
-    if skipped > 0 {
-        eprintln!("skipped {skipped} malformed rows");
-    }
+    eprintln!("{}", rows_read(rows, skipped));
     println!(
         "{} rows  AUC {}  logloss {ll:.6}",
         rows,
@@ -603,12 +601,19 @@ fn predict(a: PredictArgs) -> Result<()> {
         guard.0 = None;
         eprintln!("wrote {rows} scores to {}", p.display());
     }
+    eprintln!("{}", rows_read(rows, skipped));
     if skipped > 0 {
-        eprintln!(
-            "skipped {skipped} malformed rows (their line numbers are absent from the output)"
-        );
+        eprintln!("(the skipped rows' line numbers are absent from the output)");
     }
     Ok(())
+}
+
+/// The account of a scored file: every row read was scored or skipped.
+fn rows_read(scored: usize, skipped: u64) -> String {
+    format!(
+        "{} rows read: {scored} scored, {skipped} skipped",
+        scored as u64 + skipped
+    )
 }
 
 /// A CSV cell: quoted when it holds a comma, quote or line break.

@@ -125,6 +125,7 @@ fn predict_keeps_each_score_on_its_input_line_and_leaves_nothing_behind() {
         d,
     );
     assert!(ok, "{err}");
+    assert!(err.contains("10 rows read: 9 scored, 1 skipped"), "{err}");
     let out = std::fs::read_to_string(d.join("out.csv")).unwrap();
     let numbers: Vec<u64> = out
         .lines()
