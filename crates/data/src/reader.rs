@@ -66,22 +66,38 @@ pub fn open(path: &Path, cfg: &DatasetConfig) -> Result<Box<dyn RecordReader>> {
     }
 }
 
-/// CSV or TSV, with or without a header line (quotes handled by the `csv` crate).
+/// CSV or TSV, with or without a header line (quotes handled by the `csv` crate). Records end
+/// at `\n` only, so line numbers count `\n` exactly whatever the line endings (a `\r` before
+/// it is trimmed with the field's other whitespace).
 pub struct DelimitedReader {
     path: PathBuf,
     columns: Vec<String>,
     inner: csv::Reader<BufReader<File>>,
     record: csv::StringRecord,
+    /// The file's length and whether it ends with `\n`: a last line without one ends the
+    /// last record at the end of the file.
+    len: u64,
+    ends_with_newline: bool,
 }
 
 impl DelimitedReader {
     pub fn open(path: &Path, delimiter: u8, header: bool, positional: Vec<String>) -> Result<Self> {
-        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let io = |e| DataError::io(path, e);
+        let len = file.metadata().map_err(io)?.len();
+        let mut last = [0u8];
+        if len > 0 {
+            file.seek(SeekFrom::End(-1)).map_err(io)?;
+            file.read_exact(&mut last).map_err(io)?;
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+        }
         let mut inner = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .has_headers(false)
             .flexible(true)
             .quoting(delimiter == b',')
+            .terminator(csv::Terminator::Any(b'\n'))
             .buffer_capacity(1 << 20)
             .from_reader(BufReader::with_capacity(1 << 20, file));
         let mut record = csv::StringRecord::new();
@@ -104,11 +120,41 @@ impl DelimitedReader {
             columns,
             inner,
             record,
+            len,
+            ends_with_newline: last[0] == b'\n',
         })
+    }
+
+    /// The line the record just read starts on: counted back from where reading stopped,
+    /// past its own terminator and the line breaks inside its quoted fields (so blank lines
+    /// before it do not shift it).
+    fn record_line(&self) -> u64 {
+        let after = self.inner.position();
+        let inside: u64 = self
+            .record
+            .iter()
+            .map(|f| f.bytes().filter(|&b| b == b'\n').count() as u64)
+            .sum();
+        // at the end of the file the last line break, if any, ended the record, unless an
+        // unclosed quote took it into the last field
+        let unterminated = after.byte() >= self.len
+            && (!self.ends_with_newline
+                || self.record.iter().last().is_some_and(|f| f.ends_with('\n')));
+        after
+            .line()
+            .saturating_sub(inside + u64::from(!unterminated))
+            .max(1)
     }
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> DataError {
+    if e.is_io_error() {
+        // a read that failed is no bad row: skipping it would end the file silently
+        if let csv::ErrorKind::Io(io) = e.into_kind() {
+            return DataError::io(path, io);
+        }
+        unreachable!("is_io_error() is true only for ErrorKind::Io");
+    }
     let line = e.position().map(|p| p.line()).unwrap_or(0);
     DataError::BadRow {
         path: path.to_path_buf(),
@@ -151,17 +197,27 @@ impl RecordReader for DelimitedReader {
             {
                 return Ok(None);
             }
-            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-            if self.record.len() == 1 && self.record[0].is_empty() {
+            let line = self.record_line();
+            if self.record.len() == 1 && self.record[0].trim().is_empty() {
                 continue; // blank line
             }
-            if self.record.len() != self.columns.len() {
-                let mut msg = format!(
-                    "expected {} columns, found {}",
-                    self.columns.len(),
-                    self.record.len()
-                );
-                if self.record.iter().any(|f| f.contains(['\n', '\r'])) {
+            let spans_lines = self.record.iter().any(|f| f.contains('\n'));
+            // A quote never closed runs to the end of the file, taking its last line break
+            // into the field: with the right column count it would pass as one row.
+            let runs_to_end = spans_lines
+                && self.inner.position().byte() >= self.len
+                && self.record.iter().last().is_some_and(|f| f.ends_with('\n'));
+            if self.record.len() != self.columns.len() || runs_to_end {
+                let mut msg = if runs_to_end {
+                    "an unclosed quote".to_string()
+                } else {
+                    format!(
+                        "expected {} columns, found {}",
+                        self.columns.len(),
+                        self.record.len()
+                    )
+                };
+                if spans_lines {
                     // An unbalanced quote made one "record" of many lines: the bad row is this
                     // line alone, and reading resumes on the next one.
                     let next_line = self.inner.position().line();
@@ -220,7 +276,16 @@ impl RecordReader for LibsvmReader {
                 return Ok(None);
             };
             self.line_no += 1;
-            let line = line.map_err(|e| DataError::io(&self.path, e))?;
+            let line = line.map_err(|e| match e.kind() {
+                // not UTF-8: a bad line, not a failed read
+                std::io::ErrorKind::InvalidData => DataError::BadRow {
+                    path: self.path.clone(),
+                    line: self.line_no,
+                    field: "-".into(),
+                    msg: e.to_string(),
+                },
+                _ => DataError::io(&self.path, e),
+            })?;
             let mut toks = line.split_whitespace();
             let Some(label) = toks.next() else { continue };
             out.clear();
@@ -415,4 +480,56 @@ fn read_jsonl_column(path: &Path, column: &str) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (line, first value) of every record of `text` read as a headed CSV, bad rows as
+    /// `(line, "!")`.
+    fn lines_of(text: &[u8]) -> Vec<(u64, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.csv");
+        std::fs::write(&p, text).unwrap();
+        let mut r = DelimitedReader::open(&p, b',', true, Vec::new()).unwrap();
+        let mut out = Vec::new();
+        let mut rec = Vec::new();
+        loop {
+            match r.next_record(&mut rec) {
+                Ok(Some(l)) => out.push((l, rec[0].trim().to_string())),
+                Ok(None) => break,
+                Err(DataError::BadRow { line, .. }) => out.push((line, "!".into())),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        out
+    }
+
+    fn pairs(v: &[(u64, &str)]) -> Vec<(u64, String)> {
+        v.iter().map(|(l, s)| (*l, s.to_string())).collect()
+    }
+
+    #[test]
+    fn line_numbers_hold_for_crlf_blank_lines_and_quoted_line_breaks() {
+        let want = pairs(&[(2, "a"), (3, "b"), (5, "c"), (8, "d")]);
+        assert_eq!(lines_of(b"x,y\na,1\nb,2\n\nc,\"p\nq\"\n\nd,4\n"), want);
+        assert_eq!(lines_of(b"x,y\r\na,1\r\nb,2\r\n\r\nc,\"p\nq\"\r\n\r\nd,4\r\n"), want);
+        // no line break after the last line
+        assert_eq!(lines_of(b"x,y\na,1\nb,2"), pairs(&[(2, "a"), (3, "b")]));
+    }
+
+    #[test]
+    fn an_unclosed_quote_spoils_its_own_line_only() {
+        // wrong column count, after a blank line, in CRLF
+        assert_eq!(
+            lines_of(b"x,y\r\na,1\r\n\r\nb,\"2,3\r\nc,3\r\nd,4\r\n"),
+            pairs(&[(2, "a"), (4, "!"), (5, "c"), (6, "d")])
+        );
+        // in the last column, no other quote after it: the record would run to the end
+        assert_eq!(
+            lines_of(b"x,y\na,1\nb,\"2\nc,3\nd,4\n"),
+            pairs(&[(2, "a"), (3, "!"), (4, "c"), (5, "d")])
+        );
+    }
 }
