@@ -446,6 +446,9 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
     } else {
         out.join("model.safetensors")
     };
+    // one pretraining at a time into an output directory
+    let out_dir = out.parent().unwrap_or(Path::new("."));
+    let _lock = recforge_data::cache::DirLock::try_take(out_dir, "pretraining output directory")?;
     let mut pt = Pretrainer::new(pcfg.clone(), tcfg, &mut model, &ds.feature_map, &ds.train)?;
     eprintln!(
         "{} pretraining of {} on {} rows: {} epochs, mask ratio {}, {} negatives, lr {} ({}), \

@@ -250,9 +250,11 @@ pub fn write_atomic_hooked(
     bytes: &[u8],
     hook: &mut dyn FnMut(WriteStage) -> std::io::Result<()>,
 ) -> Result<()> {
+    // the process id in the name: two writers of one path never share a temporary file
     let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+        "{}.{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
     ));
     let mut guard = TempGuard(Some(tmp.clone()));
     let io = |e| DataError::io(&tmp, e);

@@ -125,6 +125,15 @@ impl DelimitedReader {
         })
     }
 
+    /// Whether the record just read took a line break into its last field (only an unclosed
+    /// quote running to the end of the file does).
+    fn last_field_ends_a_line(&self) -> bool {
+        self.record
+            .iter()
+            .next_back()
+            .is_some_and(|f| f.ends_with('\n'))
+    }
+
     /// The line the record just read starts on: counted back from where reading stopped,
     /// past its own terminator and the line breaks inside its quoted fields (so blank lines
     /// before it do not shift it).
@@ -137,9 +146,8 @@ impl DelimitedReader {
             .sum();
         // at the end of the file the last line break, if any, ended the record, unless an
         // unclosed quote took it into the last field
-        let unterminated = after.byte() >= self.len
-            && (!self.ends_with_newline
-                || self.record.iter().last().is_some_and(|f| f.ends_with('\n')));
+        let unterminated =
+            after.byte() >= self.len && (!self.ends_with_newline || self.last_field_ends_a_line());
         after
             .line()
             .saturating_sub(inside + u64::from(!unterminated))
@@ -206,7 +214,7 @@ impl RecordReader for DelimitedReader {
             // into the field: with the right column count it would pass as one row.
             let runs_to_end = spans_lines
                 && self.inner.position().byte() >= self.len
-                && self.record.iter().last().is_some_and(|f| f.ends_with('\n'));
+                && self.last_field_ends_a_line();
             if self.record.len() != self.columns.len() || runs_to_end {
                 let mut msg = if runs_to_end {
                     "an unclosed quote".to_string()
@@ -514,7 +522,10 @@ mod tests {
     fn line_numbers_hold_for_crlf_blank_lines_and_quoted_line_breaks() {
         let want = pairs(&[(2, "a"), (3, "b"), (5, "c"), (8, "d")]);
         assert_eq!(lines_of(b"x,y\na,1\nb,2\n\nc,\"p\nq\"\n\nd,4\n"), want);
-        assert_eq!(lines_of(b"x,y\r\na,1\r\nb,2\r\n\r\nc,\"p\nq\"\r\n\r\nd,4\r\n"), want);
+        assert_eq!(
+            lines_of(b"x,y\r\na,1\r\nb,2\r\n\r\nc,\"p\nq\"\r\n\r\nd,4\r\n"),
+            want
+        );
         // no line break after the last line
         assert_eq!(lines_of(b"x,y\na,1\nb,2"), pairs(&[(2, "a"), (3, "b")]));
     }

@@ -41,27 +41,39 @@ fn to_bytes(x: &[f32]) -> Vec<u8> {
 const META_KEY: &str = "recforge";
 const SHA_KEY: &str = "sha256";
 
-/// The checksum of a checkpoint: its metadata JSON, then every tensor (sorted by name) as
-/// name, shape and little-endian bytes, so no byte of the file can change unnoticed.
+/// safetensors refuses to read headers above 100 MB; a checkpoint whose metadata (mostly the
+/// vocabularies) would pass that is refused when saved, not when loaded.
+const MAX_HEADER_BYTES: usize = 90 << 20;
+
+/// The checksum of a checkpoint: every metadata entry but the checksum itself (sorted by key),
+/// then every tensor (sorted by name) as name, dtype, shape and little-endian bytes. Offsets
+/// need no cover: safetensors requires the tensors to tile the data section exactly.
 fn checkpoint_sha256<'a>(
-    meta_json: &str,
-    tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+    metadata: &HashMap<String, String>,
+    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
 ) -> String {
     use sha2::Digest;
+    let put = |h: &mut sha2::Sha256, bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    let mut h = sha2::Sha256::new();
+    let mut entries: Vec<_> = metadata.iter().filter(|(k, _)| *k != SHA_KEY).collect();
+    entries.sort();
+    for (k, v) in entries {
+        put(&mut h, k.as_bytes());
+        put(&mut h, v.as_bytes());
+    }
     let mut sorted: Vec<_> = tensors.collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = sha2::Sha256::new();
-    h.update((meta_json.len() as u64).to_le_bytes());
-    h.update(meta_json.as_bytes());
-    for (name, shape, bytes) in sorted {
-        h.update((name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
+    for (name, dtype, shape, bytes) in sorted {
+        put(&mut h, name.as_bytes());
+        put(&mut h, format!("{dtype:?}").as_bytes());
         h.update((shape.len() as u64).to_le_bytes());
         for d in shape {
             h.update((*d as u64).to_le_bytes());
         }
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
+        put(&mut h, bytes);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -175,21 +187,31 @@ pub fn save_checkpoint_hooked(
         tensors_sha256: String::new(),
     };
     let json = serde_json::to_string(&meta).map_err(|e| bad(e.to_string()))?;
+    if json.len() > MAX_HEADER_BYTES {
+        return Err(bad(format!(
+            "the model's metadata (config and vocabularies) takes {} MB, more than a \
+             checkpoint header holds ({} MB)",
+            json.len() >> 20,
+            MAX_HEADER_BYTES >> 20
+        )));
+    }
+    let mut info = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("model".to_string(), model.name.clone()),
+        (META_KEY.to_string(), json),
+    ]);
     let sha = checkpoint_sha256(
-        &json,
-        bytes.iter().map(|(n, s, b)| (n.as_str(), &s[..], &b[..])),
+        &info,
+        bytes
+            .iter()
+            .map(|(n, s, b)| (n.as_str(), Dtype::F32, &s[..], &b[..])),
     );
+    info.insert(SHA_KEY.to_string(), sha);
     let views: Vec<(String, TensorView)> = bytes
         .iter()
         .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| bad(e.to_string()))?;
-    let info = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("model".to_string(), model.name.clone()),
-        (META_KEY.to_string(), json),
-        (SHA_KEY.to_string(), sha),
-    ]);
     let data = safetensors::serialize(views, &Some(info)).map_err(|e| bad(e.to_string()))?;
     write_atomic_hooked(path, &data, hook)?;
     Ok(())
@@ -208,8 +230,11 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     })
 }
 
-/// The metadata of a mapped checkpoint: (its JSON, the stored checksum).
-fn header_meta(path: &Path, bytes: &[u8]) -> Result<(CheckpointMeta, String, String)> {
+/// The metadata of a mapped checkpoint: (parsed, every header entry, the stored checksum).
+fn header_meta(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(CheckpointMeta, HashMap<String, String>, String)> {
     let bad = |msg: String| TrainError::Checkpoint {
         path: path.to_path_buf(),
         msg,
@@ -236,7 +261,8 @@ fn header_meta(path: &Path, bytes: &[u8]) -> Result<(CheckpointMeta, String, Str
     }
     meta.tensors_sha256 = sha.clone();
     meta.feature_map.build_indexes();
-    Ok((meta, json.clone(), sha.clone()))
+    let sha = sha.clone();
+    Ok((meta, info, sha))
 }
 
 /// Reads a checkpoint's config, feature map and metrics (not verified: loading verifies).
@@ -248,14 +274,14 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
 /// The metadata and the verified, memory-mapped file of a checkpoint.
 fn open_verified(path: &Path) -> Result<(CheckpointMeta, memmap2::Mmap)> {
     let map = map_file(path)?;
-    let (meta, json, sha) = header_meta(path, &map)?;
+    let (meta, info, sha) = header_meta(path, &map)?;
     let st = deserialize(path, &map)?;
     let tensors = st.tensors();
     let actual = checkpoint_sha256(
-        &json,
+        &info,
         tensors
             .iter()
-            .map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+            .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
     );
     if actual != sha {
         return Err(TrainError::Checkpoint {
@@ -447,6 +473,11 @@ fn load_tensors(
     let st = deserialize(path, map)?;
     refuse_unused(path, &st, model)?;
     let fetch = |name: &str, shape: &[usize]| fetch_tensor(path, &st, name, shape);
+    // optimizer moments may be absent (a fresh parameter); present, they must fit
+    let fetch_opt = |name: &str, shape: &[usize]| match st.tensor(name) {
+        Ok(_) => fetch(name, shape).map(Some),
+        Err(_) => Ok(None),
+    };
     let with_opt = opt.is_some();
     // read everything first, then assign: a failure leaves the model untouched
     let mut dense = Vec::new();
@@ -455,8 +486,8 @@ fn load_tensors(
         let key = format!("dense.{}", p.name);
         let s = if with_opt && p.trainable {
             (
-                fetch(&format!("opt1.{key}"), &shape).ok(),
-                fetch(&format!("opt2.{key}"), &shape).ok(),
+                fetch_opt(&format!("opt1.{key}"), &shape)?,
+                fetch_opt(&format!("opt2.{key}"), &shape)?,
             )
         } else {
             (None, None)
@@ -470,8 +501,8 @@ fn load_tensors(
             let shape = [t.rows, t.dim];
             let s = if with_opt {
                 (
-                    fetch(&format!("opt1.{key}"), &shape).ok(),
-                    fetch(&format!("opt2.{key}"), &shape).ok(),
+                    fetch_opt(&format!("opt1.{key}"), &shape)?,
+                    fetch_opt(&format!("opt2.{key}"), &shape)?,
                 )
             } else {
                 (None, None)

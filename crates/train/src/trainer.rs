@@ -619,6 +619,8 @@ impl Trainer {
                 NonFiniteStep::check("validation logloss", v.logloss)
                     .map_err(|e| e.at(epoch, self.state.step))?;
             }
+            // finite losses and gradients can still overflow a weight in the update
+            non_finite_weight(model).map_err(|e| e.at(epoch, self.state.step))?;
             let log = EpochLog {
                 epoch,
                 learning_rate: self.state.learning_rate,
@@ -710,6 +712,24 @@ impl Trainer {
         run.write_json("report.json", &report)?;
         Ok(report)
     }
+}
+
+/// The first weight of `model` that is NaN or infinite, as an error (checked before a save).
+fn non_finite_weight(model: &Model) -> std::result::Result<(), NonFiniteStep> {
+    let dense = model.params.iter().map(|(_, p)| &p.value.data[..]);
+    let tables = model
+        .embeddings
+        .iter()
+        .flat_map(|e| e.tables.iter().map(|t| &t.weight[..]));
+    for w in dense.chain(tables) {
+        if let Some(&x) = w.iter().find(|x| !x.is_finite()) {
+            return Err(NonFiniteStep {
+                what: "a weight",
+                value: x as f64,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The best model so far: weights only (no optimizer state), with its metrics in the sidecar.

@@ -337,6 +337,31 @@ fn a_non_finite_loss_or_gradient_stops_training_and_keeps_the_best_checkpoint() 
     assert_eq!(bytes(&run.join("model.safetensors")), best);
     assert_eq!(bytes(&run.join("last.safetensors")), last);
 
+    // a NaN weight no batch reaches (the OOV row of the first table): losses and gradients
+    // stay finite, and still no checkpoint is written
+    let fresh = dir.path().join("fresh");
+    let mut model = recforge_models::build(&exp.model, &ds.feature_map).unwrap();
+    let table = &mut model.embeddings[0].tables[0];
+    let last = table.weight.len() - 1;
+    table.weight[last] = f32::NAN;
+    let mut trainer = Trainer::new(TrainConfig::from_config(&exp.model).unwrap(), &model);
+    let err = trainer
+        .fit(
+            &mut model,
+            &ds,
+            &exp.model,
+            &RunDir::create(&fresh).unwrap(),
+            false,
+            &mut Silent,
+        )
+        .expect_err("a NaN weight was saved")
+        .to_string();
+    assert!(
+        err.contains("epoch 1") && err.contains("a weight is NaN"),
+        "{err}"
+    );
+    assert!(!fresh.join("model.safetensors").exists());
+
     // a finite loss with a non-finite gradient: the step changes nothing
     let mut model = recforge_models::build(&exp.model, &ds.feature_map).unwrap();
     let before = weights(&model);

@@ -53,6 +53,27 @@ where
         }
     });
 
+    /// Discards the rest of a line, a buffer at a time: however long, it is never held.
+    async fn skip_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<()> {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            let buf = r.fill_buf().await?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    r.consume(i + 1);
+                    return Ok(());
+                }
+                None => {
+                    let n = buf.len();
+                    r.consume(n);
+                }
+            }
+        }
+    }
+
     let reader = tokio::spawn(async move {
         let mut input = BufReader::new(input);
         loop {
@@ -69,12 +90,8 @@ where
                 break;
             }
             let oversized = n > MAX_LINE && line.last() != Some(&b'\n');
-            if oversized {
-                // skip the rest of the line
-                let mut rest = Vec::new();
-                if input.read_until(b'\n', &mut rest).await.is_err() {
-                    break;
-                }
+            if oversized && skip_line(&mut input).await.is_err() {
+                break;
             }
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             let text = text.strip_suffix(b"\r").unwrap_or(text);
