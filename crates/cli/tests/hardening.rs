@@ -19,7 +19,14 @@ fn config_mistakes_are_errors_naming_the_key() {
             "learning_rate=-0.1",
             "`learning_rate` should be a positive number",
         ),
-        ("learning_rate=1e-50", "does not fit a 32-bit float"),
+        (
+            "learning_rate=1e-50",
+            "a positive number that fits a 32-bit float",
+        ),
+        (
+            "pt_learning_rate=1e60",
+            "a positive number that fits a 32-bit float",
+        ),
         (
             "monitor={\"AUC\": \"one\"}",
             "the weight of `AUC` should be a number",

@@ -485,6 +485,22 @@ impl ModelConfig {
         }
     }
 
+    /// A positive number that stays positive and finite as an f32 (learning rates: `1e-50`
+    /// would silently become 0).
+    pub fn positive_f32_or(&self, key: &str, default: f64) -> Result<f32> {
+        let x = self.positive_f64_or(key, default)?;
+        let y = x as f32;
+        if y.is_normal() {
+            Ok(y)
+        } else {
+            Err(self.type_error(
+                key,
+                "a positive number that fits a 32-bit float",
+                &Value::from(x),
+            ))
+        }
+    }
+
     /// A non-negative, finite number (regularisation weights, norms).
     pub fn non_negative_f64_or(&self, key: &str, default: f64) -> Result<f64> {
         let x = self.f64_or(key, default)?;
@@ -492,6 +508,21 @@ impl ModelConfig {
             Ok(x)
         } else {
             Err(self.type_error(key, "a non-negative number", &Value::from(x)))
+        }
+    }
+
+    /// A non-negative number that stays finite as an f32 (regularisation weights).
+    pub fn non_negative_f32_or(&self, key: &str, default: f64) -> Result<f32> {
+        let x = self.non_negative_f64_or(key, default)?;
+        let y = x as f32;
+        if y.is_finite() {
+            Ok(y)
+        } else {
+            Err(self.type_error(
+                key,
+                "a non-negative number that fits a 32-bit float",
+                &Value::from(x),
+            ))
         }
     }
 

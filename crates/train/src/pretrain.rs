@@ -91,7 +91,7 @@ impl PretrainConfig {
             method,
             epochs: cfg.usize_or("pt_epochs", 10).map_err(e)?,
             batch_size: cfg.usize_or("batch_size", 4096).map_err(e)?.max(1),
-            learning_rate: cfg.positive_f64_or("pt_learning_rate", 1e-3).map_err(e)? as f32,
+            learning_rate: cfg.positive_f32_or("pt_learning_rate", 1e-3).map_err(e)?,
             cosine: match cfg.str_or("pt_lr_schedule", "cosine").as_str() {
                 "cosine" => true,
                 "constant" => false,
@@ -102,8 +102,8 @@ impl PretrainConfig {
                 }
             },
             weight_decay: cfg
-                .non_negative_f64_or("pt_weight_decay", 0.05)
-                .map_err(e)? as f32,
+                .non_negative_f32_or("pt_weight_decay", 0.05)
+                .map_err(e)?,
             mask_ratio: cfg.f64_or("pt_mask_ratio", 0.3).map_err(e)? as f32,
             negatives: cfg.usize_or("pt_neg_num", 25).map_err(e)?,
             proj_size: cfg.usize_or("pt_proj_size", 32).map_err(e)?,

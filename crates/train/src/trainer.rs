@@ -147,13 +147,7 @@ impl TrainConfig {
                 )));
             }
         }
-        let learning_rate = cfg.positive_f64_or("learning_rate", 1e-3).map_err(e)? as f32;
-        if !learning_rate.is_normal() {
-            return Err(TrainError::Config(format!(
-                "learning_rate {:e} does not fit a 32-bit float",
-                cfg.f64_or("learning_rate", 1e-3).map_err(e)?
-            )));
-        }
+        let learning_rate = cfg.positive_f32_or("learning_rate", 1e-3).map_err(e)?;
         Ok(TrainConfig {
             epochs: cfg.positive_usize_or("epochs", 100).map_err(e)?,
             batch_size,
@@ -163,8 +157,8 @@ impl TrainConfig {
             shuffle: cfg.bool_or("shuffle", true).map_err(e)?,
             seed: cfg.usize_or("seed", 2024).map_err(e)? as u64,
             max_grad_norm: cfg
-                .non_negative_f64_or("max_gradient_norm", 10.0)
-                .map_err(e)? as f32,
+                .non_negative_f32_or("max_gradient_norm", 10.0)
+                .map_err(e)?,
             reduce_lr_on_plateau: cfg.bool_or("reduce_lr_on_plateau", true).map_err(e)?,
             embedding_update: update,
             dense_max_values: cfg

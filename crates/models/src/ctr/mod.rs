@@ -73,11 +73,11 @@ impl CommonConfig {
         Ok(CommonConfig {
             embedding_dim: cfg.positive_usize_or("embedding_dim", 10).map_err(err)?,
             embedding_regularizer: cfg
-                .non_negative_f64_or("embedding_regularizer", shared)
-                .map_err(err)? as f32,
+                .non_negative_f32_or("embedding_regularizer", shared)
+                .map_err(err)?,
             net_regularizer: cfg
-                .non_negative_f64_or("net_regularizer", shared)
-                .map_err(err)? as f32,
+                .non_negative_f32_or("net_regularizer", shared)
+                .map_err(err)?,
             optimizer: OptimizerKind::parse(&opt_name).ok_or_else(|| ModelError::Config {
                 expid: cfg.expid.clone(),
                 msg: format!("unknown optimizer `{opt_name}` (adam, adagrad, sgd)"),
