@@ -356,11 +356,21 @@ impl DirLock {
             .map_err(|e| DataError::io(&path, e))
     }
 
-    /// Waits for the lock.
-    pub fn wait(dir: &Path) -> Result<Self> {
+    /// Waits for the lock, saying so through `log` when another process holds it.
+    pub fn wait(dir: &Path, what: &str, log: &dyn Fn(&str)) -> Result<Self> {
         let file = Self::open(dir)?;
-        file.lock()
-            .map_err(|e| DataError::io(dir.join(".lock"), e))?;
+        let lock_path = || dir.join(".lock");
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                log(&format!(
+                    "waiting for another recforge process using {what} {}",
+                    dir.display()
+                ));
+                file.lock().map_err(|e| DataError::io(lock_path(), e))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(DataError::io(lock_path(), e)),
+        }
         Ok(DirLock { _file: file })
     }
 
@@ -391,7 +401,7 @@ impl EncodedDataset {
         log: &dyn Fn(&str),
     ) -> Result<Self> {
         let dir = cfg.data_root();
-        let _lock = DirLock::wait(&dir)?;
+        let _lock = DirLock::wait(&dir, "the encoded cache", log)?;
         let meta_path = dir.join("feature_map.json");
         let hash = config_hash(cfg, on_bad)?;
         if !force_rebuild {

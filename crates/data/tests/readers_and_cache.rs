@@ -430,3 +430,31 @@ fn a_damaged_cache_is_detected_and_rebuilt() {
         assert_eq!(ds.train.data(), &expected[..]);
     }
 }
+
+#[test]
+fn a_cache_being_built_elsewhere_is_waited_for() {
+    use recforge_data::cache::DirLock;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.csv"), csv_with(50, 0, "")).unwrap();
+    std::fs::write(dir.path().join("valid.csv"), csv_with(10, 0, "")).unwrap();
+    item_price_config(dir.path());
+    let held = DirLock::try_take(&dir.path().join("processed/d"), "the cache").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let root = dir.path().to_path_buf();
+    let other = std::thread::spawn(move || {
+        let exp = load_experiment(&root, "m").unwrap();
+        EncodedDataset::prepare(&exp.dataset, OnBadRow::Error, false, &|m| {
+            let _ = tx.send(m.to_string());
+        })
+        .map(|ds| ds.train.rows)
+    });
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a message");
+    assert!(
+        first.starts_with("waiting for another recforge process"),
+        "{first}"
+    );
+    drop(held);
+    assert_eq!(other.join().unwrap().unwrap(), 50);
+}
