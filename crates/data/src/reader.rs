@@ -173,19 +173,30 @@ fn csv_error(path: &Path, e: csv::Error) -> DataError {
 }
 
 impl DelimitedReader {
-    /// Moves the reader to the start of the line after `line`, where the last record began.
+    /// Moves the reader to the start of the line after `line`, where the last record began
+    /// (after the empty lines the read passed over first).
     fn resync_after_line(&mut self, line: u64) -> Result<()> {
         use std::io::{Seek, SeekFrom};
+        let io = |e| DataError::io(&self.path, e);
         let start = self.record.position().map_or(0, |p| p.byte());
-        let mut f = File::open(&self.path).map_err(|e| DataError::io(&self.path, e))?;
-        f.seek(SeekFrom::Start(start))
-            .map_err(|e| DataError::io(&self.path, e))?;
+        let mut f = File::open(&self.path).map_err(io)?;
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
+        let mut r = BufReader::new(f);
+        let mut empty = 0u64;
+        loop {
+            let buf = r.fill_buf().map_err(io)?;
+            let n = buf.iter().take_while(|&&b| b == b'\n').count();
+            let more = n == buf.len() && !buf.is_empty();
+            r.consume(n);
+            empty += n as u64;
+            if !more {
+                break;
+            }
+        }
         let mut first_line = Vec::new();
-        BufReader::new(f)
-            .read_until(b'\n', &mut first_line)
-            .map_err(|e| DataError::io(&self.path, e))?;
+        r.read_until(b'\n', &mut first_line).map_err(io)?;
         let mut pos = csv::Position::new();
-        pos.set_byte(start + first_line.len() as u64)
+        pos.set_byte(start + empty + first_line.len() as u64)
             .set_line(line + 1);
         self.inner.seek(pos).map_err(|e| csv_error(&self.path, e))
     }
@@ -536,6 +547,11 @@ mod tests {
         assert_eq!(
             lines_of(b"x,y\r\na,1\r\n\r\nb,\"2,3\r\nc,3\r\nd,4\r\n"),
             pairs(&[(2, "a"), (4, "!"), (5, "c"), (6, "d")])
+        );
+        // after empty lines, which the csv crate passes over inside the read
+        assert_eq!(
+            lines_of(b"x,y\na,1\n\n\nb,\"2,3\nc,3\n"),
+            pairs(&[(2, "a"), (5, "!"), (6, "c")])
         );
         // in the last column, no other quote after it: the record would run to the end
         assert_eq!(
