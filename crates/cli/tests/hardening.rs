@@ -44,6 +44,10 @@ fn config_mistakes_are_errors_naming_the_key() {
             "net_regularizer=-1",
             "`net_regularizer` should be a non-negative number",
         ),
+        (
+            "embedding_regularizer=1e60",
+            "a non-negative number that fits a 32-bit float",
+        ),
         ("epochs=0", "`epochs` should be a positive integer"),
     ] {
         let (ok, _, err) = train_small(d, &["--set", set]);

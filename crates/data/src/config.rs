@@ -475,55 +475,49 @@ impl ModelConfig {
         }
     }
 
-    /// A positive, finite number (learning rates and the like).
-    pub fn positive_f64_or(&self, key: &str, default: f64) -> Result<f64> {
+    /// The number at `key` (or `default`) if `ok` holds for it, else an error saying `want`.
+    fn f64_where(&self, key: &str, default: f64, ok: fn(f64) -> bool, want: &str) -> Result<f64> {
         let x = self.f64_or(key, default)?;
-        if x > 0.0 && x.is_finite() {
+        if ok(x) {
             Ok(x)
         } else {
-            Err(self.type_error(key, "a positive number", &Value::from(x)))
+            Err(self.type_error(key, want, &Value::from(x)))
         }
+    }
+
+    /// A positive, finite number.
+    pub fn positive_f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        self.f64_where(
+            key,
+            default,
+            |x| x > 0.0 && x.is_finite(),
+            "a positive number",
+        )
+    }
+
+    /// A non-negative, finite number.
+    pub fn non_negative_f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        self.f64_where(
+            key,
+            default,
+            |x| x >= 0.0 && x.is_finite(),
+            "a non-negative number",
+        )
     }
 
     /// A positive number that stays positive and finite as an f32 (learning rates: `1e-50`
     /// would silently become 0).
     pub fn positive_f32_or(&self, key: &str, default: f64) -> Result<f32> {
-        let x = self.positive_f64_or(key, default)?;
-        let y = x as f32;
-        if y.is_normal() {
-            Ok(y)
-        } else {
-            Err(self.type_error(
-                key,
-                "a positive number that fits a 32-bit float",
-                &Value::from(x),
-            ))
-        }
-    }
-
-    /// A non-negative, finite number (regularisation weights, norms).
-    pub fn non_negative_f64_or(&self, key: &str, default: f64) -> Result<f64> {
-        let x = self.f64_or(key, default)?;
-        if x >= 0.0 && x.is_finite() {
-            Ok(x)
-        } else {
-            Err(self.type_error(key, "a non-negative number", &Value::from(x)))
-        }
+        self.positive_f64_or(key, default)?;
+        let want = "a positive number that fits a 32-bit float";
+        Ok(self.f64_where(key, default, |x| (x as f32).is_normal(), want)? as f32)
     }
 
     /// A non-negative number that stays finite as an f32 (regularisation weights).
     pub fn non_negative_f32_or(&self, key: &str, default: f64) -> Result<f32> {
-        let x = self.non_negative_f64_or(key, default)?;
-        let y = x as f32;
-        if y.is_finite() {
-            Ok(y)
-        } else {
-            Err(self.type_error(
-                key,
-                "a non-negative number that fits a 32-bit float",
-                &Value::from(x),
-            ))
-        }
+        self.non_negative_f64_or(key, default)?;
+        let want = "a non-negative number that fits a 32-bit float";
+        Ok(self.f64_where(key, default, |x| (x as f32).is_finite(), want)? as f32)
     }
 
     /// A positive integer.

@@ -137,10 +137,7 @@ fn checkpoint_round_trip_and_corruption_is_refused() {
     let n = bytes.len();
     bytes[n - 3] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
-    let err = load_model(&run)
-        .err()
-        .expect("corrupt checkpoint must not load")
-        .to_string();
+    let err = load_error(&run, "corrupt checkpoint must not load");
     assert!(
         err.contains("model.safetensors") && err.contains("checksum"),
         "{err}"
@@ -209,6 +206,11 @@ fn synthetic_log_learned_close_to_bayes_optimal() {
     );
 }
 
+/// The message of a checkpoint load that must fail (`why` says what it must not load).
+fn load_error(run: &std::path::Path, why: &str) -> String {
+    load_model(run).err().expect(why).to_string()
+}
+
 /// The bytes of a file.
 fn bytes(p: &std::path::Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
@@ -230,11 +232,24 @@ fn an_edited_vocabulary_or_a_foreign_tensor_is_refused() {
     let mut edited = original.clone();
     edited[at] = b'x';
     std::fs::write(&path, &edited).unwrap();
-    let err = load_model(&run)
-        .err()
-        .expect("edited checkpoint loaded")
-        .to_string();
+    let err = load_error(&run, "edited checkpoint loaded");
     assert!(err.contains("checksum"), "{err}");
+    // a tensor's dtype (same size: the offsets still tile the file), another metadata entry
+    let edits: [(&[u8], &[u8]); 2] = [
+        (b"\"F32\"", b"\"I32\""),
+        (b"\"model\":\"DeepFM\"", b"\"model\":\"DeepFN\""),
+    ];
+    for (from, to) in edits {
+        let at = original
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("bytes in the header");
+        let mut edited = original.clone();
+        edited[at..at + to.len()].copy_from_slice(to);
+        std::fs::write(&path, &edited).unwrap();
+        let err = load_error(&run, "edited checkpoint loaded");
+        assert!(err.contains("checksum"), "{err}");
+    }
     // DeepFM's tensors saved under LR's config: LR has no use for the factor table
     std::fs::write(&path, &original).unwrap();
     let lm = load_model(&run).unwrap();
@@ -250,10 +265,7 @@ fn an_edited_vocabulary_or_a_foreign_tensor_is_refused() {
         None,
     )
     .unwrap();
-    let err = load_model(&run)
-        .err()
-        .expect("foreign tensors loaded")
-        .to_string();
+    let err = load_error(&run, "foreign tensors loaded");
     assert!(
         err.contains("not used by model LR") && err.contains("emb1."),
         "{err}"
