@@ -4,6 +4,7 @@
 //! gating, losses); each has a finite-difference test below.
 
 use crate::kernels::{self, add_assign, col_sums_into, map_inplace, matmul, sigmoid, zip_map};
+use crate::ops::CustomOp;
 use crate::params::{ParamId, ParamStore};
 use crate::tensor::Tensor;
 use crate::transformer::{self, Segment};
@@ -158,6 +159,11 @@ enum Op {
         targets: Vec<u32>,
         probs: Vec<f32>,
     },
+    /// An op defined outside this file ([`crate::ops::CustomOp`]).
+    Custom {
+        op: Box<dyn CustomOp>,
+        inputs: Vec<NodeId>,
+    },
 }
 
 struct Node {
@@ -244,6 +250,21 @@ impl<'p> Graph<'p> {
 
     fn rg(&self, id: NodeId) -> bool {
         self.nodes[id.0].requires_grad
+    }
+
+    /// Records a boxed [`CustomOp`] applied to `inputs` (see [`Graph::custom`]).
+    pub fn custom_boxed(&mut self, mut op: Box<dyn CustomOp>, inputs: &[NodeId]) -> NodeId {
+        let values: Vec<&Tensor> = inputs.iter().map(|&i| self.value(i)).collect();
+        let out = op.forward(&values);
+        let rg = inputs.iter().any(|&i| self.rg(i));
+        self.push(
+            Op::Custom {
+                op,
+                inputs: inputs.to_vec(),
+            },
+            out,
+            rg,
+        )
     }
 
     /// A leaf holding data; with `requires_grad` its gradient is reported by `backward`.
@@ -1519,6 +1540,24 @@ impl<'p> Graph<'p> {
                     }
                     accumulate(&mut g[logits.0], gl);
                 }
+                Op::Custom { op, inputs } => {
+                    let values: Vec<&Tensor> = inputs.iter().map(|&i| self.value(i)).collect();
+                    let needs: Vec<bool> = inputs.iter().map(|&i| self.rg(i)).collect();
+                    let grads = op.backward(&values, &node.value, &gy, &needs);
+                    assert_eq!(
+                        grads.len(),
+                        inputs.len(),
+                        "{}: one gradient per input",
+                        op.name()
+                    );
+                    for (&i, gi) in inputs.iter().zip(grads) {
+                        if let (true, Some(t)) = (self.rg(i), gi) {
+                            let v = self.value(i);
+                            assert_eq!(t.shape(), v.shape(), "{}: gradient shape", op.name());
+                            accumulate(&mut g[i.0], t);
+                        }
+                    }
+                }
             }
         }
         Grads {
@@ -1586,54 +1625,7 @@ mod tests {
 
     /// As [`check`], for a `build` that returns the scalar loss itself.
     fn check_loss(store: ParamStore, input: Tensor, build: impl Fn(&mut Graph, NodeId) -> NodeId) {
-        let run = |store: &ParamStore, input: &Tensor| -> f32 {
-            let mut g = Graph::new(store, true);
-            let x = g.input(input.clone(), true);
-            let l = build(&mut g, x);
-            g.value(l).data[0]
-        };
-        let mut g = Graph::new(&store, true);
-        let x = g.input(input.clone(), true);
-        let l = build(&mut g, x);
-        let grads = g.backward(l);
-        let eps = 1e-3f32;
-        let tol = |a: f32, n: f32| (a - n).abs() <= 2e-3 + 2e-2 * n.abs().max(a.abs());
-        let gx = grads.of(x).expect("input grad");
-        for i in 0..input.len() {
-            let mut p = input.clone();
-            p.data[i] += eps;
-            let up = run(&store, &p);
-            p.data[i] -= 2.0 * eps;
-            let down = run(&store, &p);
-            let num = (up - down) / (2.0 * eps);
-            assert!(
-                tol(gx.data[i], num),
-                "input[{i}]: analytic {} numeric {num}",
-                gx.data[i]
-            );
-        }
-        for (pid, param) in store.iter() {
-            if !param.trainable {
-                continue;
-            }
-            let gp = grads
-                .param(pid)
-                .unwrap_or_else(|| panic!("no grad for {}", param.name));
-            for i in 0..param.value.len() {
-                let mut s = store.clone();
-                s.value_mut(pid).data[i] += eps;
-                let up = run(&s, &input);
-                s.value_mut(pid).data[i] -= 2.0 * eps;
-                let down = run(&s, &input);
-                let num = (up - down) / (2.0 * eps);
-                assert!(
-                    tol(gp.data[i], num),
-                    "{}[{i}]: analytic {} numeric {num}",
-                    param.name,
-                    gp.data[i]
-                );
-            }
-        }
+        crate::testing::check_gradients(&store, &[input], |g, x| build(g, x[0])).unwrap();
     }
 
     fn rand_input(rng: &mut StdRng, rows: usize, cols: usize) -> Tensor {

@@ -12,13 +12,17 @@ pub mod embedding;
 pub mod graph;
 pub mod init;
 pub mod kernels;
+pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod tensor;
+pub mod testing;
 pub mod transformer;
 
 pub use embedding::{EmbeddingOptimizer, EmbeddingTable, RowGrads, UpdateMode};
 pub use graph::{Activation, Graph, NodeId, StateUpdate};
+pub use ops::sparse::{CsrMatrix, SparseOperand};
+pub use ops::CustomOp;
 pub use optim::{DenseOptimizer, OptimizerKind};
 pub use params::{ParamId, ParamStore};
 pub use tensor::Tensor;

@@ -1,0 +1,297 @@
+//! Losses of the ranking families: BPR's pairwise loss, the multinomial likelihood of
+//! MultiVAE-style models, the Gaussian KL term, and the (not squared) Frobenius norm LightGCN
+//! regularises with. Each returns a `[1×1]` node.
+
+use super::{scalar_grad, CustomOp};
+use crate::graph::{Graph, NodeId};
+use crate::kernels::sigmoid;
+use crate::tensor::Tensor;
+
+/// `softplus(x) = ln(1 + eˣ)`, stable for large |x|.
+fn softplus(x: f32) -> f32 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// `mean_b softplus(neg_b − pos_b)` = `−mean ln σ(pos − neg)`.
+struct Bpr;
+
+impl CustomOp for Bpr {
+    fn name(&self) -> &'static str {
+        "bpr_loss"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        let (pos, neg) = (inputs[0], inputs[1]);
+        assert_eq!(pos.shape(), neg.shape(), "bpr_loss: score shapes differ");
+        let s: f64 = pos
+            .data
+            .iter()
+            .zip(&neg.data)
+            .map(|(&p, &n)| softplus(n - p) as f64)
+            .sum();
+        Tensor::from_vec(1, 1, vec![(s / pos.len().max(1) as f64) as f32])
+    }
+
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        grad: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let (pos, neg) = (inputs[0], inputs[1]);
+        let k = scalar_grad(grad) / pos.len().max(1) as f32;
+        // d softplus(n − p) / dn = σ(n − p)
+        let dn: Vec<f32> = pos
+            .data
+            .iter()
+            .zip(&neg.data)
+            .map(|(&p, &n)| k * sigmoid(n - p))
+            .collect();
+        let gp =
+            needs[0].then(|| Tensor::from_vec(pos.rows, pos.cols, dn.iter().map(|v| -v).collect()));
+        let gn = needs[1].then(|| Tensor::from_vec(neg.rows, neg.cols, dn));
+        vec![gp, gn]
+    }
+}
+
+/// `‖x‖_F = sqrt(Σ x²)`.
+struct FrobeniusNorm {
+    norm: f32,
+}
+
+impl CustomOp for FrobeniusNorm {
+    fn name(&self) -> &'static str {
+        "frobenius_norm"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        self.norm = inputs[0].sum_sq().sqrt() as f32;
+        Tensor::from_vec(1, 1, vec![self.norm])
+    }
+
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        grad: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let x = inputs[0];
+        // the norm is not differentiable at 0; take the zero subgradient, as torch does
+        let k = if self.norm > 0.0 {
+            scalar_grad(grad) / self.norm
+        } else {
+            0.0
+        };
+        vec![needs[0]
+            .then(|| Tensor::from_vec(x.rows, x.cols, x.data.iter().map(|v| k * v).collect()))]
+    }
+}
+
+/// `−mean_b Σ_i x_bi · log softmax(z_b)_i` for logits `z[B×N]` and non-negative targets `x`.
+struct MultinomialNll {
+    targets: Vec<f32>,
+    probs: Vec<f32>,
+}
+
+impl CustomOp for MultinomialNll {
+    fn name(&self) -> &'static str {
+        "multinomial_nll"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        let z = inputs[0];
+        assert_eq!(
+            self.targets.len(),
+            z.len(),
+            "multinomial_nll: one target per logit"
+        );
+        let n = z.cols.max(1);
+        self.probs = vec![0.0; z.len()];
+        let mut total = 0.0f64;
+        for ((zr, pr), xr) in z
+            .data
+            .chunks_exact(n)
+            .zip(self.probs.chunks_exact_mut(n))
+            .zip(self.targets.chunks_exact(n))
+        {
+            let max = zr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = zr.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            let log_norm = max as f64 + sum.ln();
+            for ((p, &v), &x) in pr.iter_mut().zip(zr).zip(xr) {
+                let logp = v as f64 - log_norm;
+                *p = logp.exp() as f32;
+                total -= x as f64 * logp;
+            }
+        }
+        Tensor::from_vec(1, 1, vec![(total / z.rows.max(1) as f64) as f32])
+    }
+
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        grad: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let z = inputs[0];
+        if !needs[0] {
+            return vec![None];
+        }
+        let n = z.cols.max(1);
+        let k = scalar_grad(grad) / z.rows.max(1) as f32;
+        let mut gz = Tensor::zeros(z.rows, z.cols);
+        for ((gr, pr), xr) in gz
+            .data
+            .chunks_exact_mut(n)
+            .zip(self.probs.chunks_exact(n))
+            .zip(self.targets.chunks_exact(n))
+        {
+            let mass: f32 = xr.iter().sum();
+            for ((g, &p), &x) in gr.iter_mut().zip(pr).zip(xr) {
+                *g = k * (mass * p - x);
+            }
+        }
+        vec![Some(gz)]
+    }
+}
+
+/// `mean_b −½ Σ_j (1 + lv − mu² − exp lv)`: KL(N(mu, e^lv) ‖ N(0, 1)) averaged over rows.
+struct GaussianKl;
+
+impl CustomOp for GaussianKl {
+    fn name(&self) -> &'static str {
+        "gaussian_kl"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        let (mu, lv) = (inputs[0], inputs[1]);
+        assert_eq!(
+            mu.shape(),
+            lv.shape(),
+            "gaussian_kl: mu and logvar shapes differ"
+        );
+        let s: f64 = mu
+            .data
+            .iter()
+            .zip(&lv.data)
+            .map(|(&m, &l)| (1.0 + l - m * m - l.exp()) as f64)
+            .sum();
+        Tensor::from_vec(1, 1, vec![(-0.5 * s / mu.rows.max(1) as f64) as f32])
+    }
+
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        grad: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let (mu, lv) = (inputs[0], inputs[1]);
+        let k = scalar_grad(grad) / mu.rows.max(1) as f32;
+        let gm = needs[0]
+            .then(|| Tensor::from_vec(mu.rows, mu.cols, mu.data.iter().map(|m| k * m).collect()));
+        let gl = needs[1].then(|| {
+            Tensor::from_vec(
+                lv.rows,
+                lv.cols,
+                lv.data.iter().map(|l| k * 0.5 * (l.exp() - 1.0)).collect(),
+            )
+        });
+        vec![gm, gl]
+    }
+}
+
+impl Graph<'_> {
+    /// BPR's pairwise loss `−mean ln σ(pos − neg)` over `[B×1]` (or any equal-shape) scores.
+    pub fn bpr_loss(&mut self, pos: NodeId, neg: NodeId) -> NodeId {
+        self.custom(Bpr, &[pos, neg])
+    }
+
+    /// `‖x‖_F`, not squared (LightGCN's regulariser in RecBole).
+    pub fn frobenius_norm(&mut self, x: NodeId) -> NodeId {
+        self.custom(FrobeniusNorm { norm: 0.0 }, &[x])
+    }
+
+    /// The multinomial negative log-likelihood of `targets` (row-major `[B×N]`, e.g. a user's
+    /// interaction counts) under `softmax(logits)`, averaged over rows.
+    pub fn multinomial_nll(&mut self, logits: NodeId, targets: Vec<f32>) -> NodeId {
+        let op = MultinomialNll {
+            targets,
+            probs: Vec::new(),
+        };
+        self.custom(op, &[logits])
+    }
+
+    /// KL(N(mu, exp logvar) ‖ N(0, I)), summed over columns and averaged over rows.
+    pub fn gaussian_kl(&mut self, mu: NodeId, logvar: NodeId) -> NodeId {
+        self.custom(GaussianKl, &[mu, logvar])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::check_gradients;
+    use crate::{init, Graph, ParamStore, Tensor};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn bpr_loss_at_equal_scores_is_ln_2() {
+        let store = ParamStore::new();
+        let mut g = Graph::new(&store, true);
+        let p = g.input(Tensor::zeros(4, 1), false);
+        let n = g.input(Tensor::zeros(4, 1), false);
+        let l = g.bpr_loss(p, n);
+        assert!((g.value(l).data[0] - std::f32::consts::LN_2).abs() < 1e-7);
+    }
+
+    #[test]
+    fn multinomial_nll_and_kl_known_values() {
+        let store = ParamStore::new();
+        let mut g = Graph::new(&store, true);
+        // uniform logits over 4 items, two interactions: 2 · ln 4
+        let z = g.input(Tensor::zeros(1, 4), false);
+        let l = g.multinomial_nll(z, vec![1.0, 0.0, 1.0, 0.0]);
+        assert!((g.value(l).data[0] - 2.0 * 4f32.ln()).abs() < 1e-6);
+        let mu = g.input(Tensor::zeros(2, 3), false);
+        let lv = g.input(Tensor::zeros(2, 3), false);
+        let kl = g.gaussian_kl(mu, lv);
+        assert_eq!(g.value(kl).data[0], 0.0);
+        let x = g.input(Tensor::from_vec(1, 2, vec![3.0, 4.0]), false);
+        let f = g.frobenius_norm(x);
+        assert_eq!(g.value(f).data[0], 5.0);
+    }
+
+    #[test]
+    fn ranking_losses_match_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let a = init::normal(&mut rng, 5, 1, 2.0);
+        let b = init::normal(&mut rng, 5, 1, 2.0);
+        check_gradients(&ParamStore::new(), &[a, b], |g, x| g.bpr_loss(x[0], x[1])).unwrap();
+
+        let z = init::normal(&mut rng, 3, 6, 1.0);
+        let targets: Vec<f32> = (0..18)
+            .map(|i| ((i * 7) % 5 == 0) as u8 as f32 * 1.5)
+            .collect();
+        check_gradients(&ParamStore::new(), &[z], |g, x| {
+            g.multinomial_nll(x[0], targets.clone())
+        })
+        .unwrap();
+
+        let mu = init::normal(&mut rng, 3, 4, 1.0);
+        let lv = init::normal(&mut rng, 3, 4, 0.5);
+        check_gradients(&ParamStore::new(), &[mu, lv], |g, x| {
+            g.gaussian_kl(x[0], x[1])
+        })
+        .unwrap();
+
+        let w = init::normal(&mut rng, 3, 4, 1.0);
+        check_gradients(&ParamStore::new(), &[w], |g, x| g.frobenius_norm(x[0])).unwrap();
+    }
+}
