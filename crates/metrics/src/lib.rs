@@ -1,7 +1,13 @@
-//! Click-prediction metrics: exact AUC (ties get half credit, as the Mann–Whitney statistic
+//! Metrics. Click prediction: exact AUC (ties get half credit, as the Mann–Whitney statistic
 //! and scikit-learn's `roc_auc_score` do), logloss clipped like scikit-learn, and gAUC.
 
 use std::collections::HashMap;
+
+pub mod rank;
+pub mod registry;
+
+pub use rank::{evaluate_full_ranking, top_k, RankKind, RankMetric, RankingReport, UserCase};
+pub use registry::{expand, Metric};
 
 /// Exact ROC AUC. Returns `None` when only one class is present.
 pub fn auc(labels: &[f32], scores: &[f32]) -> Option<f64> {
