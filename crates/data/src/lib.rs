@@ -4,6 +4,7 @@
 //! - [`reader`]: streaming readers for CSV/TSV (Criteo raw), libSVM/libFM and Parquet;
 //! - [`features`]: per-field vocabularies and the encoding of a record into fixed-width slots;
 //! - [`cache`]: the encoded, memory-mapped binary cache, rebuilt when the config changes;
+//! - [`interactions`]: implicit-feedback (user, item) data for top-K models, with a negative sampler;
 //! - [`batch`]: shuffled mini-batches over an encoded split;
 //! - [`synthetic`]: a click-log generator with a planted, known ground truth;
 //! - [`splits`]: the project's fixed (RNG-free) splits of Frappe, the Criteo slice and ML-100K.
@@ -13,6 +14,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod features;
+pub mod interactions;
 pub mod reader;
 pub mod splits;
 pub mod synthetic;
