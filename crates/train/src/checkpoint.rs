@@ -166,17 +166,7 @@ pub fn save_checkpoint_hooked(
         path: path.to_path_buf(),
         msg,
     };
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| TrainError::Io {
-            path: d.to_path_buf(),
-            source: e,
-        })?;
-    }
     let tensors = named_tensors(model, opt);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(n, s, d)| (n, s, to_bytes(d)))
-        .collect();
     let meta = CheckpointMeta {
         format: FORMAT.into(),
         model: model.name.clone(),
@@ -187,29 +177,56 @@ pub fn save_checkpoint_hooked(
         tensors_sha256: String::new(),
     };
     let json = serde_json::to_string(&meta).map_err(|e| bad(e.to_string()))?;
+    write_tensor_file(path, FORMAT, &model.name, json, &tensors, hook)
+}
+
+/// Writes a checkpoint of any model family: `tensors` (name, shape, values) in one
+/// safetensors file with `json` as its `recforge` metadata and the SHA-256 over both, to a
+/// temporary name renamed once. [`TensorFile::open`] reads it back, verified.
+pub fn write_tensor_file(
+    path: &Path,
+    format: &str,
+    model: &str,
+    json: String,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    hook: &mut dyn FnMut(WriteStage) -> std::io::Result<()>,
+) -> Result<()> {
+    let bad = |msg: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
     if json.len() > MAX_HEADER_BYTES {
         return Err(bad(format!(
-            "the model's metadata (config and vocabularies) takes {} MB, more than a \
-             checkpoint header holds ({} MB)",
+            "the model's metadata takes {} MB, more than a checkpoint header holds ({} MB)",
             json.len() >> 20,
             MAX_HEADER_BYTES >> 20
         )));
     }
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| TrainError::Io {
+            path: d.to_path_buf(),
+            source: e,
+        })?;
+    }
+    let bytes: Vec<(&str, &[usize], Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.as_str(), &s[..], to_bytes(d)))
+        .collect();
     let mut info = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("model".to_string(), model.name.clone()),
+        ("format".to_string(), format.to_string()),
+        ("model".to_string(), model.to_string()),
         (META_KEY.to_string(), json),
     ]);
     let sha = checkpoint_sha256(
         &info,
         bytes
             .iter()
-            .map(|(n, s, b)| (n.as_str(), Dtype::F32, &s[..], &b[..])),
+            .map(|(n, s, b)| (*n, Dtype::F32, *s, &b[..])),
     );
     info.insert(SHA_KEY.to_string(), sha);
     let views: Vec<(String, TensorView)> = bytes
         .iter()
-        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.to_vec(), b).map(|v| (n.to_string(), v)))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| bad(e.to_string()))?;
     let data = safetensors::serialize(views, &Some(info)).map_err(|e| bad(e.to_string()))?;
@@ -275,10 +292,16 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
 fn open_verified(path: &Path) -> Result<(CheckpointMeta, memmap2::Mmap)> {
     let map = map_file(path)?;
     let (meta, info, sha) = header_meta(path, &map)?;
-    let st = deserialize(path, &map)?;
+    verify(path, &map, &info, &sha)?;
+    Ok((meta, map))
+}
+
+/// Checks the stored checksum against the metadata and tensors of a mapped file.
+fn verify(path: &Path, map: &[u8], info: &HashMap<String, String>, sha: &str) -> Result<()> {
+    let st = deserialize(path, map)?;
     let tensors = st.tensors();
     let actual = checkpoint_sha256(
-        &info,
+        info,
         tensors
             .iter()
             .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
@@ -289,8 +312,59 @@ fn open_verified(path: &Path) -> Result<(CheckpointMeta, memmap2::Mmap)> {
             msg: "the checkpoint does not match its checksum (edited or damaged)".into(),
         });
     }
-    drop(tensors);
-    Ok((meta, map))
+    Ok(())
+}
+
+/// A verified checkpoint of any model family ([`write_tensor_file`]'s output): its metadata
+/// JSON and its tensors by name.
+pub struct TensorFile {
+    pub path: std::path::PathBuf,
+    /// the `recforge` metadata entry
+    pub json: String,
+    map: memmap2::Mmap,
+}
+
+impl TensorFile {
+    /// Opens and verifies `path`, which must be of `format`.
+    pub fn open(path: &Path, format: &str) -> Result<Self> {
+        let bad = |msg: String| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let map = map_file(path)?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&map)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let info = header.metadata().clone().unwrap_or_default();
+        let found = info.get("format").map(String::as_str).unwrap_or("none");
+        if found != format {
+            return Err(bad(format!("format `{found}`, expected `{format}`")));
+        }
+        let json = info
+            .get(META_KEY)
+            .ok_or_else(|| bad("no `recforge` metadata".into()))?
+            .clone();
+        let sha = info
+            .get(SHA_KEY)
+            .ok_or_else(|| bad("the checkpoint has no checksum".into()))?;
+        verify(path, &map, &info, sha)?;
+        Ok(TensorFile {
+            path: path.to_path_buf(),
+            json,
+            map,
+        })
+    }
+
+    /// Tensor `name` as f32s, checked against `shape`.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let st = deserialize(&self.path, &self.map)?;
+        fetch_tensor(&self.path, &st, name, shape)
+    }
+
+    /// The names of the tensors in the file.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let st = deserialize(&self.path, &self.map)?;
+        Ok(st.names().into_iter().cloned().collect())
+    }
 }
 
 fn deserialize<'a>(path: &Path, map: &'a [u8]) -> Result<safetensors::SafeTensors<'a>> {
