@@ -1,4 +1,4 @@
-//! The model zoo. Models are grouped by family (`ctr/` today), one file per model, each a
+//! The model zoo. Models are grouped by family (`ctr/`, `topk/`), one file per model, each a
 //! config struct read from the FuxiCTR-style model config plus a `forward` on the tape.
 //! [`FeatureEmbedding`] turns a batch of ids into the dense `[batch × Σ dims]` matrix every
 //! CTR model starts from; [`layers`] holds the blocks models share.
@@ -6,6 +6,7 @@
 pub mod ctr;
 pub mod embedding;
 pub mod layers;
+pub mod topk;
 
 pub use ctr::{build, CtrNet, Model};
 pub use embedding::FeatureEmbedding;

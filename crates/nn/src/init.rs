@@ -19,3 +19,12 @@ pub fn xavier_normal(rng: &mut impl Rng, fan_in: usize, fan_out: usize) -> Tenso
     let std = (2.0 / (fan_in + fan_out) as f32).sqrt();
     normal(rng, fan_in, fan_out, std)
 }
+
+/// Xavier (Glorot) uniform for a `[fan_in, fan_out]` weight: U(−b, b), b = √(6 / (in + out)).
+pub fn xavier_uniform(rng: &mut impl Rng, fan_in: usize, fan_out: usize) -> Tensor {
+    let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
+    let data = (0..fan_in * fan_out)
+        .map(|_| rng.gen_range(-bound..bound))
+        .collect();
+    Tensor::from_vec(fan_in, fan_out, data)
+}

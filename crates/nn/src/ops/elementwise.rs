@@ -87,7 +87,63 @@ impl CustomOp for Reparameterize {
     }
 }
 
+/// Row-wise stacking `[A; B; …]` of nodes with equal widths.
+struct ConcatRows {
+    rows: Vec<usize>,
+}
+
+impl CustomOp for ConcatRows {
+    fn name(&self) -> &'static str {
+        "concat_rows"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        let cols = inputs[0].cols;
+        assert!(
+            inputs.iter().all(|t| t.cols == cols),
+            "concat_rows: widths differ"
+        );
+        self.rows = inputs.iter().map(|t| t.rows).collect();
+        let mut data = Vec::with_capacity(self.rows.iter().sum::<usize>() * cols);
+        for t in inputs {
+            data.extend_from_slice(&t.data);
+        }
+        Tensor::from_vec(self.rows.iter().sum(), cols, data)
+    }
+
+    fn backward(
+        &self,
+        _: &[&Tensor],
+        _: &Tensor,
+        grad: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let cols = grad.cols;
+        let mut start = 0;
+        self.rows
+            .iter()
+            .zip(needs)
+            .map(|(&r, &need)| {
+                let part = need.then(|| {
+                    Tensor::from_vec(
+                        r,
+                        cols,
+                        grad.data[start * cols..(start + r) * cols].to_vec(),
+                    )
+                });
+                start += r;
+                part
+            })
+            .collect()
+    }
+}
+
 impl Graph<'_> {
+    /// `[parts[0]; parts[1]; …]`: the parts stacked by rows (equal widths).
+    pub fn concat_rows(&mut self, parts: &[NodeId]) -> NodeId {
+        self.custom(ConcatRows { rows: Vec::new() }, parts)
+    }
+
     /// The sum of all entries of `x`, as a `[1×1]` node.
     pub fn sum_all(&mut self, x: NodeId) -> NodeId {
         self.custom(SumAll { scale: 1.0 }, &[x])
@@ -133,6 +189,22 @@ mod tests {
             let t = g.tanh(z);
             let sq = g.mul(t, z);
             g.mean_all(sq)
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn concat_rows_matches_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let a = init::normal(&mut rng, 2, 3, 1.0);
+        let b = init::normal(&mut rng, 1, 3, 1.0);
+        let w = init::normal(&mut rng, 3, 3, 1.0);
+        check_gradients(&ParamStore::new(), &[a, b], |g, x| {
+            let c = g.concat_rows(&[x[0], x[1]]);
+            let wn = g.input(w.clone(), false);
+            let m = g.mul(c, wn);
+            let t = g.tanh(m);
+            g.sum_all(t)
         })
         .unwrap();
     }
