@@ -250,21 +250,20 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Progress bar per epoch and an epoch table on standard error.
+/// Progress bar per epoch and an epoch table on standard error, one column per validation
+/// metric.
 struct Progress {
     bar: Option<ProgressBar>,
     started: std::time::Instant,
+    columns: Option<Vec<String>>,
 }
 
 impl Progress {
     fn new() -> Self {
-        eprintln!(
-            "{:>5} {:>10} {:>11} {:>10} {:>13} {:>8} {:>10}",
-            "epoch", "lr", "train_loss", "valid_AUC", "valid_logloss", "seconds", "samples/s"
-        );
         Progress {
             bar: None,
             started: std::time::Instant::now(),
+            columns: None,
         }
     }
 }
@@ -294,17 +293,24 @@ impl TrainObserver for Progress {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-        let f = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_else(|| "-".into());
-        eprintln!(
-            "{:>5} {:>10.2e} {:>11.6} {:>10} {:>13} {:>8.1} {:>10.0}",
-            l.epoch,
-            l.learning_rate,
-            l.train_loss,
-            f(l.valid_auc),
-            f(l.valid_logloss),
-            l.seconds,
-            l.samples_per_sec
+        if self.columns.is_none() && !l.valid.0.is_empty() {
+            let names: Vec<String> = l.valid.0.iter().map(|(k, _)| k.clone()).collect();
+            let mut head = format!("{:>5} {:>10} {:>11}", "epoch", "lr", "train_loss");
+            for n in &names {
+                head += &format!(" {:>12}", format!("valid_{n}"));
+            }
+            eprintln!("{head} {:>8} {:>10}", "seconds", "samples/s");
+            self.columns = Some(names);
+        }
+        let mut line = format!(
+            "{:>5} {:>10.2e} {:>11.6}",
+            l.epoch, l.learning_rate, l.train_loss
         );
+        for n in self.columns.iter().flatten() {
+            let v = l.valid.get(n).map(|v| format!("{v:.6}"));
+            line += &format!(" {:>12}", v.unwrap_or_else(|| "-".into()));
+        }
+        eprintln!("{line} {:>8.1} {:>10.0}", l.seconds, l.samples_per_sec);
     }
 
     fn message(&mut self, msg: &str) {

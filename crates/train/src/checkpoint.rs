@@ -219,9 +219,7 @@ pub fn write_tensor_file(
     ]);
     let sha = checkpoint_sha256(
         &info,
-        bytes
-            .iter()
-            .map(|(n, s, b)| (*n, Dtype::F32, *s, &b[..])),
+        bytes.iter().map(|(n, s, b)| (*n, Dtype::F32, *s, &b[..])),
     );
     info.insert(SHA_KEY.to_string(), sha);
     let views: Vec<(String, TensorView)> = bytes

@@ -8,6 +8,7 @@
 //! best checkpoint restored before testing.
 
 pub mod checkpoint;
+pub mod fit;
 pub mod pretrain;
 pub mod run;
 pub mod score;
@@ -15,7 +16,8 @@ pub mod text_features;
 pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};
-pub use run::{EpochLog, RunDir};
+pub use fit::{fit, EpochLog, FitConfig, FitReport, Metrics, Split, TrainTask};
+pub use run::RunDir;
 pub use trainer::{
     check_model_config, evaluate, EvalMetrics, Monitor, NonFiniteStep, TrainConfig, TrainObserver,
     TrainReport, Trainer,

@@ -3,19 +3,10 @@
 
 use crate::{Result, TrainError};
 use recforge_data::cache::write_atomic;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EpochLog {
-    pub epoch: usize,
-    pub learning_rate: f32,
-    pub train_loss: f64,
-    pub valid_auc: Option<f64>,
-    pub valid_logloss: Option<f64>,
-    pub seconds: f64,
-    pub samples_per_sec: f64,
-}
+pub use crate::fit::EpochLog;
 
 /// A run directory, locked for as long as this value lives: a second training into the same
 /// directory fails at once instead of interleaving its files with the first one's.
@@ -47,30 +38,43 @@ impl RunDir {
         Ok(write_atomic(&self.path.join(name), &bytes)?)
     }
 
-    /// Writes `metrics.csv`, `metrics.json` and `curve.svg` for the epochs so far.
+    /// Writes `metrics.csv`, `metrics.json` and `curve.svg` for the epochs so far; the
+    /// validation columns are the metrics the epochs report, by name.
     pub fn write_epochs(&self, epochs: &[EpochLog]) -> Result<()> {
-        let mut csv = String::from(
-            "epoch,learning_rate,train_loss,valid_auc,valid_logloss,seconds,samples_per_sec\n",
-        );
-        let opt = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
+        let mut names: Vec<&str> = Vec::new();
         for e in epochs {
-            csv += &format!(
-                "{},{},{:.6},{},{},{:.3},{:.0}\n",
-                e.epoch,
-                e.learning_rate,
-                e.train_loss,
-                opt(e.valid_auc),
-                opt(e.valid_logloss),
-                e.seconds,
-                e.samples_per_sec
-            );
+            for (k, _) in &e.valid.0 {
+                if !names.contains(&k.as_str()) {
+                    names.push(k);
+                }
+            }
+        }
+        let mut csv = String::from("epoch,learning_rate,train_loss");
+        for n in &names {
+            csv += &format!(",valid_{n}");
+        }
+        csv += ",seconds,samples_per_sec\n";
+        for e in epochs {
+            csv += &format!("{},{},{:.6}", e.epoch, e.learning_rate, e.train_loss);
+            for n in &names {
+                csv += ",";
+                if let Some(v) = e.valid.get(n) {
+                    csv += &format!("{v:.6}");
+                }
+            }
+            csv += &format!(",{:.3},{:.0}\n", e.seconds, e.samples_per_sec);
         }
         write_atomic(&self.path.join("metrics.csv"), csv.as_bytes())?;
         self.write_json("metrics.json", &epochs)?;
-        self.plot(epochs)
+        // the lower panel shows the first validation metric that is not a loss
+        let shown = names
+            .iter()
+            .find(|n| !n.eq_ignore_ascii_case("logloss"))
+            .map(|n| n.to_string());
+        self.plot(epochs, shown.as_deref())
     }
 
-    fn plot(&self, epochs: &[EpochLog]) -> Result<()> {
+    fn plot(&self, epochs: &[EpochLog], metric: Option<&str>) -> Result<()> {
         use plotters::prelude::*;
         let path = self.path.join("curve.svg");
         let mut svg = String::new();
@@ -86,11 +90,15 @@ impl RunDir {
                 .collect();
             let vloss: Vec<(f64, f64)> = epochs
                 .iter()
-                .filter_map(|e| e.valid_logloss.map(|v| (e.epoch as f64, v)))
+                .filter_map(|e| e.valid.get("logloss").map(|v| (e.epoch as f64, v)))
                 .collect();
             let aucs: Vec<(f64, f64)> = epochs
                 .iter()
-                .filter_map(|e| e.valid_auc.map(|v| (e.epoch as f64, v)))
+                .filter_map(|e| {
+                    metric
+                        .and_then(|m| e.valid.get(m))
+                        .map(|v| (e.epoch as f64, v))
+                })
                 .collect();
             let range = |pts: &[(f64, f64)]| {
                 let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
@@ -129,7 +137,10 @@ impl RunDir {
                 .draw()
                 .map_err(|e| err(e.to_string()))?;
             let mut c2 = ChartBuilder::on(&bottom)
-                .caption("valid AUC", ("sans-serif", 16))
+                .caption(
+                    format!("valid {}", metric.unwrap_or("-")),
+                    ("sans-serif", 16),
+                )
                 .margin(8)
                 .x_label_area_size(24)
                 .y_label_area_size(48)

@@ -1,5 +1,7 @@
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
-use crate::run::{EpochLog, RunDir};
+use crate::fit::{EpochLog, EpochStats, FitConfig, FitReport, Metrics, Split, TrainTask};
+pub use crate::fit::{Monitor, Silent, TrainObserver};
+use crate::run::RunDir;
 use crate::{Result, TrainError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -10,67 +12,44 @@ use recforge_nn::optim::grad_norm_sq;
 use recforge_nn::{DenseOptimizer, EmbeddingOptimizer, EmbeddingTable, ParamStore, RowGrads};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::time::Instant;
 
-/// The validation quantity early stopping watches: one metric, or FuxiCTR's weighted sum
-/// (`monitor: {AUC: 1, logloss: -1}`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Monitor {
-    pub terms: Vec<(String, f64)>,
-    pub maximize: bool,
-}
-
-impl Monitor {
-    fn from_config(cfg: &ModelConfig) -> Result<Self> {
-        let terms = match cfg.get("monitor") {
-            None => vec![("AUC".to_string(), 1.0)],
-            Some(Value::String(s)) => vec![(s.clone(), 1.0)],
-            Some(Value::Object(m)) => m
-                .iter()
-                .map(|(k, v)| match v.as_f64() {
-                    Some(w) => Ok((k.clone(), w)),
-                    None => Err(TrainError::Config(format!(
-                        "monitor: the weight of `{k}` should be a number, got {v}"
-                    ))),
-                })
-                .collect::<Result<_>>()?,
-            Some(v) => {
-                return Err(TrainError::Config(format!(
-                    "monitor should be a metric name or a mapping of metric to weight, got {v}"
-                )))
-            }
-        };
-        for (name, _) in &terms {
-            if !matches!(name.as_str(), "AUC" | "logloss" | "gAUC") {
-                return Err(TrainError::Config(format!(
-                    "monitor: unknown metric `{name}` (AUC, logloss, gAUC)"
-                )));
-            }
-        }
-        let maximize = match cfg.str_or("monitor_mode", "max").as_str() {
-            "max" => true,
-            "min" => false,
-            other => {
-                return Err(TrainError::Config(format!(
-                    "monitor_mode `{other}` (max or min)"
-                )))
-            }
-        };
-        Ok(Monitor { terms, maximize })
-    }
-
-    pub fn value(&self, m: &EvalMetrics) -> f64 {
-        self.terms
+/// FuxiCTR's `monitor` (a metric name, or a mapping of metric to weight) and `monitor_mode`.
+fn monitor_from_config(cfg: &ModelConfig) -> Result<Monitor> {
+    let terms = match cfg.get("monitor") {
+        None => vec![("AUC".to_string(), 1.0)],
+        Some(Value::String(s)) => vec![(s.clone(), 1.0)],
+        Some(Value::Object(m)) => m
             .iter()
-            .map(|(k, w)| {
-                w * match k.as_str() {
-                    "AUC" => m.auc.unwrap_or(0.5),
-                    "gAUC" => m.gauc.unwrap_or(0.5),
-                    _ => m.logloss,
-                }
+            .map(|(k, v)| match v.as_f64() {
+                Some(w) => Ok((k.clone(), w)),
+                None => Err(TrainError::Config(format!(
+                    "monitor: the weight of `{k}` should be a number, got {v}"
+                ))),
             })
-            .sum()
+            .collect::<Result<_>>()?,
+        Some(v) => {
+            return Err(TrainError::Config(format!(
+                "monitor should be a metric name or a mapping of metric to weight, got {v}"
+            )))
+        }
+    };
+    for (name, _) in &terms {
+        if !matches!(name.as_str(), "AUC" | "logloss" | "gAUC") {
+            return Err(TrainError::Config(format!(
+                "monitor: unknown metric `{name}` (AUC, logloss, gAUC)"
+            )));
+        }
     }
+    let maximize = match cfg.str_or("monitor_mode", "max").as_str() {
+        "max" => true,
+        "min" => false,
+        other => {
+            return Err(TrainError::Config(format!(
+                "monitor_mode `{other}` (max or min)"
+            )))
+        }
+    };
+    Ok(Monitor { terms, maximize })
 }
 
 /// How embedding tables are updated (recforge's `embedding_update` key).
@@ -153,7 +132,7 @@ impl TrainConfig {
             batch_size,
             learning_rate,
             patience: cfg.usize_or("early_stop_patience", 2).map_err(e)?,
-            monitor: Monitor::from_config(cfg)?,
+            monitor: monitor_from_config(cfg)?,
             shuffle: cfg.bool_or("shuffle", true).map_err(e)?,
             seed: cfg.usize_or("seed", 2024).map_err(e)? as u64,
             max_grad_norm: cfg
@@ -277,6 +256,20 @@ impl EvalMetrics {
         m
     }
 
+    /// The metrics by their lower-case names (`auc`, `logloss`, `gauc`); AUCs of a split
+    /// with one class are left out.
+    pub fn to_metrics(&self) -> Metrics {
+        let mut m = Metrics::default();
+        if let Some(a) = self.auc {
+            m.push("auc", a);
+        }
+        m.push("logloss", self.logloss);
+        if let Some(g) = self.gauc {
+            m.push("gauc", g);
+        }
+        m
+    }
+
     pub fn describe(&self) -> String {
         let mut s = format!(
             "AUC {}  logloss {:.6}",
@@ -347,30 +340,6 @@ impl NonFiniteStep {
     }
 }
 
-/// Receives progress from [`Trainer::fit`] (the CLI draws a progress bar with it).
-pub trait TrainObserver {
-    fn on_epoch_start(&mut self, _epoch: usize, _batches: usize) {}
-    fn on_batch(&mut self, _done: usize, _samples: usize, _loss: f64) {}
-    fn on_epoch_end(&mut self, _log: &EpochLog) {}
-    fn message(&mut self, _msg: &str) {}
-}
-
-/// An observer that ignores everything.
-pub struct Silent;
-impl TrainObserver for Silent {}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct TrainState {
-    epochs_done: usize,
-    learning_rate: f32,
-    best: Option<f64>,
-    best_epoch: usize,
-    stopping_steps: usize,
-    step: u64,
-    logs: Vec<EpochLog>,
-    stopped: bool,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainReport {
     pub epochs: Vec<EpochLog>,
@@ -379,13 +348,16 @@ pub struct TrainReport {
     pub valid: Option<EvalMetrics>,
     pub test: Option<EvalMetrics>,
     pub checkpoint: std::path::PathBuf,
+    /// The loop's own report: metrics by name (`--metrics-json`).
+    pub fit: FitReport,
 }
 
 pub struct Trainer {
     pub cfg: TrainConfig,
     opt: DenseOptimizer,
     emb_opts: Vec<Vec<EmbeddingOptimizer>>,
-    state: TrainState,
+    learning_rate: f32,
+    step: u64,
 }
 
 impl Trainer {
@@ -415,26 +387,17 @@ impl Trainer {
                     .collect()
             })
             .collect();
-        let state = TrainState {
-            epochs_done: 0,
-            learning_rate: cfg.learning_rate,
-            best: None,
-            best_epoch: 0,
-            stopping_steps: 0,
-            step: 0,
-            logs: Vec::new(),
-            stopped: false,
-        };
         Trainer {
             opt: DenseOptimizer::new(kind, &model.params),
+            learning_rate: cfg.learning_rate,
             cfg,
             emb_opts,
-            state,
+            step: 0,
         }
     }
 
     pub fn learning_rate(&self) -> f32 {
-        self.state.learning_rate
+        self.learning_rate
     }
 
     /// One optimizer step on one batch; returns the batch's mean loss. A non-finite loss or
@@ -455,7 +418,7 @@ impl Trainer {
         let emb_grads = model.embedding_grads(batch, &fwd.emb_nodes, &mut grads);
         drop(graph);
 
-        let lr = self.state.learning_rate;
+        let lr = self.learning_rate;
         self.apply_step(model, &grads.params, &emb_grads, &mut [], lr, 0.0)?;
         apply_state_updates(&mut model.params, &updates);
         Ok(loss_value)
@@ -538,17 +501,18 @@ impl Trainer {
                 t.decay_rows(g, decay);
             }
         }
-        self.state.step = step;
+        self.step = step;
         Ok(())
     }
 
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
-        self.state.step
+        self.step
     }
 
-    /// Trains with early stopping, writes the run directory, restores the best checkpoint and
-    /// scores the test split. With `resume`, continues from the run's `last` checkpoint.
+    /// Trains with early stopping ([`fit`](crate::fit::fit): FuxiCTR's loop, evaluating every
+    /// epoch), writes the run directory, restores the best checkpoint and scores the test
+    /// split. With `resume`, continues from the run's `last` checkpoint.
     pub fn fit(
         &mut self,
         model: &mut Model,
@@ -558,153 +522,147 @@ impl Trainer {
         resume: bool,
         obs: &mut dyn TrainObserver,
     ) -> Result<TrainReport> {
-        let fmap = &ds.feature_map;
-        self.cfg.check_against(fmap)?;
-        if resume && run.last_checkpoint().exists() {
-            let meta = load_checkpoint(&run.last_checkpoint(), model, Some(&mut self.opt))?;
-            let st = meta.resume.ok_or_else(|| TrainError::Checkpoint {
-                path: run.last_checkpoint(),
-                msg: "no trainer state to resume from".into(),
-            })?;
-            self.state = serde_json::from_value(st).map_err(|e| TrainError::Checkpoint {
-                path: run.last_checkpoint(),
-                msg: e.to_string(),
-            })?;
-            self.opt.step = self.state.step;
-            obs.message(&format!(
-                "resuming after epoch {} (lr {:e})",
-                self.state.epochs_done, self.state.learning_rate
-            ));
-        }
-        let cfg = self.cfg.clone();
-        while !self.state.stopped && self.state.epochs_done < cfg.epochs {
-            let epoch = self.state.epochs_done + 1;
-            let epoch_seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
-            let block = cfg.shuffle_block_rows.unwrap_or(
-                if ds.train.rows * ds.train.width * 4 > (2 << 30) {
-                    65_536
-                } else {
-                    0
-                },
-            );
-            let batches = if cfg.shuffle {
-                BatchIter::block_shuffled(&ds.train, cfg.batch_size, epoch_seed, block)
-            } else {
-                BatchIter::sequential(&ds.train, cfg.batch_size)
-            };
-            obs.on_epoch_start(epoch, batches.num_batches());
-            let mut rng = StdRng::seed_from_u64(epoch_seed ^ 0x5eed);
-            let t0 = Instant::now();
-            let (mut loss_sum, mut samples) = (0.0, 0usize);
-            for (i, b) in batches.enumerate() {
-                let l = self
-                    .train_step(model, &b, &mut rng)
-                    .map_err(|e| e.at(epoch, self.state.step + 1))?;
-                loss_sum += l * b.size as f64;
-                samples += b.size;
-                obs.on_batch(i + 1, samples, loss_sum / samples as f64);
-            }
-            let seconds = t0.elapsed().as_secs_f64();
-            let valid = ds
-                .valid
-                .as_ref()
-                .map(|v| evaluate(model, v, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
-            if let Some(v) = &valid {
-                NonFiniteStep::check("validation logloss", v.logloss)
-                    .map_err(|e| e.at(epoch, self.state.step))?;
-            }
-            // finite losses and gradients can still overflow a weight in the update
-            non_finite_weight(model).map_err(|e| e.at(epoch, self.state.step))?;
-            let log = EpochLog {
-                epoch,
-                learning_rate: self.state.learning_rate,
-                train_loss: loss_sum / samples.max(1) as f64,
-                valid_auc: valid.as_ref().and_then(|v| v.auc),
-                valid_logloss: valid.as_ref().map(|v| v.logloss),
-                seconds,
-                samples_per_sec: samples as f64 / seconds.max(1e-9),
-            };
-            self.state.logs.push(log.clone());
-            self.state.epochs_done = epoch;
+        self.cfg.check_against(&ds.feature_map)?;
+        let fit_cfg = FitConfig {
+            epochs: self.cfg.epochs,
+            learning_rate: self.cfg.learning_rate,
+            eval_step: 1,
+            patience: self.cfg.patience,
+            monitor: self.cfg.monitor.clone(),
+            reduce_lr_on_plateau: self.cfg.reduce_lr_on_plateau,
             // FuxiCTR's checkpoint_and_earlystop: improvement must exceed 1e-6
-            let monitored = valid.as_ref().map(|v| cfg.monitor.value(v));
-            let improved = match (monitored, self.state.best) {
-                (None, _) => true,
-                (Some(_), None) => true,
-                (Some(m), Some(b)) => {
-                    if cfg.monitor.maximize {
-                        m > b + 1e-6
-                    } else {
-                        m < b - 1e-6
-                    }
-                }
-            };
-            if improved {
-                self.state.best = monitored.or(self.state.best);
-                self.state.best_epoch = epoch;
-                self.state.stopping_steps = 0;
-                let metrics = valid.as_ref().map(|v| v.to_json()).unwrap_or_default();
-                save_best(run, model, mcfg, fmap, metrics)?;
-            } else {
-                self.state.stopping_steps += 1;
-                if cfg.reduce_lr_on_plateau {
-                    self.state.learning_rate = (self.state.learning_rate * 0.1).max(1e-6);
-                }
-            }
-            if self.state.stopping_steps >= cfg.patience.max(1) {
-                self.state.stopped = true;
-            }
-            obs.on_epoch_end(&log);
-            run.write_epochs(&self.state.logs)?;
-            let state =
-                serde_json::to_value(&self.state).map_err(|e| TrainError::Config(e.to_string()))?;
-            save_checkpoint(
-                &run.last_checkpoint(),
-                model,
-                mcfg,
-                fmap,
-                Default::default(),
-                Some(&self.opt),
-                Some(state),
-            )?;
-        }
-        if self.state.best_epoch == 0 {
-            return Err(TrainError::Config(
-                "no epoch was trained (epochs = 0?)".into(),
-            ));
-        }
-        obs.message(&format!(
-            "restoring the best checkpoint (epoch {})",
-            self.state.best_epoch
-        ));
-        load_checkpoint(&run.best_checkpoint(), model, None)?;
-        let valid = ds
-            .valid
-            .as_ref()
-            .map(|v| evaluate(model, v, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
-        let test = ds
-            .test
-            .as_ref()
-            .map(|t| evaluate(model, t, fmap, cfg.batch_size, cfg.group_id.as_deref()).0);
-        let mut metrics = serde_json::Map::new();
-        if let Some(v) = &valid {
-            metrics.insert("valid".into(), Value::Object(v.to_json()));
-        }
-        if let Some(t) = &test {
-            metrics.insert("test".into(), Value::Object(t.to_json()));
-        }
-        // the best checkpoint's sidecar also records its test metrics
-        save_best(run, model, mcfg, fmap, metrics)?;
-        let report = TrainReport {
-            epochs: self.state.logs.clone(),
-            best_epoch: self.state.best_epoch,
-            best_monitor: self.state.best,
-            valid,
-            test,
-            checkpoint: run.best_checkpoint(),
+            min_delta: 1e-6,
         };
-        run.write_json("report.json", &report)?;
-        Ok(report)
+        let mut task = CtrTask {
+            trainer: self,
+            model,
+            ds,
+            mcfg,
+            valid: None,
+            test: None,
+        };
+        let fit = crate::fit::fit(&mut task, &fit_cfg, run, resume, obs)?;
+        Ok(TrainReport {
+            epochs: fit.epochs.clone(),
+            best_epoch: fit.best_epoch,
+            best_monitor: fit.best_monitor,
+            valid: task.valid.take(),
+            test: task.test.take(),
+            checkpoint: fit.checkpoint.clone(),
+            fit,
+        })
+    }
+}
+
+/// CTR training as a [`TrainTask`]: epochs of shuffled row batches, AUC/logloss/gAUC.
+struct CtrTask<'a> {
+    trainer: &'a mut Trainer,
+    model: &'a mut Model,
+    ds: &'a EncodedDataset,
+    mcfg: &'a ModelConfig,
+    /// the latest evaluation of each split (the restored best model's, after `fit`)
+    valid: Option<EvalMetrics>,
+    test: Option<EvalMetrics>,
+}
+
+impl TrainTask for CtrTask<'_> {
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        lr: f32,
+        obs: &mut dyn TrainObserver,
+    ) -> Result<EpochStats> {
+        let cfg = &self.trainer.cfg;
+        let train = &self.ds.train;
+        let epoch_seed = cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
+        let block = cfg
+            .shuffle_block_rows
+            .unwrap_or(if train.rows * train.width * 4 > (2 << 30) {
+                65_536
+            } else {
+                0
+            });
+        let batches = if cfg.shuffle {
+            BatchIter::block_shuffled(train, cfg.batch_size, epoch_seed, block)
+        } else {
+            BatchIter::sequential(train, cfg.batch_size)
+        };
+        obs.on_epoch_start(epoch, batches.num_batches());
+        let mut rng = StdRng::seed_from_u64(epoch_seed ^ 0x5eed);
+        self.trainer.learning_rate = lr;
+        let (mut loss_sum, mut samples) = (0.0, 0usize);
+        for (i, b) in batches.enumerate() {
+            let l = self
+                .trainer
+                .train_step(self.model, &b, &mut rng)
+                .map_err(|e| e.at(epoch, self.trainer.step + 1))?;
+            loss_sum += l * b.size as f64;
+            samples += b.size;
+            obs.on_batch(i + 1, samples, loss_sum / samples as f64);
+        }
+        Ok(EpochStats {
+            loss: loss_sum / samples.max(1) as f64,
+            samples,
+        })
+    }
+
+    fn evaluate(&mut self, split: Split) -> Result<Option<Metrics>> {
+        let data = match split {
+            Split::Valid => self.ds.valid.as_ref(),
+            Split::Test => self.ds.test.as_ref(),
+        };
+        let Some(data) = data else { return Ok(None) };
+        let cfg = &self.trainer.cfg;
+        let (m, _) = evaluate(
+            self.model,
+            data,
+            &self.ds.feature_map,
+            cfg.batch_size,
+            cfg.group_id.as_deref(),
+        );
+        let metrics = m.to_metrics();
+        match split {
+            Split::Valid => self.valid = Some(m),
+            Split::Test => self.test = Some(m),
+        }
+        Ok(Some(metrics))
+    }
+
+    fn save(
+        &self,
+        path: &std::path::Path,
+        metrics: &serde_json::Map<String, Value>,
+        resume: Option<Value>,
+    ) -> Result<()> {
+        let opt = resume.is_some().then_some(&self.trainer.opt);
+        save_checkpoint(
+            path,
+            self.model,
+            self.mcfg,
+            &self.ds.feature_map,
+            metrics.clone(),
+            opt,
+            resume,
+        )
+    }
+
+    fn load(&mut self, path: &std::path::Path, with_optimizer: bool) -> Result<Option<Value>> {
+        let opt = with_optimizer.then_some(&mut self.trainer.opt);
+        let meta = load_checkpoint(path, self.model, opt)?;
+        Ok(meta.resume)
+    }
+
+    fn check_weights(&self) -> std::result::Result<(), NonFiniteStep> {
+        non_finite_weight(self.model)
+    }
+
+    fn steps(&self) -> u64 {
+        self.trainer.step
+    }
+
+    fn set_steps(&mut self, steps: u64) {
+        self.trainer.step = steps;
+        self.trainer.opt.step = steps;
     }
 }
 
@@ -724,25 +682,6 @@ fn non_finite_weight(model: &Model) -> std::result::Result<(), NonFiniteStep> {
         }
     }
     Ok(())
-}
-
-/// The best model so far: weights only (no optimizer state), with its metrics in the sidecar.
-fn save_best(
-    run: &RunDir,
-    model: &Model,
-    mcfg: &ModelConfig,
-    fmap: &FeatureMap,
-    metrics: serde_json::Map<String, Value>,
-) -> Result<()> {
-    save_checkpoint(
-        &run.best_checkpoint(),
-        model,
-        mcfg,
-        fmap,
-        metrics,
-        None,
-        None,
-    )
 }
 
 pub(crate) fn apply_state_updates(params: &mut ParamStore, updates: &[recforge_nn::StateUpdate]) {
