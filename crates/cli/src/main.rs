@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 mod alloc;
 mod serve_cmd;
 mod text_cmd;
+mod topk_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -123,6 +124,9 @@ struct TrainArgs {
     /// the click head starts fresh.
     #[arg(long)]
     init_from: Option<PathBuf>,
+    /// Write the restored best checkpoint's metrics as `{"valid": {…}, "test": {…}}`.
+    #[arg(long)]
+    metrics_json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -148,13 +152,21 @@ struct PretrainArgs {
 }
 
 #[derive(Args)]
-struct EvaluateArgs {
+pub(crate) struct EvaluateArgs {
     /// A checkpoint (.safetensors) or a run directory.
     #[arg(long)]
     model: PathBuf,
-    /// A labelled data file.
+    /// A data file in the model family's format: labelled rows for CTR; held-out
+    /// interactions (.npy pairs, RecBole .inter, or u.data) for top-K.
     #[arg(long)]
     data: PathBuf,
+    /// Top-K: interactions never to rank besides the training history (e.g. the validation
+    /// file when `--data` is the test file). Repeatable.
+    #[arg(long)]
+    exclude: Vec<PathBuf>,
+    /// Write the metrics as `{"test": {…}}`.
+    #[arg(long)]
+    metrics_json: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "error")]
     on_bad_row: BadRow,
 }
@@ -238,7 +250,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Quickstart(a) => quickstart(a),
-        Command::Train(a) => train(a).map(|_| ()),
+        Command::Train(a) => train(a),
         Command::Pretrain(a) => pretrain(a),
         Command::Evaluate(a) => evaluate(a),
         Command::Predict(a) => predict(a),
@@ -318,14 +330,14 @@ impl TrainObserver for Progress {
     }
 }
 
-fn apply_overrides(exp: &mut ExperimentConfig, overrides: &[String]) -> Result<()> {
+fn apply_overrides(model: &mut recforge_data::ModelConfig, overrides: &[String]) -> Result<()> {
     for o in overrides {
         let (k, v) = o
             .split_once('=')
             .with_context(|| format!("--set `{o}`: expected KEY=VALUE"))?;
         let value: serde_json::Value =
             serde_norway_value(v).with_context(|| format!("--set `{o}`: cannot read the value"))?;
-        exp.model.values.insert(k.trim().to_string(), value);
+        model.values.insert(k.trim().to_string(), value);
     }
     Ok(())
 }
@@ -339,14 +351,46 @@ fn serde_norway_value(v: &str) -> Result<serde_json::Value> {
 /// Loads an experiment, applies `--set` overrides and checks the result before any work.
 fn load_checked(config: &Path, expid: &str, overrides: &[String]) -> Result<ExperimentConfig> {
     let mut exp = load_experiment(config, expid)?;
-    apply_overrides(&mut exp, overrides)?;
+    apply_overrides(&mut exp.model, overrides)?;
     for w in recforge_train::check_model_config(&exp.model)? {
         eprintln!("warning: {w}");
     }
     Ok(exp)
 }
 
-fn train(a: TrainArgs) -> Result<TrainReport> {
+/// Trains an experiment of whichever family its dataset entry is.
+fn train(a: TrainArgs) -> Result<()> {
+    let (model, dataset_id) = recforge_data::config::load_model_config(&a.config, &a.expid)?;
+    match recforge_data::config::load_dataset_entry(&a.config, &dataset_id)? {
+        recforge_data::config::DatasetEntry::Topk { config, source, .. } => {
+            topk_cmd::train(&a, model, &dataset_id, &config, &source)
+        }
+        recforge_data::config::DatasetEntry::Ctr(_) => train_ctr(a).map(|_| ()),
+    }
+}
+
+/// Writes `{"valid": …, "test": …}` to `path` (atomically).
+pub(crate) fn write_metrics_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)?;
+    recforge_data::cache::write_atomic(path, &bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The run directory of an experiment: `--run-dir`, else `<model_root>/<dataset_id>/<expid>`.
+pub(crate) fn run_dir_of(
+    a: &TrainArgs,
+    model: &recforge_data::ModelConfig,
+    dataset_id: &str,
+) -> PathBuf {
+    a.run_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(model.str_or("model_root", "./checkpoints/"))
+            .join(dataset_id)
+            .join(&a.expid)
+    })
+}
+
+fn train_ctr(a: TrainArgs) -> Result<TrainReport> {
     let exp = load_checked(&a.config, &a.expid, &a.overrides)?;
     let ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), a.rebuild_cache, &|m| {
         eprintln!("{m}")
@@ -389,11 +433,7 @@ fn train(a: TrainArgs) -> Result<TrainReport> {
         );
     }
     let tcfg = TrainConfig::from_config(&exp.model)?;
-    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
-        PathBuf::from(exp.model.str_or("model_root", "./checkpoints/"))
-            .join(&exp.dataset.dataset_id)
-            .join(&exp.expid)
-    });
+    let run_dir = run_dir_of(&a, &exp.model, &exp.dataset.dataset_id);
     let run = RunDir::create(&run_dir)?;
     let resolved = serde_json::json!({
         "expid": exp.expid,
@@ -427,6 +467,9 @@ fn train(a: TrainArgs) -> Result<TrainReport> {
         report.best_epoch,
         report.checkpoint.display()
     );
+    if let Some(p) = &a.metrics_json {
+        write_metrics_json(p, &report.fit.metrics_json())?;
+    }
     Ok(report)
 }
 
@@ -503,7 +546,7 @@ fn quickstart(a: QuickstartArgs) -> Result<()> {
     let run = |expid: &str, overrides: &[&str]| {
         let mut overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         overrides.push(format!("epochs={}", a.epochs));
-        train(TrainArgs {
+        train_ctr(TrainArgs {
             config: a.out.clone(),
             expid: expid.into(),
             resume: false,
@@ -512,6 +555,7 @@ fn quickstart(a: QuickstartArgs) -> Result<()> {
             overrides,
             run_dir: None,
             init_from: None,
+            metrics_json: None,
         })
     };
     let deepfm = run(
@@ -536,6 +580,10 @@ fn quickstart(a: QuickstartArgs) -> Result<()> {
 }
 
 fn evaluate(a: EvaluateArgs) -> Result<()> {
+    let ckpt = recforge_train::score::resolve_checkpoint(&a.model);
+    if recforge_train::checkpoint::checkpoint_format(&ckpt)? == recforge_train::topk::TOPK_FORMAT {
+        return topk_cmd::evaluate(&a, &ckpt);
+    }
     let lm = load_model(&a.model)?;
     let mut labels = Vec::new();
     let mut probs = Vec::new();
@@ -564,6 +612,14 @@ fn evaluate(a: EvaluateArgs) -> Result<()> {
         auc.map(|a| format!("{a:.6}"))
             .unwrap_or_else(|| "n/a".into())
     );
+    if let Some(p) = &a.metrics_json {
+        let mut m = serde_json::Map::new();
+        if let Some(x) = auc {
+            m.insert("auc".into(), x.into());
+        }
+        m.insert("logloss".into(), ll.into());
+        write_metrics_json(p, &serde_json::json!({ "test": m }))?;
+    }
     Ok(())
 }
 

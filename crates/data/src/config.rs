@@ -675,7 +675,8 @@ pub fn load_dataset_config(dir: &Path, dataset_id: &str) -> Result<DatasetConfig
     ))
 }
 
-pub fn load_experiment(dir: &Path, expid: &str) -> Result<ExperimentConfig> {
+/// The model config of experiment `expid` (`Base` merged under it) and its `dataset_id`.
+pub fn load_model_config(dir: &Path, expid: &str) -> Result<(ModelConfig, String)> {
     let maps = read_yaml_maps(dir, "model_config")?;
     let mut base = Map::new();
     let mut exp: Option<(PathBuf, Map<String, Value>)> = None;
@@ -724,7 +725,65 @@ pub fn load_experiment(dir: &Path, expid: &str) -> Result<ExperimentConfig> {
             ))
         }
     };
-    let dataset = load_dataset_config(dir, &dataset_id)?;
+    Ok((model, dataset_id))
+}
+
+/// A dataset entry of either family: CTR rows, or interactions (`task: topk`).
+#[derive(Clone, Debug)]
+pub enum DatasetEntry {
+    Ctr(DatasetConfig),
+    Topk {
+        dataset_id: String,
+        config: crate::interactions::InteractionConfig,
+        /// the YAML file it came from
+        source: PathBuf,
+    },
+}
+
+/// Reads dataset `dataset_id`, as the family its `task` key names (none: CTR).
+pub fn load_dataset_entry(dir: &Path, dataset_id: &str) -> Result<DatasetEntry> {
+    for (file, map) in read_yaml_maps(dir, "dataset_config")? {
+        let Some(v) = map.get(dataset_id) else {
+            continue;
+        };
+        return match v.get("task").and_then(Value::as_str) {
+            Some("topk") => {
+                let config: crate::interactions::InteractionConfig =
+                    serde_json::from_value(v.clone()).map_err(|e| {
+                        DataError::config(&file, format!("dataset `{dataset_id}`: {e}"))
+                    })?;
+                config.validate(&file)?;
+                Ok(DatasetEntry::Topk {
+                    dataset_id: dataset_id.to_string(),
+                    config,
+                    source: file,
+                })
+            }
+            Some(other) => Err(DataError::config(
+                &file,
+                format!("dataset `{dataset_id}`: unknown task `{other}` (topk, or none for CTR)"),
+            )),
+            None => load_dataset_config(dir, dataset_id).map(DatasetEntry::Ctr),
+        };
+    }
+    Err(DataError::config(
+        dir,
+        format!("dataset id `{dataset_id}` not found in dataset_config"),
+    ))
+}
+
+/// A CTR experiment: its model config and dataset config.
+pub fn load_experiment(dir: &Path, expid: &str) -> Result<ExperimentConfig> {
+    let (model, dataset_id) = load_model_config(dir, expid)?;
+    let dataset = match load_dataset_entry(dir, &dataset_id)? {
+        DatasetEntry::Ctr(d) => d,
+        DatasetEntry::Topk { source, .. } => {
+            return Err(DataError::config(
+                source,
+                format!("dataset `{dataset_id}` is a top-K dataset (task: topk), not CTR rows"),
+            ))
+        }
+    };
     Ok(ExperimentConfig {
         expid: expid.to_string(),
         model,

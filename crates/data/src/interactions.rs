@@ -116,6 +116,34 @@ impl InteractionConfig {
         }
     }
 
+    /// A config for reading one file on its own, the format named by its extension (`.npy`,
+    /// `.inter`; anything else is read as MovieLens `u.data`).
+    pub fn for_file(path: &Path) -> Self {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        InteractionConfig {
+            task: "topk".into(),
+            data_format: match ext.as_str() {
+                "npy" => InteractionFormat::Npy,
+                "inter" => InteractionFormat::Inter,
+                _ => InteractionFormat::Udata,
+            },
+            data_root: None,
+            train_data: path.to_string_lossy().into(),
+            valid_data: None,
+            test_data: None,
+            split: None,
+            user_field: default_user_field(),
+            item_field: default_item_field(),
+            rating_field: default_rating_field(),
+            time_field: default_time_field(),
+            min_rating: None,
+        }
+    }
+
     fn root(&self) -> PathBuf {
         let root = self.data_root.clone().unwrap_or_else(|| ".".into());
         match root.strip_prefix("$RECFORGE_DATA") {
@@ -248,13 +276,35 @@ impl Interactions {
     }
 }
 
-/// A raw interaction as read: tokens or numeric ids, optional rating and time.
-struct RawRow {
-    user: String,
-    item: String,
-    rating: Option<f64>,
-    time: Option<f64>,
-    line: u64,
+/// A raw interaction as read: tokens (numeric ids for `.npy`), optional rating and time, and
+/// the line (array row) it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawInteraction {
+    pub user: String,
+    pub item: String,
+    pub rating: Option<f64>,
+    pub time: Option<f64>,
+    pub line: u64,
+}
+
+type RawRow = RawInteraction;
+
+/// Reads one interaction file as `cfg` describes its format and columns (`min_rating`
+/// applied); under [`OnBadRow::Skip`] malformed rows are counted in `skipped`.
+pub fn read_interaction_file(
+    path: &Path,
+    cfg: &InteractionConfig,
+    on_bad: OnBadRow,
+    skipped: &mut u64,
+) -> Result<Vec<RawInteraction>> {
+    let mut rows = match cfg.data_format {
+        InteractionFormat::Npy => read_npy_rows(path)?,
+        _ => read_delimited(path, cfg, on_bad, skipped)?,
+    };
+    if let Some(min) = cfg.min_rating {
+        rows.retain(|r| r.rating.is_some_and(|v| v >= min));
+    }
+    Ok(rows)
 }
 
 fn bad_row(path: &Path, line: u64, field: &str, msg: impl Into<String>) -> DataError {
@@ -557,13 +607,7 @@ pub fn load_interactions(
     let mut skipped = [0u64; 3];
     let read = |file: &str, skipped: &mut u64| -> Result<(PathBuf, Vec<RawRow>)> {
         let path = cfg.path(file);
-        let mut rows = match cfg.data_format {
-            InteractionFormat::Npy => read_npy_rows(&path)?,
-            _ => read_delimited(&path, cfg, on_bad, skipped)?,
-        };
-        if let Some(min) = cfg.min_rating {
-            rows.retain(|r| r.rating.is_some_and(|v| v >= min));
-        }
+        let rows = read_interaction_file(&path, cfg, on_bad, skipped)?;
         Ok((path, rows))
     };
     let mut files: Vec<(PathBuf, Vec<RawRow>)> = Vec::new();

@@ -280,6 +280,22 @@ fn header_meta(
     Ok((meta, info, sha))
 }
 
+/// The `format` entry of a checkpoint's header (`recforge-ctr-v1`, `recforge-topk-v1`), to
+/// pick the family that loads it.
+pub fn checkpoint_format(path: &Path) -> Result<String> {
+    let map = map_file(path)?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&map).map_err(|e| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: format!("not a safetensors file: {e}"),
+        })?;
+    Ok(header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("format").cloned())
+        .unwrap_or_default())
+}
+
 /// Reads a checkpoint's config, feature map and metrics (not verified: loading verifies).
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
     let map = map_file(path)?;

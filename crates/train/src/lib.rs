@@ -13,6 +13,7 @@ pub mod pretrain;
 pub mod run;
 pub mod score;
 pub mod text_features;
+pub mod topk;
 pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointMeta};

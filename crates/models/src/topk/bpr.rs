@@ -28,13 +28,13 @@ impl Bpr {
             "user_embedding",
             init::xavier_normal(&mut rng, shape.n_users, d),
             true,
-            false,
+            true,
         );
         let items = params.add(
             "item_embedding",
             init::xavier_normal(&mut rng, shape.n_items, d),
             true,
-            false,
+            true,
         );
         Ok(Bpr {
             params,
@@ -46,8 +46,8 @@ impl Bpr {
     /// Built from given tables (tests: LightGCN with no layers against BPR).
     pub fn from_tables(users: Tensor, items: Tensor) -> Self {
         let mut params = ParamStore::new();
-        let users = params.add("user_embedding", users, true, false);
-        let items = params.add("item_embedding", items, true, false);
+        let users = params.add("user_embedding", users, true, true);
+        let items = params.add("item_embedding", items, true, true);
         Bpr {
             params,
             users,

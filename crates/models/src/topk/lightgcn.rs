@@ -70,13 +70,13 @@ impl LightGcn {
             "user_embedding",
             init::xavier_uniform(&mut rng, shape.n_users, d),
             true,
-            false,
+            true,
         );
         let items = params.add(
             "item_embedding",
             init::xavier_uniform(&mut rng, shape.n_items, d),
             true,
-            false,
+            true,
         );
         if train.rows() != shape.n_users {
             return Err(config_error(

@@ -56,7 +56,7 @@ fn mlp(params: &mut ParamStore, rng: &mut StdRng, prefix: &str, dims: &[usize]) 
                 format!("{prefix}.{k}.bias"),
                 Tensor::zeros(1, io[1]),
                 true,
-                false,
+                true,
             ),
         })
         .collect()

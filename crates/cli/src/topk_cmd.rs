@@ -1,0 +1,97 @@
+//! `recforge train` and `recforge evaluate` for top-K models (datasets with `task: topk`).
+
+use crate::{apply_overrides, run_dir_of, write_metrics_json, EvaluateArgs, Progress, TrainArgs};
+use anyhow::{Context, Result};
+use recforge_data::interactions::{load_interactions, InteractionConfig};
+use recforge_data::ModelConfig;
+use recforge_models::topk::{self, TopkShape};
+use recforge_train::topk::{
+    check_topk_config, evaluate_file, load_topk, write_per_user, TopkTask, TopkTrainConfig,
+};
+use recforge_train::RunDir;
+use std::path::Path;
+
+pub(crate) fn train(
+    a: &TrainArgs,
+    mut model_cfg: ModelConfig,
+    dataset_id: &str,
+    icfg: &InteractionConfig,
+    source: &Path,
+) -> Result<()> {
+    apply_overrides(&mut model_cfg, &a.overrides)?;
+    for w in check_topk_config(&model_cfg)? {
+        eprintln!("warning: {w}");
+    }
+    if a.init_from.is_some() {
+        anyhow::bail!("--init-from is for CTR models (MAP pretraining)");
+    }
+    let data = load_interactions(icfg, source, a.on_bad_row.into())?;
+    let skipped: u64 = data.skipped.iter().sum();
+    if skipped > 0 {
+        eprintln!(
+            "skipped {skipped} malformed rows (--on-bad-row skip): {:?} per split",
+            data.skipped
+        );
+    }
+    eprintln!("dataset {dataset_id}: {}", data.describe());
+    let tcfg = TopkTrainConfig::from_config(&model_cfg)?;
+    let shape = TopkShape {
+        n_users: data.n_users,
+        n_items: data.n_items,
+    };
+    let model = topk::build(&model_cfg, shape, &data.train)?;
+    let run_dir = run_dir_of(a, &model_cfg, dataset_id);
+    let run = RunDir::create(&run_dir)?;
+    run.write_json(
+        "config.json",
+        &serde_json::json!({ "expid": a.expid, "model": model_cfg.values, "dataset": icfg }),
+    )?;
+    eprintln!(
+        "model {} ({} parameters), run directory {}",
+        model.name(),
+        model.params().num_values(),
+        run_dir.display()
+    );
+    let fit_cfg = tcfg.fit_config(model.input());
+    eprintln!(
+        "early stopping on valid {} (evaluated every {} epochs, stopping after {} without improvement)",
+        fit_cfg.monitor.describe(),
+        fit_cfg.eval_step,
+        fit_cfg.patience
+    );
+    let mut task = TopkTask::new(model, &data, tcfg, &model_cfg)?;
+    let report = recforge_train::fit(&mut task, &fit_cfg, &run, a.resume, &mut Progress::new())?;
+    if let Some(r) = &task.test_report {
+        write_per_user(&run.path.join("test_per_user.csv"), r, &data.user_tokens)?;
+    }
+    if let Some(v) = &report.valid {
+        println!("valid  {}", v.describe());
+    }
+    if let Some(t) = &report.test {
+        println!("test  {}", t.describe());
+    }
+    println!(
+        "best epoch {}; model saved to {}",
+        report.best_epoch,
+        report.checkpoint.display()
+    );
+    if let Some(p) = &a.metrics_json {
+        write_metrics_json(p, &report.metrics_json())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn evaluate(a: &EvaluateArgs, checkpoint: &Path) -> Result<()> {
+    let loaded =
+        load_topk(checkpoint).with_context(|| format!("loading {}", checkpoint.display()))?;
+    let (m, report, skipped) = evaluate_file(&loaded, &a.data, &a.exclude, a.on_bad_row.into())?;
+    eprintln!(
+        "{} users ranked; {skipped} rows skipped",
+        report.users.len()
+    );
+    println!("{} users  {}", report.users.len(), m.describe());
+    if let Some(p) = &a.metrics_json {
+        write_metrics_json(p, &serde_json::json!({ "test": m.to_json() }))?;
+    }
+    Ok(())
+}
