@@ -153,7 +153,12 @@ fn run(rx: Receiver<Job>, cfg: BatcherConfig, pending: &AtomicUsize, metrics: &M
 
 fn score_batch(jobs: Vec<Job>, rows: usize, metrics: &Metrics) {
     let model = jobs[0].model.clone();
-    let width = model.feature_map().width;
+    // only CTR models are queued (the engine checks before it submits)
+    let Ok(ctr) = model.ctr() else {
+        tracing::error!("a top-K model reached the CTR batcher; batch dropped");
+        return;
+    };
+    let width = ctr.meta.feature_map.width;
     let mut slots = Vec::with_capacity(rows * width);
     for j in &jobs {
         slots.extend_from_slice(&j.slots);
@@ -162,7 +167,7 @@ fn score_batch(jobs: Vec<Job>, rows: usize, metrics: &Metrics) {
     // A panic must not take the scoring thread down with it: the requests of this batch get
     // an internal error (their reply senders are dropped) and the next batch is scored.
     let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        model.loaded.model.predict(&batch_of(width, rows, slots))
+        ctr.model.predict(&batch_of(width, rows, slots))
     }));
     let Ok(scores) = scored else {
         tracing::error!(

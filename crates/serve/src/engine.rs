@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use recforge_data::{FeatureMap, FieldKind};
 use recforge_train::score::{load_model, LoadedModel};
+use recforge_train::topk::LoadedTopk;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,16 +18,51 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// One JSON object of field name → value.
 pub type Instance = Map<String, Value>;
 
+/// A loaded checkpoint of either family.
+pub enum Served {
+    Ctr(LoadedModel),
+    Topk(LoadedTopk),
+}
+
 /// A loaded checkpoint with the version number it is served under.
 pub struct ServedModel {
-    pub loaded: LoadedModel,
+    pub loaded: Served,
+    pub path: PathBuf,
     pub version: u64,
     pub loaded_at_unix: u64,
 }
 
 impl ServedModel {
-    pub fn feature_map(&self) -> &FeatureMap {
-        &self.loaded.meta.feature_map
+    /// The CTR model, or a 422 saying what is served instead.
+    pub fn ctr(&self) -> Result<&LoadedModel, ServeError> {
+        match &self.loaded {
+            Served::Ctr(m) => Ok(m),
+            Served::Topk(t) => Err(ServeError::invalid(
+                "",
+                format!(
+                    "the served model is a top-K recommender ({}): use /v1/recommend",
+                    t.meta.model
+                ),
+            )),
+        }
+    }
+
+    /// The top-K model, or a 422 saying what is served instead.
+    pub fn topk(&self) -> Result<&LoadedTopk, ServeError> {
+        match &self.loaded {
+            Served::Topk(t) => Ok(t),
+            Served::Ctr(m) => Err(ServeError::invalid(
+                "",
+                format!(
+                    "the served model is a CTR model ({}): use /v1/predict or /v1/rank",
+                    m.meta.model
+                ),
+            )),
+        }
+    }
+
+    pub fn feature_map(&self) -> Result<&FeatureMap, ServeError> {
+        Ok(&self.ctr()?.meta.feature_map)
     }
 }
 
@@ -84,10 +120,28 @@ fn unix_now() -> u64 {
 /// Loads a checkpoint and checks that it scores: a model that cannot score an all-default
 /// instance, or scores it as NaN, is refused before it can replace a working one.
 fn load_checked(path: &Path, version: u64) -> Result<ServedModel, ServeError> {
-    let loaded = load_model(path).map_err(|e| ServeError::Load {
+    let load_err = |msg: String| ServeError::Load {
         path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
+        msg,
+    };
+    let file = recforge_train::score::resolve_checkpoint(path);
+    let format = recforge_train::checkpoint::checkpoint_format(&file)
+        .map_err(|e| load_err(e.to_string()))?;
+    if format == recforge_train::topk::TOPK_FORMAT {
+        let loaded = recforge_train::topk::load_topk(&file).map_err(|e| load_err(e.to_string()))?;
+        let mut scores = vec![0f32; loaded.meta.shape.n_items];
+        loaded.model.score_history(&[], &mut scores);
+        if scores.iter().any(|s| !s.is_finite()) {
+            return Err(load_err("smoke scoring produced a non-finite score".into()));
+        }
+        return Ok(ServedModel {
+            loaded: Served::Topk(loaded),
+            path: path.to_path_buf(),
+            version,
+            loaded_at_unix: unix_now(),
+        });
+    }
+    let loaded = load_model(path).map_err(|e| load_err(e.to_string()))?;
     let fmap = &loaded.meta.feature_map;
     let mut slots = vec![0u32; fmap.width];
     encode_instance(fmap, &Instance::new(), &mut slots)
@@ -104,7 +158,8 @@ fn load_checked(path: &Path, version: u64) -> Result<ServedModel, ServeError> {
             msg: format!("smoke prediction failed: {e}"),
         })?;
     Ok(ServedModel {
-        loaded,
+        loaded: Served::Ctr(loaded),
+        path: path.to_path_buf(),
         version,
         loaded_at_unix: unix_now(),
     })
@@ -297,11 +352,11 @@ impl Engine {
     pub async fn predict(&self, instances: &[Instance]) -> Result<Predictions, ServeError> {
         self.check_count("instances", instances.len())?;
         let model = self.model();
-        let width = model.feature_map().width;
+        let fmap = model.feature_map()?;
+        let width = fmap.width;
         let mut slots = vec![0u32; width * instances.len()];
         for (i, (inst, row)) in instances.iter().zip(slots.chunks_mut(width)).enumerate() {
-            encode_instance(model.feature_map(), inst, row)
-                .map_err(|e| at(format!("instances[{i}]"), e))?;
+            encode_instance(fmap, inst, row).map_err(|e| at(format!("instances[{i}]"), e))?;
         }
         let version = model.version;
         let predictions = self.batcher.score(model, instances.len(), slots).await?;
@@ -324,10 +379,11 @@ impl Engine {
             return Err(ServeError::invalid("top_k", "must be at least 1"));
         }
         let model = self.model();
-        let width = model.feature_map().width;
+        let fmap = model.feature_map()?;
+        let width = fmap.width;
         let mut slots = vec![0u32; width * candidates.len()];
         for (i, (cand, row)) in candidates.iter().zip(slots.chunks_mut(width)).enumerate() {
-            encode_merged(model.feature_map(), context, Some(cand), row)
+            encode_merged(fmap, context, Some(cand), row)
                 .map_err(|e| at(format!("candidates[{i}]"), e))?;
         }
         let version = model.version;
@@ -350,7 +406,7 @@ impl Engine {
     /// serving.
     pub async fn reload(self: &Arc<Self>, path: Option<PathBuf>) -> Result<ModelInfo, ServeError> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        let path = path.unwrap_or_else(|| self.model().loaded.path.clone());
+        let path = path.unwrap_or_else(|| self.model().path.clone());
         let version = self.versions.load(Ordering::SeqCst) + 1;
         let loaded = tokio::task::spawn_blocking(move || load_checked(&path, version))
             .await
@@ -386,13 +442,21 @@ pub struct FieldInfo {
 pub struct ModelInfo {
     /// The experiment id the model was trained as.
     pub name: String,
-    /// Model type (`DeepFM`, `DCNv2`, …).
+    /// Model type (`DeepFM`, `DCNv2`, `LightGCN`, …).
     pub model: String,
+    /// `ctr` (predict, rank) or `topk` (recommend, similar items).
+    pub family: String,
     pub version: u64,
     pub loaded_at_unix: u64,
     /// SHA-256 of the checkpoint's tensors.
     pub checksum: String,
+    /// Input fields of a CTR model (empty for top-K models).
     pub fields: Vec<FieldInfo>,
+    /// Users and items a top-K model knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<usize>,
     /// Metrics recorded at training time.
     #[schema(value_type = Object)]
     pub metrics: Map<String, Value>,
@@ -400,7 +464,23 @@ pub struct ModelInfo {
 
 impl ModelInfo {
     fn of(m: &ServedModel) -> Self {
-        let meta = &m.loaded.meta;
+        let meta = match &m.loaded {
+            Served::Ctr(c) => &c.meta,
+            Served::Topk(t) => {
+                return ModelInfo {
+                    name: t.meta.model_config.expid.clone(),
+                    model: t.meta.model.clone(),
+                    family: "topk".into(),
+                    version: m.version,
+                    loaded_at_unix: m.loaded_at_unix,
+                    checksum: t.sha256.clone(),
+                    fields: Vec::new(),
+                    users: Some(t.meta.shape.n_users),
+                    items: Some(t.meta.shape.n_items),
+                    metrics: t.meta.metrics.clone(),
+                }
+            }
+        };
         let fmap = &meta.feature_map;
         let fields = fmap
             .fields
@@ -422,10 +502,13 @@ impl ModelInfo {
         ModelInfo {
             name: meta.model_config.expid.clone(),
             model: meta.model.clone(),
+            family: "ctr".into(),
             version: m.version,
             loaded_at_unix: m.loaded_at_unix,
             checksum: meta.tensors_sha256.clone(),
             fields,
+            users: None,
+            items: None,
             metrics: meta.metrics.clone(),
         }
     }

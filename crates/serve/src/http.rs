@@ -4,6 +4,7 @@
 
 use crate::engine::{Engine, Instance, ModelInfo, Predictions, RankedCandidate, Ranking};
 use crate::error::ServeError;
+use crate::recommend::{RecommendRequest, Recommendation, ScoredItem, SimilarItemsRequest};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -57,7 +58,9 @@ const TOP_K_MAX: f64 = 4_294_967_295.0;
 
 /// `top_k` as JSON Schema reads an integer: any integral number (`3` or `3.0`) from 1 to
 /// [`TOP_K_MAX`], as the document says.
-fn top_k_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+pub(crate) fn top_k_value<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<usize>, D::Error> {
     use serde::de::Error;
     let Some(x) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);
@@ -230,6 +233,42 @@ async fn rank(State(app): State<AppState>, req: Request) -> Result<Json<Ranking>
     Ok(Json(ranking))
 }
 
+/// The best items for a user the model knows, or for a history of items (top-K models).
+#[utoipa::path(post, path = "/v1/recommend", request_body = RecommendRequest,
+    responses((status = 200, description = "items, best first", body = Recommendation),
+              (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 413,
+               description = "the body is larger than the server's limit",
+               body = ErrorBody),
+              (status = 422,
+               description = "an unknown user or item, or a CTR model served; `field` names it",
+               body = ErrorBody)))]
+async fn recommend(
+    State(app): State<AppState>,
+    req: Request,
+) -> Result<Json<Recommendation>, ServeError> {
+    let JsonBody(body) = JsonBody::<RecommendRequest>::from_request(req, &()).await?;
+    Ok(Json(app.engine.recommend(&body)?))
+}
+
+/// The items nearest an item by the cosine of the model's item vectors (top-K models).
+#[utoipa::path(post, path = "/v1/similar_items", request_body = SimilarItemsRequest,
+    responses((status = 200, description = "items, most similar first", body = Recommendation),
+              (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 413,
+               description = "the body is larger than the server's limit",
+               body = ErrorBody),
+              (status = 422,
+               description = "an unknown item, or a model without item vectors",
+               body = ErrorBody)))]
+async fn similar_items(
+    State(app): State<AppState>,
+    req: Request,
+) -> Result<Json<Recommendation>, ServeError> {
+    let JsonBody(body) = JsonBody::<SimilarItemsRequest>::from_request(req, &()).await?;
+    Ok(Json(app.engine.similar_items(&body)?))
+}
+
 /// The model being served.
 #[utoipa::path(get, path = "/v1/models", responses((status = 200, description = "the model being \
     served", body = ModelsResponse)))]
@@ -389,9 +428,9 @@ impl utoipa::Modify for ReloadBodyOptional {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "recforge serving API", description = "Click-through-rate scoring and ranking \
-        with a trained recforge model. MCP tools are served at /mcp (streamable HTTP)."),
-    paths(predict, rank, models, healthz, readyz, metrics, reload),
-    components(schemas(RankedCandidate)),
+        (CTR models), and top-K recommendation (top-K models) with a trained recforge model. MCP tools are served at /mcp (streamable HTTP)."),
+    paths(predict, rank, recommend, similar_items, models, healthz, readyz, metrics, reload),
+    components(schemas(RankedCandidate, ScoredItem)),
     modifiers(&BearerScheme, &ReloadBodyOptional)
 )]
 pub struct ApiDoc;
@@ -401,6 +440,8 @@ pub fn router(app: AppState, mcp: Option<Router>) -> Router {
     let mut r = Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/rank", post(rank))
+        .route("/v1/recommend", post(recommend))
+        .route("/v1/similar_items", post(similar_items))
         .route("/v1/models", get(models))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod recommend;
 
 pub use batcher::BatcherConfig;
 pub use engine::{Engine, Limits};

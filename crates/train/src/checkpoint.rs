@@ -335,6 +335,8 @@ pub struct TensorFile {
     pub path: std::path::PathBuf,
     /// the `recforge` metadata entry
     pub json: String,
+    /// the verified SHA-256 over metadata and tensors
+    pub sha256: String,
     map: memmap2::Mmap,
 }
 
@@ -364,6 +366,7 @@ impl TensorFile {
         Ok(TensorFile {
             path: path.to_path_buf(),
             json,
+            sha256: sha.clone(),
             map,
         })
     }

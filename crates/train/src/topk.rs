@@ -340,6 +340,9 @@ pub const TOPK_FORMAT: &str = "recforge-topk-v1";
 pub struct LoadedTopk {
     pub meta: TopkCheckpointMeta,
     pub model: Box<dyn TopkModel>,
+    pub path: std::path::PathBuf,
+    /// the checkpoint's verified SHA-256
+    pub sha256: String,
 }
 
 fn write_topk(
@@ -463,7 +466,12 @@ pub fn load_topk(path: &Path) -> Result<LoadedTopk> {
     let mut model = topk::build(&meta.model_config, meta.shape, &meta.history)?;
     read_params(&file, model.as_mut(), None)?;
     model.prepare_scoring();
-    Ok(LoadedTopk { meta, model })
+    Ok(LoadedTopk {
+        meta,
+        model,
+        path: path.to_path_buf(),
+        sha256: file.sha256.clone(),
+    })
 }
 
 /// Top-K training as a [`TrainTask`].
@@ -767,6 +775,15 @@ impl LoadedTopk {
             .get(id as usize)
             .cloned()
             .unwrap_or_else(|| id.to_string())
+    }
+
+    /// Each item's number of training users (the cold-start ranking).
+    pub fn popularity(&self) -> Vec<f32> {
+        let mut c = vec![0f32; self.meta.shape.n_items];
+        for &i in &self.meta.history.items {
+            c[i as usize] += 1.0;
+        }
+        c
     }
 
     /// The metrics the checkpoint's config asks for.

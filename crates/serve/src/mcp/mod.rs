@@ -28,6 +28,10 @@ pub trait Tool: 'static {
     type Args: DeserializeOwned + JsonSchema + Send + 'static;
     const NAME: &'static str;
     const DESCRIPTION: &'static str;
+    /// Whether the served model supports the tool (it is listed only then).
+    fn offered(_engine: &Engine) -> bool {
+        true
+    }
     fn call(
         engine: Arc<Engine>,
         args: Self::Args,
@@ -45,6 +49,7 @@ type BoxedCall = Box<
 
 struct Entry {
     def: rmcp::model::Tool,
+    offered: fn(&Engine) -> bool,
     call: BoxedCall,
 }
 
@@ -66,17 +71,30 @@ impl Registry {
         });
         self.entries.push(Entry {
             def: rmcp::model::Tool::new(T::NAME, T::DESCRIPTION, schema_for_type::<T::Args>()),
+            offered: T::offered,
             call,
         });
         self
     }
 
+    /// Every tool, whatever the model.
     pub fn definitions(&self) -> Vec<rmcp::model::Tool> {
         self.entries.iter().map(|e| e.def.clone()).collect()
     }
 
-    fn get(&self, name: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.def.name == name)
+    /// The tools the served model supports.
+    pub fn offered(&self, engine: &Engine) -> Vec<rmcp::model::Tool> {
+        self.entries
+            .iter()
+            .filter(|e| (e.offered)(engine))
+            .map(|e| e.def.clone())
+            .collect()
+    }
+
+    fn get(&self, name: &str, engine: &Engine) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|e| e.def.name == name && (e.offered)(engine))
     }
 }
 
@@ -86,6 +104,8 @@ pub fn registry() -> Registry {
         .with::<tools::predict_ctr::PredictCtr>()
         .with::<tools::rank_candidates::RankCandidates>()
         .with::<tools::model_info::ModelInfoTool>()
+        .with::<tools::recommend_items::RecommendItems>()
+        .with::<tools::similar_items::SimilarItems>()
 }
 
 #[derive(Clone)]
@@ -108,8 +128,9 @@ impl ServerHandler for McpServer {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("recforge", env!("CARGO_PKG_VERSION")))
             .with_instructions(
-                "Click-through-rate scoring with a trained recforge model. Call model_info \
-                 first to see the fields an instance takes.",
+                "Scoring with a trained recforge model: click-through rates (CTR models) or \
+                 top-K recommendations (top-K models). Call model_info first to see the model's \
+                 family and the fields an instance takes.",
             )
     }
 
@@ -118,7 +139,9 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.tools.definitions()))
+        Ok(ListToolsResult::with_all_items(
+            self.tools.offered(&self.engine),
+        ))
     }
 
     async fn call_tool(
@@ -127,10 +150,10 @@ impl ServerHandler for McpServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let metrics = &self.engine.metrics;
-        let Some(entry) = self.tools.get(&request.name) else {
+        let Some(entry) = self.tools.get(&request.name, &self.engine) else {
             metrics.tool_call("", "unknown_tool");
             return Err(McpError::invalid_params(
-                format!("unknown tool `{}`", request.name),
+                format!("unknown tool `{}` (for the served model)", request.name),
                 None,
             ));
         };

@@ -3,3 +3,5 @@
 pub mod model_info;
 pub mod predict_ctr;
 pub mod rank_candidates;
+pub mod recommend_items;
+pub mod similar_items;

@@ -21,6 +21,10 @@ impl Tool for PredictCtr {
     const DESCRIPTION: &'static str =
         "Predict click probabilities for a list of instances with the served CTR model.";
 
+    fn offered(engine: &Engine) -> bool {
+        engine.model().ctr().is_ok()
+    }
+
     async fn call(engine: Arc<Engine>, args: Args) -> Result<Value, ServeError> {
         let p = engine.predict(&args.instances).await?;
         serde_json::to_value(p).map_err(|e| ServeError::Internal(e.to_string()))

@@ -27,6 +27,10 @@ impl Tool for RankCandidates {
     const DESCRIPTION: &'static str = "Rank candidate items for one user/context by predicted \
         click probability; returns candidate indexes with scores, best first.";
 
+    fn offered(engine: &Engine) -> bool {
+        engine.model().ctr().is_ok()
+    }
+
     async fn call(engine: Arc<Engine>, args: Args) -> Result<Value, ServeError> {
         let r = engine
             .rank(&args.context, &args.candidates, args.top_k)
