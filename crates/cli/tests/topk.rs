@@ -396,7 +396,7 @@ async fn serving_recommends_for_users_and_histories_and_offers_the_right_tools()
     let (s, r) = post(
         &c,
         url("/v1/recommend"),
-        json!({"history": ["i1", "i2", 3], "top_k": 3}),
+        json!({"history": ["i1", "i2", "i3"], "top_k": 3}),
     )
     .await;
     assert_eq!(s, 200, "{r}");

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Top-K on DiffRec's ML-1M clean split: recforge beside RecBole 1.2.1 in the same run, on the
+# same cores. Writes one JSON line per (system, model) with test metrics, median seconds per
+# epoch and peak RSS (GNU time) into OUT_DIR/results.jsonl.
+#   usage: bench/recbole.sh [OUT_DIR]   (env: MODELS="Pop BPR MultiVAE LightGCN EASE"
+#          THREADS=2 VENV=.venv-recbole LIGHTGCN_EPOCHS=8 RECFORGE_DATA=../shared/data)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${1:-$ROOT/bench/out-recbole}
+MODELS=${MODELS:-"Pop BPR MultiVAE LightGCN EASE"}
+THREADS=${THREADS:-2}
+VENV=${VENV:-$ROOT/.venv-recbole}
+DATA=${RECFORGE_DATA:-$ROOT/../shared/data}
+SPLIT=$DATA/diffrec_ml1m_clean/ml-1m_clean
+LIGHTGCN_EPOCHS=${LIGHTGCN_EPOCHS:-8}   # RecBole's anchor run stopped at 8 epochs
+mkdir -p "$OUT"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q torch==2.15.0 numpy scipy pandas colorlog colorama texttable \
+    tabulate thop ray pyyaml
+  "$VENV/bin/pip" install -q --no-deps recbole==1.2.1
+fi
+cargo build --release --locked -q --manifest-path "$ROOT/Cargo.toml"
+BIN=$ROOT/target/release/recforge
+lscpu | grep -E "Model name|Flags" | sed 's/Flags:.*\(avx512f\).*/AVX-512: yes/' | head -2 > "$OUT/cpu.txt"
+: > "$OUT/results.jsonl"
+for m in $MODELS; do
+  epochs=300; [ "$m" = LightGCN ] && epochs=$LIGHTGCN_EPOCHS
+  # recforge
+  /usr/bin/time -v "$BIN" --threads "$THREADS" train --config "$ROOT/configs/topk" --expid "${m}_ml1m" \
+    --set "epochs=$epochs" --run-dir "$OUT/recforge-$m" --metrics-json "$OUT/recforge-$m.json" \
+    2> "$OUT/recforge-$m.log" > /dev/null
+  rss=$(grep "Maximum resident" "$OUT/recforge-$m.log" | awk '{print $NF}')
+  python3 - "$OUT" "$m" "$rss" <<'PY' >> "$OUT/results.jsonl"
+import csv, json, statistics, sys
+out, m, rss = sys.argv[1:]
+rows = list(csv.DictReader(open(f"{out}/recforge-{m}/metrics.csv")))
+print(json.dumps({"system": "recforge", "model": m, "epochs_trained": len(rows),
+    "median_epoch_s": statistics.median(float(r["seconds"]) for r in rows),
+    "peak_rss_mb": int(rss) // 1024, "test": json.load(open(f"{out}/recforge-{m}.json"))["test"]}))
+PY
+  # RecBole
+  /usr/bin/time -v env THREADS="$THREADS" "$VENV/bin/python" "$ROOT/bench/recbole_run.py" "$SPLIT" \
+    "$OUT/recbole-work" "$m" "$epochs" > "$OUT/recbole-$m.json" 2> "$OUT/recbole-$m.log"
+  rss=$(grep "Maximum resident" "$OUT/recbole-$m.log" | awk '{print $NF}')
+  python3 -c "import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); r['system']='recbole'; r['peak_rss_mb']=int(sys.argv[2])//1024; print(json.dumps(r))" \
+    "$OUT/recbole-$m.json" "$rss" >> "$OUT/results.jsonl"
+done
+cat "$OUT/results.jsonl"

@@ -1,0 +1,77 @@
+"""Runs RecBole 1.2.1 on DiffRec's ML-1M clean split with recforge's configs' settings and
+prints one JSON line per model: test metrics, epochs, median seconds per training epoch.
+
+usage: recbole_run.py DATA_DIR WORK_DIR MODEL [EPOCHS]
+RecBole 1.2.1 needs shims for numpy 2, scipy >= 1.15, torch >= 2.6 and a missing tensorboard
+(../shared/anchors/RECBOLE.md, "RecBole behaviours", item 8); they change no computation.
+"""
+import functools, json, logging, os, re, statistics, sys, time, types
+
+import numpy as np
+
+for name, value in [("float_", np.float64), ("int_", np.int64), ("bool8", np.bool_), ("unicode_", np.str_), ("complex_", np.complex128)]:
+    if not hasattr(np, name):
+        setattr(np, name, value)
+tb = types.ModuleType("torch.utils.tensorboard")
+tb.SummaryWriter = lambda *a, **k: types.SimpleNamespace(add_scalar=lambda *a, **k: None, close=lambda: None, add_hparams=lambda *a, **k: None)
+sys.modules["torch.utils.tensorboard"] = tb
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+torch.load = functools.partial(torch.load, weights_only=False)
+import scipy.sparse as sp  # noqa: E402
+
+if not hasattr(sp.dok_matrix, "_update"):
+    sp.dok_matrix._update = lambda self, data: [self.__setitem__(k, v) for k, v in data.items()]
+
+from recbole.quick_start import run_recbole  # noqa: E402
+
+data_dir, work, model = sys.argv[1], sys.argv[2], sys.argv[3]
+epochs = int(sys.argv[4]) if len(sys.argv) > 4 else 300
+ds = os.path.join(work, "ml1m")
+os.makedirs(ds, exist_ok=True)
+for split in ["train", "valid", "test"]:
+    out = os.path.join(ds, f"ml1m.{split}.inter")
+    if not os.path.exists(out):
+        pairs = np.load(os.path.join(data_dir, f"{split}_list.npy"))
+        with open(out, "w") as f:
+            f.write("user_id:token\titem_id:token\n")
+            for u, i in pairs:
+                f.write(f"{u}\t{i}\n")
+
+common = {
+    "data_path": work, "benchmark_filename": ["train", "valid", "test"], "seed": 2020,
+    "reproducibility": True, "use_gpu": False, "learning_rate": 1e-3, "epochs": epochs,
+    "metrics": ["Recall", "NDCG", "Hit", "MRR"], "topk": [10, 20], "valid_metric": "Recall@20",
+    "eval_args": {"split": {"RS": [1.0, 0.0, 0.0]}, "order": "RO", "group_by": "user", "mode": "full"},
+    "eval_batch_size": 1 << 22, "load_col": {"inter": ["user_id", "item_id"]},
+    "checkpoint_dir": os.path.join(work, "saved"), "show_progress": False,
+    "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1},
+}
+per_model = {
+    "Pop": {},
+    "BPR": {"embedding_size": 64, "train_batch_size": 2048, "eval_step": 2, "stopping_step": 5},
+    "LightGCN": {"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-5, "train_batch_size": 2048, "eval_step": 2, "stopping_step": 5},
+    "MultiVAE": {"train_batch_size": 500, "mlp_hidden_size": [600], "latent_dimension": 128, "dropout_prob": 0.5,
+                 "anneal_cap": 0.2, "total_anneal_steps": 200000, "eval_step": 5, "stopping_step": 4, "train_neg_sample_args": None},
+    "EASE": {"reg_weight": 250.0, "train_neg_sample_args": None},
+}
+times = []
+
+
+class EpochTimes(logging.Handler):
+    def emit(self, record):
+        m = re.search(r"epoch \d+ training \[time: ([0-9.]+)s", record.getMessage())
+        if m:
+            times.append(float(m.group(1)))
+
+
+logging.getLogger().addHandler(EpochTimes())
+t0 = time.time()
+result = run_recbole(model=model, dataset="ml1m", config_dict={**common, **per_model[model]})
+print(json.dumps({
+    "model": model, "epochs_trained": len(times),
+    "median_epoch_s": statistics.median(times) if times else None,
+    "wall_s": round(time.time() - t0, 1),
+    "test": {k.lower(): v for k, v in result["test_result"].items()},
+}), flush=True)
