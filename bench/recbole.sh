@@ -17,7 +17,7 @@ mkdir -p "$OUT"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q torch==2.15.0 numpy scipy pandas colorlog colorama texttable \
-    tabulate thop ray pyyaml
+    tabulate thop pyyaml scikit-learn tqdm plotly requests psutil
   "$VENV/bin/pip" install -q --no-deps recbole==1.2.1
 fi
 cargo build --release --locked -q --manifest-path "$ROOT/Cargo.toml"

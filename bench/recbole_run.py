@@ -15,6 +15,10 @@ for name, value in [("float_", np.float64), ("int_", np.int64), ("bool8", np.boo
 tb = types.ModuleType("torch.utils.tensorboard")
 tb.SummaryWriter = lambda *a, **k: types.SimpleNamespace(add_scalar=lambda *a, **k: None, close=lambda: None, add_hparams=lambda *a, **k: None)
 sys.modules["torch.utils.tensorboard"] = tb
+# ray is imported for hyper-parameter search only, which this script does not use
+ray = types.ModuleType("ray")
+ray.tune = types.ModuleType("ray.tune")
+sys.modules["ray"], sys.modules["ray.tune"] = ray, ray.tune
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
@@ -61,12 +65,14 @@ times = []
 
 class EpochTimes(logging.Handler):
     def emit(self, record):
-        m = re.search(r"epoch \d+ training \[time: ([0-9.]+)s", record.getMessage())
+        text = re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage())
+        m = re.search(r"epoch \d+ training \[time: ([0-9.]+)s", text)
         if m:
             times.append(float(m.group(1)))
 
 
 logging.getLogger().addHandler(EpochTimes())
+logging.getLogger().setLevel(logging.INFO)
 t0 = time.time()
 result = run_recbole(model=model, dataset="ml1m", config_dict={**common, **per_model[model]})
 print(json.dumps({

@@ -125,3 +125,50 @@ fn criteo_slice_lr_matches_fuxictr() {
     let auc = test_auc(dir.path(), "LR_criteo");
     assert!((auc - 0.7285).abs() < 0.03, "LR on the Criteo slice: {auc}");
 }
+
+/// `recforge train` of a `configs/topk` experiment with `--set` overrides; the test metrics.
+fn topk_test_metrics(expid: &str, sets: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/topk");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_recforge"));
+    cmd.args(["train", "--config"])
+        .arg(&cfg)
+        .args([
+            "--expid",
+            expid,
+            "--run-dir",
+            "run",
+            "--metrics-json",
+            "m.json",
+        ])
+        .env("RECFORGE_DATA", data_dir())
+        .current_dir(dir.path());
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{expid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+    m["test"].clone()
+}
+
+#[test]
+fn ml1m_pop_matches_recbole_and_bpr_and_multivae_beat_it() {
+    // RecBole 1.2.1 on this split (../shared/anchors/RECBOLE.md): Pop test Recall@20 0.0999
+    let pop = topk_test_metrics("Pop_ml1m", &[])["recall@20"]
+        .as_f64()
+        .unwrap();
+    assert!((pop - 0.0999).abs() < 0.002, "Pop recall@20 {pop}");
+    // a few epochs are enough to leave popularity behind (converged: see BENCHMARKS.md)
+    let bpr = topk_test_metrics("BPR_ml1m", &["epochs=10", "eval_step=5"]);
+    let vae = topk_test_metrics("MultiVAE_ml1m", &["epochs=10", "eval_step=5"]);
+    for (name, m) in [("BPR", &bpr), ("MultiVAE", &vae)] {
+        let r = m["recall@20"].as_f64().unwrap();
+        assert!(r > pop + 0.02, "{name} recall@20 {r} vs Pop {pop}");
+    }
+}
