@@ -7,11 +7,14 @@
 use super::{config_error, history_rows, TopkBatch, TopkInput, TopkModel, TopkShape};
 use crate::Result;
 use rand::rngs::StdRng;
+use rand::Rng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use recforge_data::interactions::UserItems;
 use recforge_data::ModelConfig;
-use recforge_nn::{init, Activation, Graph, NodeId, ParamId, ParamStore, Tensor};
+use recforge_nn::{
+    init, Activation, CsrMatrix, Graph, NodeId, ParamId, ParamStore, SparseOperand, Tensor,
+};
 
 pub(crate) const KEYS: &[&str] = &[
     "mlp_hidden_size",
@@ -127,12 +130,51 @@ impl MultiVae {
         }
     }
 
+    /// The encoder's output from interaction rows (`B × n_items`, row-major). The input is
+    /// sparse (a user touches a few percent of the items), so the normalised, dropped-out rows
+    /// enter the first layer as a CSR matrix: `x · W` costs the row's non-zeros, not `n_items`.
+    /// Dropout keeps each non-zero with probability 1 − p, scaled by 1 / (1 − p) (a zero stays
+    /// zero either way, so this is dense dropout's distribution).
+    fn encode(&self, g: &mut Graph, rows: &[f32], b: usize, rng: Option<&mut StdRng>) -> NodeId {
+        let n = self.n_items;
+        let keep = 1.0 - self.dropout;
+        let mut rng = rng.filter(|_| g.train && self.dropout > 0.0);
+        let mut entries = Vec::new();
+        for (r, row) in rows.chunks_exact(n.max(1)).enumerate().take(b) {
+            let inv = 1.0 / row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            for (i, &v) in row.iter().enumerate() {
+                if v == 0.0 {
+                    continue;
+                }
+                let v = match rng.as_deref_mut() {
+                    Some(rng) => {
+                        if rng.gen::<f32>() >= keep {
+                            continue;
+                        }
+                        v * inv / keep
+                    }
+                    None => v * inv,
+                };
+                entries.push((r as u32, i as u32, v));
+            }
+        }
+        let x = SparseOperand::new(CsrMatrix::from_triplets(b, n, entries));
+        let first = &self.encoder[0];
+        let w = g.param(first.w);
+        let h = g.spmm(&x, w);
+        let bias = g.param(first.b);
+        let h = g.add_bias(h, bias);
+        if self.encoder.len() == 1 {
+            return h;
+        }
+        let h = g.tanh(h);
+        run(g, &self.encoder[1..], h)
+    }
+
     /// Logits of every item from `rows` (`B × n_items`), with z = mu.
     fn decode_mean(&self, rows: Vec<f32>, b: usize) -> Tensor {
         let mut g = Graph::inference(&self.params);
-        let x = g.input(Tensor::from_vec(b, self.n_items, rows), false);
-        let h = g.l2_normalize_rows(x);
-        let h = run(&mut g, &self.encoder, h);
+        let h = self.encode(&mut g, &rows, b, None);
         let mu = g.slice_cols(h, 0, self.half_latent);
         let z = run(&mut g, &self.decoder, mu);
         g.take_value(z)
@@ -161,10 +203,7 @@ impl TopkModel for MultiVae {
             panic!("MultiVAE trains on batches of users")
         };
         let b = users.len();
-        let x = g.input(Tensor::from_vec(b, self.n_items, rows.clone()), false);
-        let h = g.l2_normalize_rows(x);
-        let h = g.dropout(h, self.dropout, rng);
-        let h = run(g, &self.encoder, h);
+        let h = self.encode(g, rows, b, Some(&mut *rng));
         let mu = g.slice_cols(h, 0, self.half_latent);
         let logvar = g.slice_cols(h, self.half_latent, self.half_latent);
         let normal = Normal::new(0.0f32, EPSILON_STD).expect("finite std");
