@@ -2,9 +2,9 @@
 //! DiffRec's int64 `.npy` pairs, RecBole atomic `.inter` files or MovieLens `u.data`, split into
 //! train/valid/test, held as user→items and item→users CSR, with a negative sampler.
 //!
-//! Ids: `.npy` files hold 0-based ids that are used as they are (the id space is the largest id
-//! + 1 over all splits); `.inter` and `u.data` hold tokens, mapped to 0-based ids in order of
-//! first appearance, train first. Bad rows are errors naming file, row and field, or counted
+//! Ids: `.npy` files hold 0-based ids that are used as they are (the id space runs to the
+//! largest id over all splits); `.inter` and `u.data` hold tokens, mapped to 0-based ids in
+//! order of first appearance, train first. Bad rows are errors naming file, row and field, or counted
 //! skips under [`OnBadRow::Skip`].
 
 use crate::error::{DataError, Result};

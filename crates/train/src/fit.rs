@@ -302,7 +302,7 @@ pub fn fit(
         let t0 = Instant::now();
         let stats = task.train_epoch(epoch, st.learning_rate, obs)?;
         let seconds = t0.elapsed().as_secs_f64();
-        let valid = if epoch % eval_step == 0 {
+        let valid = if epoch.is_multiple_of(eval_step) {
             task.evaluate(Split::Valid)?
         } else {
             None
@@ -330,7 +330,7 @@ pub fn fit(
         st.logs.push(log.clone());
         st.epochs_done = epoch;
         st.step = task.steps();
-        let evaluated = valid.is_some() || epoch % eval_step == 0;
+        let evaluated = valid.is_some() || epoch.is_multiple_of(eval_step);
         if evaluated {
             let monitored = valid.as_ref().and_then(|v| cfg.monitor.value(v));
             let improved = match (valid.is_some(), monitored, st.best) {

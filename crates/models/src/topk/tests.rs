@@ -31,7 +31,7 @@ fn cfg(pairs: &[(&str, serde_json::Value)]) -> ModelConfig {
 
 #[test]
 fn normalized_adjacency_of_a_toy_graph() {
-    // u1:{i1,i2}, u2:{i2}
+    // u1:{i1,i2}, u2:{i2}: 1/√(2·1) = 0.7071, 1/√(2·2) = 0.5, 1/√(1·2) = 0.7071
     let data = toy(&[(0, 0), (0, 1), (1, 1)], 2, 2);
     let shape = TopkShape {
         n_users: 2,
@@ -39,9 +39,9 @@ fn normalized_adjacency_of_a_toy_graph() {
     };
     let a = lightgcn::normalized_adjacency(&data.train, shape);
     let close = |x: f32, y: f32| (x - y).abs() < 1e-4;
-    assert!(close(a.get(0, 2), 0.7071));
+    assert!(close(a.get(0, 2), std::f32::consts::FRAC_1_SQRT_2));
     assert!(close(a.get(0, 3), 0.5));
-    assert!(close(a.get(1, 3), 0.7071));
+    assert!(close(a.get(1, 3), std::f32::consts::FRAC_1_SQRT_2));
     assert_eq!(a.get(1, 2), 0.0);
     assert_eq!(a.get(0, 0), 0.0, "no self-loops");
     assert!(a.is_symmetric());
