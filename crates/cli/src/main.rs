@@ -278,6 +278,23 @@ impl Progress {
             columns: None,
         }
     }
+
+    /// A table whose validation columns are known before the first evaluation (epochs
+    /// without one show `-`).
+    fn with_columns(names: Vec<String>) -> Self {
+        let mut p = Progress::new();
+        p.print_header(&names);
+        p.columns = Some(names);
+        p
+    }
+
+    fn print_header(&self, names: &[String]) {
+        let mut head = format!("{:>5} {:>10} {:>11}", "epoch", "lr", "train_loss");
+        for n in names {
+            head += &format!(" {:>12}", format!("valid_{n}"));
+        }
+        eprintln!("{head} {:>8} {:>10}", "seconds", "samples/s");
+    }
 }
 
 impl TrainObserver for Progress {
@@ -307,11 +324,7 @@ impl TrainObserver for Progress {
         }
         if self.columns.is_none() && !l.valid.0.is_empty() {
             let names: Vec<String> = l.valid.0.iter().map(|(k, _)| k.clone()).collect();
-            let mut head = format!("{:>5} {:>10} {:>11}", "epoch", "lr", "train_loss");
-            for n in &names {
-                head += &format!(" {:>12}", format!("valid_{n}"));
-            }
-            eprintln!("{head} {:>8} {:>10}", "seconds", "samples/s");
+            self.print_header(&names);
             self.columns = Some(names);
         }
         let mut line = format!(

@@ -59,8 +59,15 @@ pub(crate) fn train(
         fit_cfg.eval_step,
         fit_cfg.patience
     );
+    let columns = tcfg.metrics.iter().map(|m| m.name()).collect();
     let mut task = TopkTask::new(model, &data, tcfg, &model_cfg)?;
-    let report = recforge_train::fit(&mut task, &fit_cfg, &run, a.resume, &mut Progress::new())?;
+    let report = recforge_train::fit(
+        &mut task,
+        &fit_cfg,
+        &run,
+        a.resume,
+        &mut Progress::with_columns(columns),
+    )?;
     if let Some(r) = &task.test_report {
         write_per_user(&run.path.join("test_per_user.csv"), r, &data.user_tokens)?;
     }

@@ -36,7 +36,7 @@ fn generate_train_predict_evaluate_agree() {
         d,
     );
     assert!(ok, "{err}");
-    assert!(err.contains("valid_AUC"), "epoch table missing: {err}");
+    assert!(err.contains("valid_auc"), "epoch table missing: {err}");
     let test_auc = number_after(&out, "test", "AUC");
     assert!(test_auc > 0.6, "{out}");
     let run = d.join("gen/checkpoints/synthetic/DeepFM_synthetic");

@@ -3,57 +3,12 @@
 
 mod common;
 
-use common::{generate, recforge, train_small};
+use common::{generate, recforge, start_server, train_small};
 use rmcp::model::CallToolRequestParams;
 use rmcp::ServiceExt;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-/// A `recforge serve` child process on a free loopback port, killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(cwd: &Path, model: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_recforge"))
-        .args([
-            "--threads",
-            "2",
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--model",
-        ])
-        .arg(model)
-        .args(extra)
-        .current_dir(cwd)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start recforge serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().expect("server output").expect("server output");
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split(';').next())
-        .unwrap_or_else(|| panic!("no address in `{first}`"))
-        .to_string();
-    std::thread::spawn(move || lines.for_each(drop));
-    Server {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
+use std::process::{Command, Stdio};
 
 fn train(d: &Path, seed: &str) -> PathBuf {
     let run = format!("run{seed}");
@@ -298,7 +253,7 @@ async fn http_api_scores_like_predict_and_refuses_bad_input() {
     assert_eq!(m["model"], "DeepFM");
     assert_eq!(m["fields"].as_array().unwrap().len(), 5);
     assert_eq!(m["checksum"].as_str().unwrap().len(), 64);
-    assert!(m["metrics"]["test"]["AUC"].is_number(), "{m}");
+    assert!(m["metrics"]["test"]["auc"].is_number(), "{m}");
     let metrics = get(&c, format!("{base}/metrics"))
         .await
         .text()

@@ -4,11 +4,9 @@
 
 mod common;
 
-use common::recforge;
+use common::{recforge, start_server};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 /// 80 users × 40 items in two communities: users `u0..u39` interact with items `i0..i19`,
 /// the rest with `i20..i39`; each user has 12 items of their community (a deterministic
@@ -286,48 +284,6 @@ fn bad_interaction_rows_are_errors_or_counted_skips() {
     );
 }
 
-struct Server {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(cwd: &Path, model: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_recforge"))
-        .args([
-            "--threads",
-            "2",
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--model",
-            model,
-        ])
-        .current_dir(cwd)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start recforge serve");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().expect("server output").expect("server output");
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split(';').next())
-        .unwrap_or_else(|| panic!("no address in `{first}`"))
-        .to_string();
-    std::thread::spawn(move || lines.for_each(drop));
-    Server {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
-
 async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let resp = c.post(url).json(&body).send().await.unwrap();
     (
@@ -352,7 +308,7 @@ async fn serving_recommends_for_users_and_histories_and_offers_the_right_tools()
     write_data(d);
     train(d, "BPR", &["--set", "epochs=10"]);
     train(d, "EASE", &[]);
-    let server = start_server(d, "runs/BPR");
+    let server = start_server(d, Path::new("runs/BPR"), &[]);
     let c = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", server.base);
 
@@ -487,7 +443,7 @@ async fn serving_recommends_for_users_and_histories_and_offers_the_right_tools()
     drop(server);
 
     // EASE has no item vectors: no similar_items
-    let server = start_server(d, "runs/EASE");
+    let server = start_server(d, Path::new("runs/EASE"), &[]);
     let transport =
         rmcp::transport::StreamableHttpClientTransport::from_uri(format!("{}/mcp", server.base));
     let client = ().serve(transport).await.unwrap();

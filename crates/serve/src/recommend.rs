@@ -59,6 +59,26 @@ pub struct Recommendation {
     pub items: Vec<ScoredItem>,
 }
 
+impl Recommendation {
+    fn of(
+        model_version: u64,
+        m: &recforge_train::topk::LoadedTopk,
+        top: &[u32],
+        scores: &[f32],
+    ) -> Self {
+        Recommendation {
+            model_version,
+            items: top
+                .iter()
+                .map(|&i| ScoredItem {
+                    item: m.item_token(i),
+                    score: scores[i as usize],
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A JSON id as the data's token.
 fn token(v: &Value, field: &str) -> Result<String, ServeError> {
     match v {
@@ -133,16 +153,7 @@ impl Engine {
         excluded.dedup();
         let k = req.top_k.unwrap_or(10).min(n);
         let top = recforge_metrics::top_k(&scores, k, &excluded);
-        Ok(Recommendation {
-            model_version: served.version,
-            items: top
-                .into_iter()
-                .map(|i| ScoredItem {
-                    item: m.item_token(i),
-                    score: scores[i as usize],
-                })
-                .collect(),
-        })
+        Ok(Recommendation::of(served.version, m, &top, &scores))
     }
 
     pub fn similar_items(&self, req: &SimilarItemsRequest) -> Result<Recommendation, ServeError> {
@@ -172,16 +183,7 @@ impl Engine {
         }
         let k = req.top_k.unwrap_or(10).min(scores.len());
         let top = recforge_metrics::top_k(&scores, k, &[id]);
-        Ok(Recommendation {
-            model_version: served.version,
-            items: top
-                .into_iter()
-                .map(|i| ScoredItem {
-                    item: m.item_token(i),
-                    score: scores[i as usize],
-                })
-                .collect(),
-        })
+        Ok(Recommendation::of(served.version, m, &top, &scores))
     }
 
     /// Whether the served model has item vectors (`similar_items`).

@@ -575,25 +575,35 @@ impl TrainTask for TopkTask<'_> {
             .wrapping_add(epoch as u64);
         let mut rng = StdRng::seed_from_u64(seed);
         let data = self.data;
-        match self.model.input() {
-            TopkInput::ClosedForm => {
-                obs.on_epoch_start(epoch, 1);
-                self.model.fit_closed_form(data)?;
-                self.model.prepare_scoring();
-                obs.on_batch(1, data.train_pairs.len(), 0.0);
-                Ok(EpochStats {
-                    loss: 0.0,
-                    samples: data.train_pairs.len(),
-                })
-            }
-            TopkInput::Pairs => {
-                let sampler = NegativeSampler::new(data, self.cfg.negatives)?;
-                let mut order: Vec<u32> = (0..data.train_pairs.len() as u32).collect();
-                order.shuffle(&mut rng);
-                let batches = order.chunks(self.cfg.batch_size);
-                obs.on_epoch_start(epoch, batches.len());
-                let (mut sum, mut seen) = (0.0, 0usize);
-                for (k, chunk) in batches.enumerate() {
+        if self.model.input() == TopkInput::ClosedForm {
+            obs.on_epoch_start(epoch, 1);
+            self.model.fit_closed_form(data)?;
+            self.model.prepare_scoring();
+            obs.on_batch(1, data.train_pairs.len(), 0.0);
+            return Ok(EpochStats {
+                loss: 0.0,
+                samples: data.train_pairs.len(),
+            });
+        }
+        // an epoch visits every training interaction (pairwise models, each with a fresh
+        // negative) or every user with training items (autoencoders), in a shuffled order
+        let sampler = match self.model.input() {
+            TopkInput::Pairs => Some(NegativeSampler::new(data, self.cfg.negatives)?),
+            _ => None,
+        };
+        let mut order: Vec<u32> = match &sampler {
+            Some(_) => (0..data.train_pairs.len() as u32).collect(),
+            None => (0..data.n_users as u32)
+                .filter(|&u| !data.train.row(u).is_empty())
+                .collect(),
+        };
+        order.shuffle(&mut rng);
+        let batches = order.chunks(self.cfg.batch_size);
+        obs.on_epoch_start(epoch, batches.len());
+        let (mut sum, mut seen) = (0.0, 0usize);
+        for (k, chunk) in batches.enumerate() {
+            let batch = match &sampler {
+                Some(sampler) => {
                     let (mut users, mut pos, mut neg) = (Vec::new(), Vec::new(), Vec::new());
                     for &ix in chunk {
                         let (u, i) = data.train_pairs[ix as usize];
@@ -601,47 +611,25 @@ impl TrainTask for TopkTask<'_> {
                         pos.push(i);
                         neg.push(sampler.sample(u, &mut rng));
                     }
-                    let batch = TopkBatch::Pairs { users, pos, neg };
-                    let l = self
-                        .step(&batch, lr, &mut rng)
-                        .map_err(|e| e.at(epoch, self.step + 1))?;
-                    sum += l * chunk.len() as f64;
-                    seen += chunk.len();
-                    obs.on_batch(k + 1, seen, sum / seen as f64);
+                    TopkBatch::Pairs { users, pos, neg }
                 }
-                self.model.prepare_scoring();
-                Ok(EpochStats {
-                    loss: sum / seen.max(1) as f64,
-                    samples: seen,
-                })
-            }
-            TopkInput::Users => {
-                let mut users: Vec<u32> = (0..data.n_users as u32)
-                    .filter(|&u| !data.train.row(u).is_empty())
-                    .collect();
-                users.shuffle(&mut rng);
-                let batches = users.chunks(self.cfg.batch_size);
-                obs.on_epoch_start(epoch, batches.len());
-                let (mut sum, mut seen) = (0.0, 0usize);
-                for (k, chunk) in batches.enumerate() {
-                    let batch = TopkBatch::Users {
-                        users: chunk.to_vec(),
-                        rows: history_rows(&data.train, chunk, data.n_items),
-                    };
-                    let l = self
-                        .step(&batch, lr, &mut rng)
-                        .map_err(|e| e.at(epoch, self.step + 1))?;
-                    sum += l * chunk.len() as f64;
-                    seen += chunk.len();
-                    obs.on_batch(k + 1, seen, sum / seen as f64);
-                }
-                self.model.prepare_scoring();
-                Ok(EpochStats {
-                    loss: sum / seen.max(1) as f64,
-                    samples: seen,
-                })
-            }
+                None => TopkBatch::Users {
+                    users: chunk.to_vec(),
+                    rows: history_rows(&data.train, chunk, data.n_items),
+                },
+            };
+            let l = self
+                .step(&batch, lr, &mut rng)
+                .map_err(|e| e.at(epoch, self.step + 1))?;
+            sum += l * chunk.len() as f64;
+            seen += chunk.len();
+            obs.on_batch(k + 1, seen, sum / seen as f64);
         }
+        self.model.prepare_scoring();
+        Ok(EpochStats {
+            loss: sum / seen.max(1) as f64,
+            samples: seen,
+        })
     }
 
     fn evaluate(&mut self, split: Split) -> Result<Option<Metrics>> {

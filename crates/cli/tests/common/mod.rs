@@ -1,8 +1,9 @@
 //! Helpers shared by the binary's test files.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 pub fn recforge(args: &[&str], cwd: &Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_recforge"))
@@ -46,4 +47,48 @@ pub fn train_small(d: &Path, extra: &[&str]) -> (bool, String, String) {
     ];
     args.extend_from_slice(extra);
     recforge(&args, d)
+}
+
+/// A `recforge serve` child process on a free loopback port, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_server(cwd: &Path, model: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recforge"))
+        .args([
+            "--threads",
+            "2",
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--model",
+        ])
+        .arg(model)
+        .args(extra)
+        .current_dir(cwd)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start recforge serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("server output").expect("server output");
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_else(|| panic!("no address in `{first}`"))
+        .to_string();
+    std::thread::spawn(move || lines.for_each(drop));
+    Server {
+        child,
+        base: format!("http://{addr}"),
+    }
 }
