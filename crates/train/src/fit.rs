@@ -330,7 +330,7 @@ pub fn fit(
         st.logs.push(log.clone());
         st.epochs_done = epoch;
         st.step = task.steps();
-        let evaluated = valid.is_some() || epoch.is_multiple_of(eval_step);
+        let evaluated = epoch.is_multiple_of(eval_step);
         if evaluated {
             let monitored = valid.as_ref().and_then(|v| cfg.monitor.value(v));
             let improved = match (valid.is_some(), monitored, st.best) {

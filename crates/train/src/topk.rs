@@ -343,6 +343,8 @@ pub struct LoadedTopk {
     pub path: std::path::PathBuf,
     /// the checkpoint's verified SHA-256
     pub sha256: String,
+    user_index: IdIndex,
+    item_index: IdIndex,
 }
 
 fn write_topk(
@@ -385,9 +387,9 @@ fn read_params(
         .collect();
     let known: std::collections::HashSet<String> =
         names.iter().map(|(n, _)| format!("param.{n}")).collect();
-    let mut unused: Vec<String> = file
-        .names()?
-        .into_iter()
+    let has = file.names()?;
+    let mut unused: Vec<String> = has
+        .iter()
         .filter(|n| {
             let base = n
                 .strip_prefix("opt1.")
@@ -395,6 +397,7 @@ fn read_params(
                 .unwrap_or(n);
             !known.contains(base)
         })
+        .cloned()
         .collect();
     if !unused.is_empty() {
         unused.sort();
@@ -407,7 +410,6 @@ fn read_params(
             ),
         });
     }
-    let has = file.names()?;
     let mut values = Vec::new();
     for (name, shape) in &names {
         let key = format!("param.{name}");
@@ -443,14 +445,19 @@ fn read_params(
     Ok(())
 }
 
+/// Opens a verified top-K checkpoint and parses its metadata.
+fn open_topk(path: &Path) -> Result<(TensorFile, TopkCheckpointMeta)> {
+    let file = TensorFile::open(path, TOPK_FORMAT)?;
+    let meta = serde_json::from_str(&file.json).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("not a top-K checkpoint: {e}"),
+    })?;
+    Ok((file, meta))
+}
+
 /// Opens a verified top-K checkpoint and builds its model.
 pub fn load_topk(path: &Path) -> Result<LoadedTopk> {
-    let file = TensorFile::open(path, TOPK_FORMAT)?;
-    let meta: TopkCheckpointMeta =
-        serde_json::from_str(&file.json).map_err(|e| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            msg: format!("not a top-K checkpoint: {e}"),
-        })?;
+    let (file, meta) = open_topk(path)?;
     if meta.history.rows() != meta.shape.n_users
         || meta
             .history
@@ -467,6 +474,8 @@ pub fn load_topk(path: &Path) -> Result<LoadedTopk> {
     read_params(&file, model.as_mut(), None)?;
     model.prepare_scoring();
     Ok(LoadedTopk {
+        user_index: IdIndex::new(&meta.user_tokens, meta.shape.n_users),
+        item_index: IdIndex::new(&meta.item_tokens, meta.shape.n_items),
         meta,
         model,
         path: path.to_path_buf(),
@@ -666,12 +675,7 @@ impl TrainTask for TopkTask<'_> {
     }
 
     fn load(&mut self, path: &Path, with_optimizer: bool) -> Result<Option<Value>> {
-        let file = TensorFile::open(path, TOPK_FORMAT)?;
-        let meta: TopkCheckpointMeta =
-            serde_json::from_str(&file.json).map_err(|e| TrainError::Checkpoint {
-                path: path.to_path_buf(),
-                msg: format!("not a top-K checkpoint: {e}"),
-            })?;
+        let (file, meta) = open_topk(path)?;
         if meta.model != self.model.name()
             || meta.shape.n_users != self.data.n_users
             || meta.shape.n_items != self.data.n_items
@@ -715,20 +719,20 @@ impl TrainTask for TopkTask<'_> {
     }
 }
 
-/// Maps a file's tokens to a checkpoint's ids: through its token lists, or as numbers when
-/// it has none (`.npy` data).
-struct IdMap<'a> {
-    tokens: std::collections::HashMap<&'a str, u32>,
+/// Maps tokens to a checkpoint's ids: through its token list, or as numbers when it has none
+/// (`.npy` data). Built once, when the checkpoint is loaded.
+pub struct IdIndex {
+    tokens: std::collections::HashMap<String, u32>,
     count: usize,
 }
 
-impl<'a> IdMap<'a> {
-    fn new(tokens: &'a [String], count: usize) -> Self {
-        IdMap {
+impl IdIndex {
+    fn new(tokens: &[String], count: usize) -> Self {
+        IdIndex {
             tokens: tokens
                 .iter()
                 .enumerate()
-                .map(|(i, t)| (t.as_str(), i as u32))
+                .map(|(i, t)| (t.clone(), i as u32))
                 .collect(),
             count,
         }
@@ -748,12 +752,12 @@ impl<'a> IdMap<'a> {
 impl LoadedTopk {
     /// The id of a user token (or number, for `.npy`-trained models).
     pub fn user_id(&self, tok: &str) -> Option<u32> {
-        IdMap::new(&self.meta.user_tokens, self.meta.shape.n_users).get(tok)
+        self.user_index.get(tok)
     }
 
     /// The id of an item token.
     pub fn item_id(&self, tok: &str) -> Option<u32> {
-        IdMap::new(&self.meta.item_tokens, self.meta.shape.n_items).get(tok)
+        self.item_index.get(tok)
     }
 
     /// The token of an item id, as the data spelled it.
@@ -772,11 +776,6 @@ impl LoadedTopk {
             c[i as usize] += 1.0;
         }
         c
-    }
-
-    /// The metrics the checkpoint's config asks for.
-    pub fn metrics(&self) -> Result<Vec<RankMetric>> {
-        Ok(TopkTrainConfig::from_config(&self.meta.model_config)?.metrics)
     }
 }
 
@@ -834,29 +833,28 @@ pub fn evaluate_file(
     let n_users = loaded.meta.shape.n_users;
     let mut skipped = 0;
     let held = read_ids(loaded, path, on_bad, &mut skipped)?;
-    let mut masked = loaded.meta.history.clone();
+    // the training history plus every excluded file, built into one CSR
+    let history = &loaded.meta.history;
+    let mut pairs: Vec<(u32, u32)> = (0..n_users as u32)
+        .flat_map(|u| history.row(u).iter().map(move |&i| (u, i)))
+        .collect();
     for e in exclude {
-        let extra = read_ids(loaded, e, on_bad, &mut skipped)?;
-        let mut pairs: Vec<(u32, u32)> = extra;
-        for u in 0..n_users as u32 {
-            pairs.extend(masked.row(u).iter().map(|&i| (u, i)));
-        }
-        masked = UserItems::from_pairs(n_users, &pairs);
+        pairs.extend(read_ids(loaded, e, on_bad, &mut skipped)?);
     }
+    let masked = UserItems::from_pairs(n_users, &pairs);
     let relevant = UserItems::from_pairs(n_users, &held);
     let excluded: Vec<Vec<u32>> = (0..n_users as u32)
         .map(|u| masked.row(u).to_vec())
         .collect();
-    let metrics = loaded.metrics()?;
-    let block = TopkTrainConfig::from_config(&loaded.meta.model_config)?.eval_batch_users;
+    let cfg = TopkTrainConfig::from_config(&loaded.meta.model_config)?;
     let (m, report) = rank_users(
         loaded.model.as_ref(),
         &loaded.meta.history,
         &relevant,
         &excluded,
         loaded.meta.shape.n_items,
-        &metrics,
-        block,
+        &cfg.metrics,
+        cfg.eval_batch_users,
     );
     Ok((m, report, skipped))
 }

@@ -11,7 +11,7 @@ use recforge_nn::embedding::UpdateMode;
 use recforge_nn::optim::grad_norm_sq;
 use recforge_nn::{DenseOptimizer, EmbeddingOptimizer, EmbeddingTable, ParamStore, RowGrads};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// FuxiCTR's `monitor` (a metric name, or a mapping of metric to weight) and `monitor_mode`.
 fn monitor_from_config(cfg: &ModelConfig) -> Result<Monitor> {
@@ -245,17 +245,6 @@ pub struct EvalMetrics {
 }
 
 impl EvalMetrics {
-    pub fn to_json(&self) -> serde_json::Map<String, Value> {
-        let mut m = serde_json::Map::new();
-        m.insert("rows".into(), json!(self.rows));
-        m.insert("AUC".into(), json!(self.auc));
-        m.insert("logloss".into(), json!(self.logloss));
-        if self.gauc.is_some() {
-            m.insert("gAUC".into(), json!(self.gauc));
-        }
-        m
-    }
-
     /// The metrics by their lower-case names (`auc`, `logloss`, `gauc`); AUCs of a split
     /// with one class are left out.
     pub fn to_metrics(&self) -> Metrics {

@@ -33,8 +33,8 @@ pub struct LightGcn {
     require_pow: bool,
     adjacency: SparseOperand,
     n_users: usize,
-    /// the propagated `[users; items]` embeddings, filled by `prepare_scoring`
-    cache: Option<Tensor>,
+    /// the propagated user and item tables, filled by `prepare_scoring`
+    cache: Option<(Tensor, Tensor)>,
 }
 
 /// Â of the bipartite user–item graph: nodes are users `0..n_u` then items `n_u..n_u+n_i`.
@@ -122,6 +122,25 @@ impl LightGcn {
         g.take_value(e)
     }
 
+    /// The propagated embeddings split into the user table and the item table.
+    fn final_tables(&self) -> (Tensor, Tensor) {
+        let mut all = self.final_embeddings();
+        let d = all.cols;
+        let items = all.data.split_off(self.n_users * d);
+        (
+            Tensor::from_vec(self.n_users, d, all.data),
+            Tensor::from_vec(items.len() / d.max(1), d, items),
+        )
+    }
+
+    /// The propagated tables: the cached ones, or computed now.
+    fn tables(&self) -> std::borrow::Cow<'_, (Tensor, Tensor)> {
+        match &self.cache {
+            Some(t) => std::borrow::Cow::Borrowed(t),
+            None => std::borrow::Cow::Owned(self.final_tables()),
+        }
+    }
+
     fn norm(&self, g: &mut Graph, x: NodeId) -> NodeId {
         if self.require_pow {
             let sq = g.mul(x, x);
@@ -177,55 +196,26 @@ impl TopkModel for LightGcn {
     }
 
     fn prepare_scoring(&mut self) {
-        self.cache = Some(self.final_embeddings());
+        self.cache = Some(self.final_tables());
     }
 
     fn score_users(&self, users: &[u32], _: &UserItems, out: &mut [f32]) {
-        let owned;
-        let all = match &self.cache {
-            Some(c) => c,
-            None => {
-                owned = self.final_embeddings();
-                &owned
-            }
-        };
-        let d = all.cols;
-        let items = Tensor::from_vec(
-            all.rows - self.n_users,
-            d,
-            all.data[self.n_users * d..].to_vec(),
-        );
-        let mut u = Vec::with_capacity(users.len() * d);
+        let tables = self.tables();
+        let (user_table, item_table) = &*tables;
+        let mut u = Vec::with_capacity(users.len() * user_table.cols);
         for &x in users {
-            u.extend_from_slice(all.row(x as usize));
+            u.extend_from_slice(user_table.row(x as usize));
         }
-        dot_all_items(&u, &items, out);
+        dot_all_items(&u, item_table, out);
     }
 
     fn score_history(&self, items: &[u32], out: &mut [f32]) {
-        let all = self
-            .cache
-            .clone()
-            .unwrap_or_else(|| self.final_embeddings());
-        let d = all.cols;
-        let table = Tensor::from_vec(
-            all.rows - self.n_users,
-            d,
-            all.data[self.n_users * d..].to_vec(),
-        );
-        dot_all_items(&mean_rows(&table, items), &table, out);
+        let tables = self.tables();
+        let item_table = &tables.1;
+        dot_all_items(&mean_rows(item_table, items), item_table, out);
     }
 
     fn item_vectors(&self) -> Option<Tensor> {
-        let all = self
-            .cache
-            .clone()
-            .unwrap_or_else(|| self.final_embeddings());
-        let d = all.cols;
-        Some(Tensor::from_vec(
-            all.rows - self.n_users,
-            d,
-            all.data[self.n_users * d..].to_vec(),
-        ))
+        Some(self.tables().1.clone())
     }
 }
