@@ -262,12 +262,13 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Progress bar per epoch and an epoch table on standard error, one column per validation
-/// metric.
+/// Progress bar per epoch and an epoch table on standard error, one column per metric of
+/// the objective (`train_…`) and of validation (`valid_…`).
 struct Progress {
     bar: Option<ProgressBar>,
     started: std::time::Instant,
-    columns: Option<Vec<String>>,
+    /// (train metric names, validation metric names)
+    columns: Option<(Vec<String>, Vec<String>)>,
 }
 
 impl Progress {
@@ -281,17 +282,28 @@ impl Progress {
 
     /// A table whose validation columns are known before the first evaluation (epochs
     /// without one show `-`).
-    fn with_columns(names: Vec<String>) -> Self {
+    fn with_columns(valid: Vec<String>) -> Self {
+        Progress::with(Vec::new(), valid)
+    }
+
+    /// A table for training without validation (pretraining): the objective's own metrics.
+    fn with_train_columns(train: Vec<String>) -> Self {
+        Progress::with(train, Vec::new())
+    }
+
+    fn with(train: Vec<String>, valid: Vec<String>) -> Self {
         let mut p = Progress::new();
-        p.print_header(&names);
-        p.columns = Some(names);
+        let columns = (train, valid);
+        p.print_header(&columns);
+        p.columns = Some(columns);
         p
     }
 
-    fn print_header(&self, names: &[String]) {
+    fn print_header(&self, (train, valid): &(Vec<String>, Vec<String>)) {
         let mut head = format!("{:>5} {:>10} {:>11}", "epoch", "lr", "train_loss");
-        for n in names {
-            head += &format!(" {:>12}", format!("valid_{n}"));
+        let named = train.iter().map(|n| format!("train_{n}"));
+        for n in named.chain(valid.iter().map(|n| format!("valid_{n}"))) {
+            head += &format!(" {n:>12}");
         }
         eprintln!("{head} {:>8} {:>10}", "seconds", "samples/s");
     }
@@ -322,18 +334,22 @@ impl TrainObserver for Progress {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-        if self.columns.is_none() && !l.valid.0.is_empty() {
-            let names: Vec<String> = l.valid.0.iter().map(|(k, _)| k.clone()).collect();
-            self.print_header(&names);
-            self.columns = Some(names);
+        if self.columns.is_none() && !l.valid.is_empty() {
+            let names = |m: &recforge_train::Metrics| m.0.iter().map(|(k, _)| k.clone()).collect();
+            let columns = (names(&l.train), names(&l.valid));
+            self.print_header(&columns);
+            self.columns = Some(columns);
         }
         let mut line = format!(
             "{:>5} {:>10.2e} {:>11.6}",
             l.epoch, l.learning_rate, l.train_loss
         );
-        for n in self.columns.iter().flatten() {
-            let v = l.valid.get(n).map(|v| format!("{v:.6}"));
-            line += &format!(" {:>12}", v.unwrap_or_else(|| "-".into()));
+        if let Some((train, valid)) = &self.columns {
+            let train = train.iter().map(|n| l.train.get(n));
+            for v in train.chain(valid.iter().map(|n| l.valid.get(n))) {
+                let v = v.map(|v| format!("{v:.6}"));
+                line += &format!(" {:>12}", v.unwrap_or_else(|| "-".into()));
+            }
         }
         eprintln!("{line} {:>8.1} {:>10.0}", l.seconds, l.samples_per_sec);
     }
@@ -487,7 +503,7 @@ fn train_ctr(a: TrainArgs) -> Result<TrainReport> {
 }
 
 fn pretrain(a: PretrainArgs) -> Result<()> {
-    use recforge_train::pretrain::{Method, PretrainConfig, Pretrainer};
+    use recforge_train::pretrain::{Method, PretrainConfig, PretrainData, Pretrainer};
     let exp = load_checked(&a.config, &a.expid, &a.overrides)?;
     let method = Method::parse(&a.method).context("--method is mfp or rfd")?;
     let mut ds = EncodedDataset::prepare(&exp.dataset, a.on_bad_row.into(), false, &|m| {
@@ -508,9 +524,8 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
     } else {
         out.join("model.safetensors")
     };
-    // one pretraining at a time into an output directory
-    let out_dir = out.parent().unwrap_or(Path::new("."));
-    let _lock = recforge_data::cache::DirLock::try_take(out_dir, "pretraining output directory")?;
+    // the output directory is a run directory (locked: one pretraining at a time into it)
+    let run = RunDir::create(out.parent().unwrap_or(Path::new(".")))?;
     let mut pt = Pretrainer::new(pcfg.clone(), tcfg, &mut model, &ds.feature_map, &ds.train)?;
     eprintln!(
         "{} pretraining of {} on {} rows: {} epochs, mask ratio {}, {} negatives, lr {} ({}), \
@@ -525,14 +540,14 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
         if pcfg.cosine { "cosine" } else { "constant" },
         pcfg.weight_decay
     );
-    let logs = pt.fit(&mut model, &ds.train, &mut |l| {
-        eprintln!(
-            "epoch {:>3}  loss {:.5}  accuracy {:.4}  {:.1}s  {:.0} samples/s",
-            l.epoch, l.loss, l.accuracy, l.seconds, l.samples_per_sec
-        )
-    })?;
-    pt.save(&out, &model, &exp.model, &ds.feature_map, &logs)?;
-    println!("pretrained checkpoint: {}", out.display());
+    let data = PretrainData {
+        train: &ds.train,
+        feature_map: &ds.feature_map,
+        config: &exp.model,
+    };
+    let progress = &mut Progress::with_train_columns(vec!["accuracy".into()]);
+    let report = pt.fit(&mut model, data, &run, progress)?;
+    println!("pretrained checkpoint: {}", report.checkpoint.display());
     Ok(())
 }
 

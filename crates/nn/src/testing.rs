@@ -1,5 +1,8 @@
 //! One gradient checker for every op and model built on the tape: analytic gradients from
 //! [`Graph::backward`] against central finite differences of the f32 forward pass.
+//! [`GradCheck::run`] checks every input and parameter of one graph; for weights the tape
+//! does not own (embedding rows, a model's tables), [`GradCheck::coordinate`] checks one
+//! coordinate the caller moves.
 
 use crate::graph::{Graph, NodeId};
 use crate::params::ParamStore;
@@ -25,6 +28,30 @@ impl Default for GradCheck {
 }
 
 impl GradCheck {
+    /// Whether an analytic and a numeric derivative agree within the tolerances.
+    pub fn agrees(&self, analytic: f64, numeric: f64) -> bool {
+        (analytic - numeric).abs()
+            <= self.atol as f64 + self.rtol as f64 * numeric.abs().max(analytic.abs())
+    }
+
+    /// Checks one coordinate: `loss_at(offset)` is the loss with the coordinate moved by
+    /// `offset` (the caller moves it, evaluates, and puts it back); its central difference
+    /// must agree with `analytic`. The error names the coordinate `what`.
+    pub fn coordinate(
+        &self,
+        what: &str,
+        analytic: f64,
+        mut loss_at: impl FnMut(f32) -> f64,
+    ) -> Result<(), String> {
+        let h = self.step;
+        let numeric = (loss_at(h) - loss_at(-h)) / (2.0 * h as f64);
+        if self.agrees(analytic, numeric) {
+            Ok(())
+        } else {
+            Err(format!("{what}: analytic {analytic} numeric {numeric}"))
+        }
+    }
+
     /// Checks d(loss)/d(input) for every input and d(loss)/d(param) for every trainable
     /// parameter of `store`, where `build` records the scalar loss from the input nodes.
     /// Returns the first disagreement, naming the input or parameter and the entry.
@@ -50,24 +77,15 @@ impl GradCheck {
             ));
         }
         let grads = g.backward(l);
-        let agree = |a: f32, n: f32| (a - n).abs() <= self.atol + self.rtol * n.abs().max(a.abs());
-        let h = self.step;
         for (k, (input, &id)) in inputs.iter().zip(&ids).enumerate() {
             let zero = Tensor::zeros(input.rows, input.cols);
             let analytic = grads.of(id).unwrap_or(&zero);
             for i in 0..input.len() {
                 let mut moved = inputs.to_vec();
-                moved[k].data[i] += h;
-                let up = loss_of(store, &moved);
-                moved[k].data[i] -= 2.0 * h;
-                let down = loss_of(store, &moved);
-                let numeric = (up - down) / (2.0 * h);
-                if !agree(analytic.data[i], numeric) {
-                    return Err(format!(
-                        "input {k}[{i}]: analytic {} numeric {numeric}",
-                        analytic.data[i]
-                    ));
-                }
+                self.coordinate(&format!("input {k}[{i}]"), analytic.data[i] as f64, |d| {
+                    moved[k].data[i] = inputs[k].data[i] + d;
+                    loss_of(store, &moved) as f64
+                })?;
             }
         }
         for (pid, param) in store.iter() {
@@ -77,19 +95,15 @@ impl GradCheck {
             let Some(analytic) = grads.param(pid) else {
                 return Err(format!("no gradient for parameter {}", param.name));
             };
+            let mut s = store.clone();
             for i in 0..param.value.len() {
-                let mut s = store.clone();
-                s.value_mut(pid).data[i] += h;
-                let up = loss_of(&s, inputs);
-                s.value_mut(pid).data[i] -= 2.0 * h;
-                let down = loss_of(&s, inputs);
-                let numeric = (up - down) / (2.0 * h);
-                if !agree(analytic.data[i], numeric) {
-                    return Err(format!(
-                        "{}[{i}]: analytic {} numeric {numeric}",
-                        param.name, analytic.data[i]
-                    ));
-                }
+                let what = format!("{}[{i}]", param.name);
+                self.coordinate(&what, analytic.data[i] as f64, |d| {
+                    s.value_mut(pid).data[i] = param.value.data[i] + d;
+                    let l = loss_of(&s, inputs) as f64;
+                    s.value_mut(pid).data[i] = param.value.data[i];
+                    l
+                })?;
             }
         }
         Ok(())

@@ -25,6 +25,10 @@ impl Metrics {
             .map(|(_, v)| *v)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn push(&mut self, name: impl Into<String>, value: f64) {
         self.0.push((name.into(), value));
     }
@@ -86,6 +90,9 @@ pub struct EpochLog {
     pub epoch: usize,
     pub learning_rate: f32,
     pub train_loss: f64,
+    /// Metrics of the training objective itself (e.g. MAP's masked-feature accuracy).
+    #[serde(default, skip_serializing_if = "Metrics::is_empty")]
+    pub train: Metrics,
     /// Validation metrics, when the epoch was evaluated.
     #[serde(default)]
     pub valid: Metrics,
@@ -164,11 +171,13 @@ pub enum Split {
     Test,
 }
 
-/// One epoch's training: mean loss over `samples` instances.
-#[derive(Clone, Copy, Debug, Default)]
+/// One epoch's training: mean loss over `samples` instances, and any metrics the objective
+/// computes on the way.
+#[derive(Clone, Debug, Default)]
 pub struct EpochStats {
     pub loss: f64,
     pub samples: usize,
+    pub metrics: Metrics,
 }
 
 /// What a model family supplies to [`fit`].
@@ -323,6 +332,7 @@ pub fn fit(
             epoch,
             learning_rate: st.learning_rate,
             train_loss: stats.loss,
+            train: stats.metrics,
             valid: valid.clone().unwrap_or_default(),
             seconds,
             samples_per_sec: stats.samples as f64 / seconds.max(1e-9),

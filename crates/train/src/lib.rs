@@ -1,11 +1,12 @@
-//! Training and evaluation of CTR models: the loop ([`Trainer`]), metrics, checkpoints and run
-//! directories.
+//! Training and evaluation of every model family: the one loop ([`fit`]) and what each family
+//! plugs into it ([`TrainTask`]: CTR's [`Trainer`], MAP's [`pretrain::Pretrainer`], top-K's
+//! [`topk`]), metrics by name, checkpoints and run directories.
 //!
-//! The loop follows FuxiCTR's so that results are comparable: binary cross-entropy, gradient
-//! clipping at global norm 10, evaluation on the validation split after every epoch, the
-//! learning rate divided by 10 when the monitored metric does not improve
-//! (`reduce_lr_on_plateau`), early stopping after `early_stop_patience` such epochs, and the
-//! best checkpoint restored before testing.
+//! The loop follows FuxiCTR's so that results are comparable: gradient clipping at a global
+//! norm, evaluation on the validation split every `eval_step` epochs, the learning rate
+//! divided by 10 when the monitored metric does not improve (`reduce_lr_on_plateau`), early
+//! stopping after `early_stop_patience` such evaluations, and the best checkpoint restored
+//! before testing.
 
 pub mod checkpoint;
 pub mod fit;

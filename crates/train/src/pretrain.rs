@@ -15,8 +15,12 @@
 //!
 //! The backbone only provides [`recforge_models::CtrNet::encode`]; nothing here knows a model.
 
-use crate::checkpoint::save_checkpoint;
-use crate::trainer::{apply_state_updates, NonFiniteStep, TrainConfig, Trainer};
+use crate::checkpoint::{load_checkpoint, save_checkpoint};
+use crate::fit::{
+    EpochStats, FitConfig, FitReport, Metrics, Monitor, Split, TrainObserver, TrainTask,
+};
+use crate::run::RunDir;
+use crate::trainer::{backward_pass, non_finite_weight, NonFiniteStep, TrainConfig, Trainer};
 use crate::{Result, TrainError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -26,6 +30,7 @@ use recforge_models::layers::Linear;
 use recforge_models::Model;
 use recforge_nn::graph::Grads;
 use recforge_nn::{init, EmbeddingTable, Graph, NodeId, ParamId, RowGrads, Tensor};
+use serde_json::Value;
 use std::path::Path;
 use std::time::Instant;
 
@@ -163,7 +168,7 @@ enum Head {
     },
 }
 
-/// One epoch's pretraining log.
+/// One epoch's pretraining log (the checkpoint's `pretrain_epochs`).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PretrainEpoch {
     pub epoch: usize,
@@ -482,7 +487,7 @@ impl Pretrainer {
     ) -> std::result::Result<(f64, usize, usize), NonFiniteStep> {
         let masked = self.draw_masks(batch.size, rng);
         let negatives = self.draw_negatives(&masked, rng);
-        let (mut g, loss, emb_nodes, rows) = self.mfp_loss(model, batch, &masked, &negatives, rng);
+        let (g, loss, emb_nodes, rows) = self.mfp_loss(model, batch, &masked, &negatives, rng);
         let k1 = self.cfg.negatives + 1;
         let scores = &g.value(rows.scores.expect("set")).data;
         // a negative that happens to be the target's own id does not count against it
@@ -497,13 +502,9 @@ impl Pretrainer {
             })
             .count();
         let m = rows.field.len();
-        let loss_value = g.value(loss).data[0] as f64;
-        NonFiniteStep::check("loss", loss_value)?;
-        let mut grads = g.backward(loss);
-        let updates = std::mem::take(&mut g.state_updates);
-        let emb_grads = model.embedding_grads(batch, &emb_nodes, &mut grads);
-        let (out_grads, bias_grads) = self.nce_row_grads(&rows, &mut grads);
-        drop(g);
+        let mut pass = backward_pass(g, loss)?;
+        let emb_grads = model.embedding_grads(batch, &emb_nodes, &mut pass.grads);
+        let (out_grads, bias_grads) = self.nce_row_grads(&rows, &mut pass.grads);
         let Head::Mfp { out, bias, .. } = &mut self.head else {
             unreachable!()
         };
@@ -514,9 +515,8 @@ impl Pretrainer {
             .collect();
         let wd = self.cfg.weight_decay;
         self.trainer
-            .apply_step(model, &grads.params, &emb_grads, &mut extra, lr, wd)?;
-        apply_state_updates(&mut model.params, &updates);
-        Ok((loss_value, correct, m))
+            .step_after(model, &pass, &emb_grads, &mut extra, lr, wd)?;
+        Ok((pass.loss, correct, m))
     }
 
     /// Scatters the gradients of the gathered output rows and biases back to table rows.
@@ -648,7 +648,7 @@ impl Pretrainer {
         rng: &mut StdRng,
     ) -> std::result::Result<(f64, usize, usize), NonFiniteStep> {
         let (corrupted, labels) = self.replace_fields(batch, rng);
-        let (mut g, loss, logits, emb) = self.rfd_loss(model, &corrupted, &labels, rng);
+        let (g, loss, logits, emb) = self.rfd_loss(model, &corrupted, &labels, rng);
         let correct = g
             .value(logits)
             .data
@@ -656,81 +656,163 @@ impl Pretrainer {
             .zip(&labels)
             .filter(|(z, y)| (**z > 0.0) == (**y > 0.5))
             .count();
-        let loss_value = g.value(loss).data[0] as f64;
-        NonFiniteStep::check("loss", loss_value)?;
-        let mut grads = g.backward(loss);
-        let updates = std::mem::take(&mut g.state_updates);
-        let emb_grads = model.embedding_grads(&corrupted, &emb, &mut grads);
-        drop(g);
+        let mut pass = backward_pass(g, loss)?;
+        let emb_grads = model.embedding_grads(&corrupted, &emb, &mut pass.grads);
         let wd = self.cfg.weight_decay;
         self.trainer
-            .apply_step(model, &grads.params, &emb_grads, &mut [], lr, wd)?;
-        apply_state_updates(&mut model.params, &updates);
-        Ok((loss_value, correct, labels.len()))
+            .step_after(model, &pass, &emb_grads, &mut [], lr, wd)?;
+        Ok((pass.loss, correct, labels.len()))
     }
 
-    /// Pretrains for `cfg.epochs` over `train`; `on_epoch` sees each epoch's log.
+    /// Pretrains for `cfg.epochs` over `train` through the shared loop ([`crate::fit::fit`]).
+    /// The run directory gets `metrics.csv`/`metrics.json` (loss and accuracy of each epoch)
+    /// and the plot; its `model.safetensors` is the pretrained checkpoint: embeddings and
+    /// encoder (the `pretrain.*` heads ride along and are ignored when finetuning), with the
+    /// epochs' logs as its metrics. There is no validation: every epoch is the newest best.
     pub fn fit(
         &mut self,
         model: &mut Model,
-        train: &EncodedSplit,
-        on_epoch: &mut dyn FnMut(&PretrainEpoch),
-    ) -> Result<Vec<PretrainEpoch>> {
-        let per_epoch = train.rows.div_ceil(self.cfg.batch_size);
-        let total = per_epoch * self.cfg.epochs;
-        let mut step = 0;
-        let mut logs = Vec::new();
-        for epoch in 1..=self.cfg.epochs {
-            let seed = self
-                .cfg
-                .seed
-                .wrapping_mul(7_000_003)
-                .wrapping_add(epoch as u64);
-            let mut rng = StdRng::seed_from_u64(seed ^ 0x9a7);
-            let start = Instant::now();
-            let (mut loss_sum, mut correct, mut counted, mut rows) = (0.0, 0usize, 0usize, 0usize);
-            for batch in BatchIter::shuffled(train, self.cfg.batch_size, seed) {
-                let lr = self.cfg.lr_at(step, total);
-                let (loss, c, n) = self
-                    .step(model, &batch, lr, &mut rng)
-                    .map_err(|e| e.at(epoch, step as u64 + 1))?;
-                loss_sum += loss * batch.size as f64;
-                correct += c;
-                counted += n;
-                rows += batch.size;
-                step += 1;
-            }
-            let seconds = start.elapsed().as_secs_f64();
-            let log = PretrainEpoch {
-                epoch,
-                loss: loss_sum / rows.max(1) as f64,
-                accuracy: correct as f64 / counted.max(1) as f64,
-                seconds,
-                samples_per_sec: rows as f64 / seconds.max(1e-9),
-            };
-            on_epoch(&log);
-            logs.push(log);
+        data: PretrainData<'_>,
+        run: &RunDir,
+        obs: &mut dyn TrainObserver,
+    ) -> Result<FitReport> {
+        let fit_cfg = FitConfig {
+            epochs: self.cfg.epochs,
+            learning_rate: self.cfg.learning_rate,
+            eval_step: 1,
+            patience: usize::MAX,
+            monitor: Monitor::single("loss", false),
+            reduce_lr_on_plateau: false,
+            min_delta: 0.0,
+        };
+        let total = data.train.rows.div_ceil(self.cfg.batch_size) * self.cfg.epochs;
+        let mut task = PretrainTask {
+            pt: self,
+            model,
+            data,
+            total,
+            logs: Vec::new(),
+        };
+        crate::fit::fit(&mut task, &fit_cfg, run, false, obs)
+    }
+}
+
+/// What pretraining reads: the training split, and what its checkpoint records.
+#[derive(Clone, Copy)]
+pub struct PretrainData<'a> {
+    pub train: &'a EncodedSplit,
+    pub feature_map: &'a FeatureMap,
+    pub config: &'a ModelConfig,
+}
+
+/// MAP pretraining as a [`TrainTask`]: epochs of shuffled batches of the configured
+/// objective, the learning rate following its schedule per step.
+struct PretrainTask<'a> {
+    pt: &'a mut Pretrainer,
+    model: &'a mut Model,
+    data: PretrainData<'a>,
+    /// steps of the whole run, for the cosine schedule
+    total: usize,
+    logs: Vec<PretrainEpoch>,
+}
+
+impl TrainTask for PretrainTask<'_> {
+    /// `_lr` is the loop's constant rate (no plateau cuts without validation); the step's
+    /// rate comes from `pt_lr_schedule`.
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        _lr: f32,
+        obs: &mut dyn TrainObserver,
+    ) -> Result<EpochStats> {
+        let cfg = &self.pt.cfg;
+        let seed = cfg.seed.wrapping_mul(7_000_003).wrapping_add(epoch as u64);
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x9a7);
+        let batches = BatchIter::shuffled(self.data.train, cfg.batch_size, seed);
+        obs.on_epoch_start(epoch, batches.num_batches());
+        let start = Instant::now();
+        let (mut loss_sum, mut correct, mut counted, mut rows) = (0.0, 0usize, 0usize, 0usize);
+        for (i, batch) in batches.enumerate() {
+            let step = self.pt.trainer.steps();
+            let lr = self.pt.cfg.lr_at(step as usize, self.total);
+            let (loss, c, n) = self
+                .pt
+                .step(self.model, &batch, lr, &mut rng)
+                .map_err(|e| e.at(epoch, step + 1))?;
+            loss_sum += loss * batch.size as f64;
+            correct += c;
+            counted += n;
+            rows += batch.size;
+            obs.on_batch(i + 1, rows, loss_sum / rows as f64);
         }
-        Ok(logs)
+        let seconds = start.elapsed().as_secs_f64();
+        let log = PretrainEpoch {
+            epoch,
+            loss: loss_sum / rows.max(1) as f64,
+            accuracy: correct as f64 / counted.max(1) as f64,
+            seconds,
+            samples_per_sec: rows as f64 / seconds.max(1e-9),
+        };
+        let mut metrics = Metrics::default();
+        metrics.push("accuracy", log.accuracy);
+        let stats = EpochStats {
+            loss: log.loss,
+            samples: rows,
+            metrics,
+        };
+        self.logs.push(log);
+        Ok(stats)
     }
 
-    /// Saves the pretrained model (embeddings + encoder; the `pretrain.*` heads ride along and
-    /// are ignored when finetuning) with the pretraining log as its metrics.
-    pub fn save(
+    fn evaluate(&mut self, _split: Split) -> Result<Option<Metrics>> {
+        Ok(None)
+    }
+
+    fn save(
         &self,
         path: &Path,
-        model: &Model,
-        cfg: &ModelConfig,
-        fmap: &FeatureMap,
-        logs: &[PretrainEpoch],
+        metrics: &serde_json::Map<String, Value>,
+        resume: Option<Value>,
     ) -> Result<()> {
-        let mut metrics = serde_json::Map::new();
-        metrics.insert("pretrain_method".into(), self.cfg.method.name().into());
+        let mut metrics = metrics.clone();
+        metrics.insert("pretrain_method".into(), self.pt.cfg.method.name().into());
         metrics.insert(
             "pretrain_epochs".into(),
-            serde_json::to_value(logs).unwrap_or_default(),
+            serde_json::to_value(&self.logs).unwrap_or_default(),
         );
-        save_checkpoint(path, model, cfg, fmap, metrics, None, None)
+        let opt = resume.is_some().then_some(&self.pt.trainer.opt);
+        save_checkpoint(
+            path,
+            self.model,
+            self.data.config,
+            self.data.feature_map,
+            metrics,
+            opt,
+            resume,
+        )
+    }
+
+    fn load(&mut self, path: &Path, with_optimizer: bool) -> Result<Option<Value>> {
+        if with_optimizer {
+            // MFP's output tables live outside the model's checkpoint
+            return Err(TrainError::Config(
+                "MAP pretraining does not resume; start it again".into(),
+            ));
+        }
+        load_checkpoint(path, self.model, None)?;
+        Ok(None)
+    }
+
+    fn check_weights(&self) -> std::result::Result<(), NonFiniteStep> {
+        non_finite_weight(self.model)
+    }
+
+    fn steps(&self) -> u64 {
+        self.pt.trainer.steps()
+    }
+
+    fn set_steps(&mut self, steps: u64) {
+        self.pt.trainer.set_steps(steps);
     }
 }
 

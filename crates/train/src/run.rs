@@ -41,24 +41,36 @@ impl RunDir {
     /// Writes `metrics.csv`, `metrics.json` and `curve.svg` for the epochs so far; the
     /// validation columns are the metrics the epochs report, by name.
     pub fn write_epochs(&self, epochs: &[EpochLog]) -> Result<()> {
-        let mut names: Vec<&str> = Vec::new();
-        for e in epochs {
-            for (k, _) in &e.valid.0 {
-                if !names.contains(&k.as_str()) {
-                    names.push(k);
+        let columns = |of: fn(&EpochLog) -> &crate::fit::Metrics| {
+            let mut names: Vec<&str> = Vec::new();
+            for e in epochs {
+                for (k, _) in &of(e).0 {
+                    if !names.contains(&k.as_str()) {
+                        names.push(k);
+                    }
                 }
             }
-        }
+            names
+        };
+        let train_names = columns(|e| &e.train);
+        let names = columns(|e| &e.valid);
         let mut csv = String::from("epoch,learning_rate,train_loss");
+        for n in &train_names {
+            csv += &format!(",train_{n}");
+        }
         for n in &names {
             csv += &format!(",valid_{n}");
         }
         csv += ",seconds,samples_per_sec\n";
         for e in epochs {
             csv += &format!("{},{},{:.6}", e.epoch, e.learning_rate, e.train_loss);
-            for n in &names {
+            let cells = train_names
+                .iter()
+                .map(|n| e.train.get(n))
+                .chain(names.iter().map(|n| e.valid.get(n)));
+            for v in cells {
                 csv += ",";
-                if let Some(v) = e.valid.get(n) {
+                if let Some(v) = v {
                     csv += &format!("{v:.6}");
                 }
             }
@@ -66,15 +78,17 @@ impl RunDir {
         }
         write_atomic(&self.path.join("metrics.csv"), csv.as_bytes())?;
         self.write_json("metrics.json", &epochs)?;
-        // the lower panel shows the first validation metric that is not a loss
+        // the lower panel shows the first validation metric that is not a loss (or, without
+        // validation, the objective's own first metric)
         let shown = names
             .iter()
             .find(|n| !n.eq_ignore_ascii_case("logloss"))
-            .map(|n| n.to_string());
-        self.plot(epochs, shown.as_deref())
+            .map(|n| (Panel::Valid, *n))
+            .or_else(|| train_names.first().map(|n| (Panel::Train, *n)));
+        self.plot(epochs, shown)
     }
 
-    fn plot(&self, epochs: &[EpochLog], metric: Option<&str>) -> Result<()> {
+    fn plot(&self, epochs: &[EpochLog], metric: Option<(Panel, &str)>) -> Result<()> {
         use plotters::prelude::*;
         let path = self.path.join("curve.svg");
         let mut svg = String::new();
@@ -96,7 +110,10 @@ impl RunDir {
                 .iter()
                 .filter_map(|e| {
                     metric
-                        .and_then(|m| e.valid.get(m))
+                        .and_then(|(panel, m)| match panel {
+                            Panel::Valid => e.valid.get(m),
+                            Panel::Train => e.train.get(m),
+                        })
                         .map(|v| (e.epoch as f64, v))
                 })
                 .collect();
@@ -138,7 +155,11 @@ impl RunDir {
                 .map_err(|e| err(e.to_string()))?;
             let mut c2 = ChartBuilder::on(&bottom)
                 .caption(
-                    format!("valid {}", metric.unwrap_or("-")),
+                    match metric {
+                        Some((Panel::Valid, m)) => format!("valid {m}"),
+                        Some((Panel::Train, m)) => format!("train {m}"),
+                        None => "valid -".into(),
+                    },
                     ("sans-serif", 16),
                 )
                 .margin(8)
@@ -156,4 +177,11 @@ impl RunDir {
         }
         Ok(write_atomic(&path, svg.as_bytes())?)
     }
+}
+
+/// Which split's metric the lower panel of the plot shows.
+#[derive(Clone, Copy)]
+enum Panel {
+    Valid,
+    Train,
 }

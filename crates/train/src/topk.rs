@@ -592,6 +592,7 @@ impl TrainTask for TopkTask<'_> {
             return Ok(EpochStats {
                 loss: 0.0,
                 samples: data.train_pairs.len(),
+                metrics: Metrics::default(),
             });
         }
         // an epoch visits every training interaction (pairwise models, each with a fresh
@@ -638,6 +639,7 @@ impl TrainTask for TopkTask<'_> {
         Ok(EpochStats {
             loss: sum / seen.max(1) as f64,
             samples: seen,
+            metrics: Metrics::default(),
         })
     }
 

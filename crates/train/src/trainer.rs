@@ -8,8 +8,12 @@ use rand::SeedableRng;
 use recforge_data::{Batch, BatchIter, EncodedDataset, EncodedSplit, FeatureMap, ModelConfig};
 use recforge_models::Model;
 use recforge_nn::embedding::UpdateMode;
+use recforge_nn::graph::Grads;
 use recforge_nn::optim::grad_norm_sq;
-use recforge_nn::{DenseOptimizer, EmbeddingOptimizer, EmbeddingTable, ParamStore, RowGrads};
+use recforge_nn::{
+    DenseOptimizer, EmbeddingOptimizer, EmbeddingTable, Graph, NodeId, ParamStore, RowGrads,
+    StateUpdate,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -343,7 +347,7 @@ pub struct TrainReport {
 
 pub struct Trainer {
     pub cfg: TrainConfig,
-    opt: DenseOptimizer,
+    pub(crate) opt: DenseOptimizer,
     emb_opts: Vec<Vec<EmbeddingOptimizer>>,
     learning_rate: f32,
     step: u64,
@@ -400,17 +404,34 @@ impl Trainer {
         let fwd = model.forward(batch, true, rng);
         let mut graph = fwd.graph;
         let loss = graph.bce_with_logits(fwd.logits, &batch.labels);
-        let loss_value = graph.value(loss).data[0] as f64;
-        NonFiniteStep::check("loss", loss_value)?;
-        let mut grads = graph.backward(loss);
-        let updates = std::mem::take(&mut graph.state_updates);
-        let emb_grads = model.embedding_grads(batch, &fwd.emb_nodes, &mut grads);
-        drop(graph);
-
+        let mut pass = backward_pass(graph, loss)?;
+        let emb_grads = model.embedding_grads(batch, &fwd.emb_nodes, &mut pass.grads);
         let lr = self.learning_rate;
-        self.apply_step(model, &grads.params, &emb_grads, &mut [], lr, 0.0)?;
-        apply_state_updates(&mut model.params, &updates);
-        Ok(loss_value)
+        self.step_after(model, &pass, &emb_grads, &mut [], lr, 0.0)?;
+        Ok(pass.loss)
+    }
+
+    /// The optimizer step after [`backward_pass`] (see [`Trainer::apply_step`]), then the
+    /// batch-norm running statistics the forward pass recorded.
+    pub(crate) fn step_after(
+        &mut self,
+        model: &mut Model,
+        pass: &BackwardPass,
+        emb_grads: &[Vec<RowGrads>],
+        extra: &mut [(&mut EmbeddingTable, &RowGrads)],
+        lr: f32,
+        weight_decay: f32,
+    ) -> std::result::Result<(), NonFiniteStep> {
+        self.apply_step(
+            model,
+            &pass.grads.params,
+            emb_grads,
+            extra,
+            lr,
+            weight_decay,
+        )?;
+        apply_state_updates(&mut model.params, &pass.updates);
+        Ok(())
     }
 
     /// One optimizer step from gradients of any loss: global-norm clipping over everything,
@@ -497,6 +518,11 @@ impl Trainer {
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.step
+    }
+
+    pub(crate) fn set_steps(&mut self, steps: u64) {
+        self.step = steps;
+        self.opt.step = steps;
     }
 
     /// Trains with early stopping ([`fit`](crate::fit::fit): FuxiCTR's loop, evaluating every
@@ -592,6 +618,7 @@ impl TrainTask for CtrTask<'_> {
         Ok(EpochStats {
             loss: loss_sum / samples.max(1) as f64,
             samples,
+            metrics: Metrics::default(),
         })
     }
 
@@ -650,13 +677,12 @@ impl TrainTask for CtrTask<'_> {
     }
 
     fn set_steps(&mut self, steps: u64) {
-        self.trainer.step = steps;
-        self.trainer.opt.step = steps;
+        self.trainer.set_steps(steps);
     }
 }
 
 /// The first weight of `model` that is NaN or infinite, as an error (checked before a save).
-fn non_finite_weight(model: &Model) -> std::result::Result<(), NonFiniteStep> {
+pub(crate) fn non_finite_weight(model: &Model) -> std::result::Result<(), NonFiniteStep> {
     let dense = model.params.iter().map(|(_, p)| &p.value.data[..]);
     let tables = model
         .embeddings
@@ -673,7 +699,31 @@ fn non_finite_weight(model: &Model) -> std::result::Result<(), NonFiniteStep> {
     Ok(())
 }
 
-pub(crate) fn apply_state_updates(params: &mut ParamStore, updates: &[recforge_nn::StateUpdate]) {
+/// What the backward pass over a finished loss leaves for the optimizer step.
+pub(crate) struct BackwardPass {
+    pub loss: f64,
+    pub grads: Grads,
+    pub updates: Vec<StateUpdate>,
+}
+
+/// The step sequence every objective on a CTR model shares, up to the update: the loss must
+/// be finite, then the backward pass; the graph is consumed, so the model can be updated next.
+pub(crate) fn backward_pass(
+    mut graph: Graph<'_>,
+    loss: NodeId,
+) -> std::result::Result<BackwardPass, NonFiniteStep> {
+    let value = graph.value(loss).data[0] as f64;
+    NonFiniteStep::check("loss", value)?;
+    let grads = graph.backward(loss);
+    let updates = std::mem::take(&mut graph.state_updates);
+    Ok(BackwardPass {
+        loss: value,
+        grads,
+        updates,
+    })
+}
+
+fn apply_state_updates(params: &mut ParamStore, updates: &[recforge_nn::StateUpdate]) {
     for u in updates {
         let v = params.value_mut(u.param);
         v.data

@@ -51,59 +51,9 @@ fn every_model_gradient_matches_finite_differences() {
             .map(|(id, _)| grads.param(id).cloned())
             .collect();
         drop(graph);
-        let eps = 1e-3f32;
-        let close = |a: f64, n: f64| (a - n).abs() <= 3e-4 + 3e-2 * n.abs().max(a.abs());
-        // embedding rows touched by the batch
-        for (ei, tables) in emb.iter().enumerate() {
-            for (ti, rg) in tables.iter().enumerate() {
-                for (k, &row) in rg.rows.iter().enumerate().take(4) {
-                    for d in 0..rg.dim {
-                        let idx = row as usize * rg.dim + d;
-                        let orig = model.embeddings[ei].tables[ti].weight[idx];
-                        model.embeddings[ei].tables[ti].weight[idx] = orig + eps;
-                        let up = loss(&model, &batch);
-                        model.embeddings[ei].tables[ti].weight[idx] = orig - eps;
-                        let down = loss(&model, &batch);
-                        model.embeddings[ei].tables[ti].weight[idx] = orig;
-                        let num = (up - down) / (2.0 * eps as f64);
-                        let ana = rg.grads[k * rg.dim + d] as f64;
-                        assert!(
-                            close(ana, num),
-                            "{expid}: emb{ei} table {ti} row {row} dim {d}: \
-                            analytic {ana} numeric {num}"
-                        );
-                    }
-                }
-            }
-        }
-        // a sample of every dense parameter
-        let ids: Vec<_> = model
-            .params
-            .iter()
-            .filter(|(_, p)| p.trainable)
-            .map(|(id, _)| id)
-            .collect();
-        for id in ids {
-            let g = dense[id.0].as_ref().unwrap_or_else(|| {
-                panic!("{expid}: no gradient for {}", model.params.get(id).name)
-            });
-            let n = g.len();
-            for i in [0, n / 2, n - 1] {
-                let orig = model.params.value(id).data[i];
-                model.params.value_mut(id).data[i] = orig + eps;
-                let up = loss(&model, &batch);
-                model.params.value_mut(id).data[i] = orig - eps;
-                let down = loss(&model, &batch);
-                model.params.value_mut(id).data[i] = orig;
-                let num = (up - down) / (2.0 * eps as f64);
-                assert!(
-                    close(g.data[i] as f64, num),
-                    "{expid}: {}[{i}]: analytic {} numeric {num}",
-                    model.params.get(id).name,
-                    g.data[i]
-                );
-            }
-        }
+        common::check_model_gradients(expid, &mut model, &dense, &emb, &[], 4, &|m| {
+            loss(m, &batch)
+        });
     }
 }
 

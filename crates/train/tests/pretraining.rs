@@ -7,8 +7,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use recforge_data::{Batch, BatchIter};
 use recforge_models::Model;
-use recforge_train::pretrain::{Method, PretrainConfig, Pretrainer};
-use recforge_train::TrainConfig;
+use recforge_train::fit::Silent;
+use recforge_train::pretrain::{Method, PretrainConfig, PretrainData, Pretrainer};
+use recforge_train::{RunDir, TrainConfig};
 
 fn pretrainer(dir: &std::path::Path, expid: &str, method: Method) -> (Model, Pretrainer, Batch) {
     let (exp, ds) = common::load(dir, expid);
@@ -30,12 +31,7 @@ fn pretrainer(dir: &std::path::Path, expid: &str, method: Method) -> (Model, Pre
     (model, pt, batch)
 }
 
-fn close(a: f64, n: f64) -> bool {
-    (a - n).abs() <= 3e-4 + 3e-2 * n.abs().max(a.abs())
-}
-
-/// Checks the analytic gradient of `loss` w.r.t. a few entries of every dense parameter
-/// and of the embedding rows the batch touches.
+/// The whole-model check without the click head, which is not part of pretraining.
 fn check_model_grads(
     what: &str,
     model: &mut Model,
@@ -43,57 +39,8 @@ fn check_model_grads(
     emb: &[Vec<recforge_nn::RowGrads>],
     loss: &dyn Fn(&Model) -> f64,
 ) {
-    let eps = 1e-3f32;
-    // the click head is not part of pretraining
     let head = model.net.head_params();
-    let ids: Vec<_> = model
-        .params
-        .iter()
-        .filter(|(id, p)| p.trainable && !head.contains(id))
-        .map(|(id, _)| id)
-        .collect();
-    for id in ids {
-        let name = model.params.get(id).name.clone();
-        let g = dense[id.0]
-            .as_ref()
-            .unwrap_or_else(|| panic!("{what}: no gradient for {name}"));
-        let n = g.len();
-        for i in [0, n / 2, n - 1] {
-            let orig = model.params.value(id).data[i];
-            model.params.value_mut(id).data[i] = orig + eps;
-            let up = loss(model);
-            model.params.value_mut(id).data[i] = orig - eps;
-            let down = loss(model);
-            model.params.value_mut(id).data[i] = orig;
-            let num = (up - down) / (2.0 * eps as f64);
-            assert!(
-                close(g.data[i] as f64, num),
-                "{what}: {name}[{i}]: analytic {} numeric {num}",
-                g.data[i]
-            );
-        }
-    }
-    for (ei, tables) in emb.iter().enumerate() {
-        for (ti, rg) in tables.iter().enumerate() {
-            for (k, &row) in rg.rows.iter().enumerate().take(3) {
-                for d in 0..rg.dim {
-                    let idx = row as usize * rg.dim + d;
-                    let orig = model.embeddings[ei].tables[ti].weight[idx];
-                    model.embeddings[ei].tables[ti].weight[idx] = orig + eps;
-                    let up = loss(model);
-                    model.embeddings[ei].tables[ti].weight[idx] = orig - eps;
-                    let down = loss(model);
-                    model.embeddings[ei].tables[ti].weight[idx] = orig;
-                    let num = (up - down) / (2.0 * eps as f64);
-                    let ana = rg.grads[k * rg.dim + d] as f64;
-                    assert!(
-                        close(ana, num),
-                        "{what}: emb{ei} table {ti} row {row}: analytic {ana} numeric {num}"
-                    );
-                }
-            }
-        }
-    }
+    common::check_model_gradients(what, model, dense, emb, &head, 3, loss);
 }
 
 #[test]
@@ -137,39 +84,33 @@ fn nce_loss_gradients_match_finite_differences() {
             value(&pt, m)
         });
         // the NCE output embeddings and biases: only the rows of targets and negatives
-        let eps = 1e-3f32;
+        let check = common::MODEL_CHECK;
         for (j, (og, bg)) in out_g.iter().zip(&bias_g).enumerate() {
             for (k, &row) in og.rows.iter().enumerate().take(3) {
                 for d in 0..og.dim {
                     let idx = row as usize * og.dim + d;
-                    let set = |pt: &mut Pretrainer, v: f32| {
-                        pt.nce_tables_mut().unwrap().0[j].weight[idx] = v
-                    };
                     let orig = pt.nce_tables_mut().unwrap().0[j].weight[idx];
-                    set(&mut pt, orig + eps);
-                    let up = value(&pt, &model);
-                    set(&mut pt, orig - eps);
-                    let down = value(&pt, &model);
-                    set(&mut pt, orig);
-                    let num = (up - down) / (2.0 * eps as f64);
-                    let ana = og.grads[k * og.dim + d] as f64;
-                    assert!(
-                        close(ana, num),
-                        "{expid}: NCE output field {j} row {row}: analytic {ana} numeric {num}"
-                    );
+                    let what = format!("{expid}: NCE output field {j} row {row}");
+                    check
+                        .coordinate(&what, og.grads[k * og.dim + d] as f64, |delta| {
+                            pt.nce_tables_mut().unwrap().0[j].weight[idx] = orig + delta;
+                            let l = value(&pt, &model);
+                            pt.nce_tables_mut().unwrap().0[j].weight[idx] = orig;
+                            l
+                        })
+                        .unwrap();
                 }
                 let kb = bg.rows.iter().position(|&r| r == row).unwrap();
                 let orig = pt.nce_tables_mut().unwrap().1[j].weight[row as usize];
-                pt.nce_tables_mut().unwrap().1[j].weight[row as usize] = orig + eps;
-                let up = value(&pt, &model);
-                pt.nce_tables_mut().unwrap().1[j].weight[row as usize] = orig - eps;
-                let down = value(&pt, &model);
-                pt.nce_tables_mut().unwrap().1[j].weight[row as usize] = orig;
-                let num = (up - down) / (2.0 * eps as f64);
-                assert!(
-                    close(bg.grads[kb] as f64, num),
-                    "{expid}: NCE bias field {j} row {row}"
-                );
+                let what = format!("{expid}: NCE bias field {j} row {row}");
+                check
+                    .coordinate(&what, bg.grads[kb] as f64, |delta| {
+                        pt.nce_tables_mut().unwrap().1[j].weight[row as usize] = orig + delta;
+                        let l = value(&pt, &model);
+                        pt.nce_tables_mut().unwrap().1[j].weight[row as usize] = orig;
+                        l
+                    })
+                    .unwrap();
             }
         }
     }
@@ -267,10 +208,21 @@ fn mfp_recovers_a_planted_co_occurrence() {
         hits as f64 / batch.size as f64
     };
     let before = accuracy(&pt, &model, 1);
-    let logs = pt
-        .fit(&mut model, &ds.train, &mut |l| eprintln!("{l:?}"))
+    let run = RunDir::create(&dir.path().join("run")).unwrap();
+    let data = PretrainData {
+        train: &ds.train,
+        feature_map: &ds.feature_map,
+        config: &exp.model,
+    };
+    let report = pt
+        .fit(&mut model, data, &run, &mut Silent)
         .expect("finite pretraining");
-    assert!(logs.last().unwrap().loss < logs[0].loss, "{logs:?}");
+    let logs = &report.epochs;
+    assert_eq!(logs.len(), 20);
+    assert!(
+        logs.last().unwrap().train_loss < logs[0].train_loss,
+        "{logs:?}"
+    );
     // b is recoverable from a (chance: 1/30); c is noise and stays near chance
     let (b, c) = (accuracy(&pt, &model, 1), accuracy(&pt, &model, 2));
     assert!(
@@ -289,8 +241,32 @@ fn rfd_detects_replacements_of_a_planted_field() {
     let cfg = PretrainConfig::from_config(&exp.model, Method::Rfd).unwrap();
     let tcfg = TrainConfig::from_config(&exp.model).unwrap();
     let mut pt = Pretrainer::new(cfg, tcfg, &mut model, &ds.feature_map, &ds.train).unwrap();
-    pt.fit(&mut model, &ds.train, &mut |_| {})
+    let run = RunDir::create(&dir.path().join("run")).unwrap();
+    let data = PretrainData {
+        train: &ds.train,
+        feature_map: &ds.feature_map,
+        config: &exp.model,
+    };
+    let report = pt
+        .fit(&mut model, data, &run, &mut Silent)
         .expect("finite pretraining");
+    // the run directory logs the objective's accuracy by epoch, and the checkpoint its method
+    let csv = std::fs::read_to_string(run.path.join("metrics.csv")).unwrap();
+    assert!(
+        csv.starts_with("epoch,learning_rate,train_loss,train_accuracy,seconds"),
+        "{csv}"
+    );
+    let first = report.epochs[0].train.get("accuracy").unwrap();
+    let last = report.epochs.last().unwrap().train.get("accuracy").unwrap();
+    assert!(last > first, "RFD accuracy {first} → {last}");
+    let ckpt = std::fs::read(run.best_checkpoint()).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&ckpt).unwrap();
+    let meta = meta.metadata().as_ref().unwrap();
+    assert!(
+        meta.values()
+            .any(|v| v.contains("\"pretrain_method\":\"RFD\"")),
+        "{meta:?}"
+    );
     let batch = BatchIter::sequential(&ds.train, 2000).next().unwrap();
     let (corrupted, labels) = pt.replace_fields(&batch, &mut StdRng::seed_from_u64(77));
     let (g, _, logits, _) = pt.rfd_loss(&model, &corrupted, &labels, &mut StdRng::seed_from_u64(0));

@@ -87,3 +87,68 @@ pub const ALL_MODELS: &[&str] = &[
     "DCNv2mix_t",
     "DNNmixed_t",
 ];
+
+/// The tolerances of the whole-model checks (f64 losses of f32 models).
+pub const MODEL_CHECK: recforge_nn::testing::GradCheck = recforge_nn::testing::GradCheck {
+    step: 1e-3,
+    atol: 3e-4,
+    rtol: 3e-2,
+};
+
+/// Checks a model's analytic gradients of `loss` against finite differences: three entries of
+/// every trainable dense parameter except `skip`, and every dimension of the first
+/// `rows_per_table` rows each embedding table's gradient touches. `dense` is indexed like
+/// the model's parameters.
+pub fn check_model_gradients(
+    what: &str,
+    model: &mut recforge_models::Model,
+    dense: &[Option<recforge_nn::Tensor>],
+    emb: &[Vec<recforge_nn::RowGrads>],
+    skip: &[recforge_nn::ParamId],
+    rows_per_table: usize,
+    loss: &dyn Fn(&recforge_models::Model) -> f64,
+) {
+    let ids: Vec<_> = model
+        .params
+        .iter()
+        .filter(|(id, p)| p.trainable && !skip.contains(id))
+        .map(|(id, _)| id)
+        .collect();
+    for id in ids {
+        let name = model.params.get(id).name.clone();
+        let g = dense[id.0]
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no gradient for {name}"));
+        let n = g.len();
+        for i in [0, n / 2, n - 1] {
+            let orig = model.params.value(id).data[i];
+            MODEL_CHECK
+                .coordinate(&format!("{what}: {name}[{i}]"), g.data[i] as f64, |d| {
+                    model.params.value_mut(id).data[i] = orig + d;
+                    let l = loss(model);
+                    model.params.value_mut(id).data[i] = orig;
+                    l
+                })
+                .unwrap();
+        }
+    }
+    for (ei, tables) in emb.iter().enumerate() {
+        for (ti, rg) in tables.iter().enumerate() {
+            for (k, &row) in rg.rows.iter().enumerate().take(rows_per_table) {
+                for d in 0..rg.dim {
+                    let idx = row as usize * rg.dim + d;
+                    let orig = model.embeddings[ei].tables[ti].weight[idx];
+                    let what = format!("{what}: emb{ei} table {ti} row {row} dim {d}");
+                    MODEL_CHECK
+                        .coordinate(&what, rg.grads[k * rg.dim + d] as f64, |delta| {
+                            model.embeddings[ei].tables[ti].weight[idx] = orig + delta;
+                            let l = loss(model);
+                            model.embeddings[ei].tables[ti].weight[idx] = orig;
+                            l
+                        })
+                        .unwrap();
+                }
+            }
+        }
+    }
+}
