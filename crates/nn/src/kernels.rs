@@ -105,6 +105,18 @@ pub fn zip_map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f3
     }
 }
 
+/// `x[i] = f(x[i], y[i])`.
+pub(crate) fn zip_map_inplace(x: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    assert_eq!(x.len(), y.len());
+    if x.len() >= PARALLEL_MIN_LEN {
+        x.par_chunks_mut(4096)
+            .zip(y.par_chunks(4096))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a = f(*a, *b)));
+    } else {
+        x.iter_mut().zip(y).for_each(|(a, b)| *a = f(*a, *b));
+    }
+}
+
 /// `acc[i] += x[i]`.
 pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     assert_eq!(acc.len(), x.len());

@@ -1,9 +1,232 @@
-//! Elementwise and reduction ops: the sum of all entries, and the Gaussian
+//! Elementwise and reduction ops: sums, products, activations, scaling (by a constant or per
+//! row), dropout, row sums and the sum of all entries, row stacking, and the Gaussian
 //! reparameterisation `mu + ε ⊙ exp(logvar / 2)` of variational models.
 
 use super::{scalar_grad, CustomOp};
-use crate::graph::{Graph, NodeId};
+use crate::graph::{accumulate, Graph, NodeId, Op};
+use crate::kernels::{map_inplace, sigmoid, zip_map, zip_map_inplace};
 use crate::tensor::Tensor;
+use crate::transformer;
+use rand::Rng;
+
+impl Graph<'_> {
+    fn binary(
+        &mut self,
+        a: NodeId,
+        b: NodeId,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+        op: Op,
+    ) -> NodeId {
+        let (av, bv) = (self.value(a), self.value(b));
+        assert_eq!(av.shape(), bv.shape(), "elementwise op: shapes differ");
+        let mut out = Tensor::zeros(av.rows, av.cols);
+        zip_map(&mut out.data, &av.data, &bv.data, f);
+        let rg = self.rg(a) || self.rg(b);
+        self.push(op, out, rg)
+    }
+
+    pub fn add(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        self.binary(a, b, |x, y| x + y, Op::Add(a, b))
+    }
+
+    pub(crate) fn add_backward(&self, g: &mut [Option<Tensor>], gy: Tensor, a: NodeId, b: NodeId) {
+        if self.rg(a) {
+            accumulate(&mut g[a.0], gy.clone());
+        }
+        if self.rg(b) {
+            accumulate(&mut g[b.0], gy);
+        }
+    }
+
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        self.binary(a, b, |x, y| x * y, Op::Mul(a, b))
+    }
+
+    pub(crate) fn mul_backward(&self, g: &mut [Option<Tensor>], gy: Tensor, a: NodeId, b: NodeId) {
+        if self.rg(a) {
+            let mut ga = Tensor::zeros(gy.rows, gy.cols);
+            zip_map(&mut ga.data, &gy.data, &self.value(b).data, |g, v| g * v);
+            accumulate(&mut g[a.0], ga);
+        }
+        if self.rg(b) {
+            let mut gb = Tensor::zeros(gy.rows, gy.cols);
+            zip_map(&mut gb.data, &gy.data, &self.value(a).data, |g, v| g * v);
+            accumulate(&mut g[b.0], gb);
+        }
+    }
+
+    fn unary(&mut self, x: NodeId, f: impl Fn(f32) -> f32 + Sync, op: Op) -> NodeId {
+        let mut out = self.value(x).clone();
+        map_inplace(&mut out.data, f);
+        let rg = self.rg(x);
+        self.push(op, out, rg)
+    }
+
+    pub fn relu(&mut self, x: NodeId) -> NodeId {
+        self.unary(x, |v| v.max(0.0), Op::Relu(x))
+    }
+
+    pub(crate) fn relu_backward(
+        &self,
+        g: &mut [Option<Tensor>],
+        gy: Tensor,
+        out: &Tensor,
+        x: NodeId,
+    ) {
+        let mut gx = gy;
+        let y = &out.data;
+        zip_map_inplace(&mut gx.data, y, |g, y| if y > 0.0 { g } else { 0.0 });
+        accumulate(&mut g[x.0], gx);
+    }
+
+    pub fn tanh(&mut self, x: NodeId) -> NodeId {
+        self.unary(x, f32::tanh, Op::Tanh(x))
+    }
+
+    pub(crate) fn tanh_backward(
+        &self,
+        g: &mut [Option<Tensor>],
+        gy: Tensor,
+        out: &Tensor,
+        x: NodeId,
+    ) {
+        let mut gx = gy;
+        zip_map_inplace(&mut gx.data, &out.data, |g, y| g * (1.0 - y * y));
+        accumulate(&mut g[x.0], gx);
+    }
+
+    pub fn sigmoid(&mut self, x: NodeId) -> NodeId {
+        self.unary(x, sigmoid, Op::Sigmoid(x))
+    }
+
+    pub(crate) fn sigmoid_backward(
+        &self,
+        g: &mut [Option<Tensor>],
+        gy: Tensor,
+        out: &Tensor,
+        x: NodeId,
+    ) {
+        let mut gx = gy;
+        zip_map_inplace(&mut gx.data, &out.data, |g, y| g * y * (1.0 - y));
+        accumulate(&mut g[x.0], gx);
+    }
+
+    /// The exact (erf) GELU.
+    pub fn gelu(&mut self, x: NodeId) -> NodeId {
+        self.unary(x, transformer::gelu, Op::Gelu(x))
+    }
+
+    pub(crate) fn gelu_backward(&self, g: &mut [Option<Tensor>], gy: Tensor, x: NodeId) {
+        let mut gx = gy;
+        zip_map_inplace(&mut gx.data, &self.value(x).data, |g, v| {
+            g * transformer::gelu_grad(v)
+        });
+        accumulate(&mut g[x.0], gx);
+    }
+
+    /// `c · x`.
+    pub fn scale(&mut self, x: NodeId, c: f32) -> NodeId {
+        self.unary(x, move |v| v * c, Op::Scale(x, c))
+    }
+
+    pub(crate) fn scale_backward(&self, g: &mut [Option<Tensor>], gy: Tensor, x: NodeId, c: f32) {
+        let mut gx = gy;
+        map_inplace(&mut gx.data, move |v| v * c);
+        accumulate(&mut g[x.0], gx);
+    }
+
+    /// Inverted dropout: in training, zero each element with probability `p` and scale the rest
+    /// by `1/(1-p)`; identity in evaluation.
+    pub fn dropout(&mut self, x: NodeId, p: f32, rng: &mut impl Rng) -> NodeId {
+        if !self.train || p <= 0.0 {
+            return x;
+        }
+        let keep = 1.0 - p;
+        let scale = 1.0 / keep;
+        let n = self.value(x).len();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| if rng.gen::<f32>() < keep { scale } else { 0.0 })
+            .collect();
+        let xv = self.value(x);
+        let mut out = Tensor::zeros(xv.rows, xv.cols);
+        zip_map(&mut out.data, &xv.data, &mask, |a, m| a * m);
+        let rg = self.rg(x);
+        self.push(Op::Dropout(x, mask), out, rg)
+    }
+
+    pub(crate) fn dropout_backward(
+        &self,
+        g: &mut [Option<Tensor>],
+        gy: Tensor,
+        x: NodeId,
+        mask: &[f32],
+    ) {
+        let mut gx = gy;
+        zip_map_inplace(&mut gx.data, mask, |g, m| g * m);
+        accumulate(&mut g[x.0], gx);
+    }
+
+    /// Scales each row of `x[B×N]` by `s[B×1]`.
+    pub fn scale_rows(&mut self, x: NodeId, s: NodeId) -> NodeId {
+        let (xv, sv) = (self.value(x), self.value(s));
+        assert_eq!((sv.rows, sv.cols), (xv.rows, 1), "scale_rows: shape");
+        let mut out = xv.clone();
+        for (row, &k) in out.data.chunks_exact_mut(xv.cols).zip(&sv.data) {
+            row.iter_mut().for_each(|v| *v *= k);
+        }
+        let rg = self.rg(x) || self.rg(s);
+        self.push(Op::ScaleRows(x, s), out, rg)
+    }
+
+    pub(crate) fn scale_rows_backward(
+        &self,
+        g: &mut [Option<Tensor>],
+        gy: Tensor,
+        x: NodeId,
+        s: NodeId,
+    ) {
+        let (xv, sv) = (self.value(x), self.value(s));
+        let c = xv.cols;
+        if self.rg(s) {
+            let data = gy
+                .data
+                .chunks_exact(c)
+                .zip(xv.data.chunks_exact(c))
+                .map(|(gr, xr)| gr.iter().zip(xr).map(|(a, b)| a * b).sum())
+                .collect();
+            accumulate(&mut g[s.0], Tensor::from_vec(xv.rows, 1, data));
+        }
+        if self.rg(x) {
+            let mut gx = gy;
+            for (row, &k) in gx.data.chunks_exact_mut(c).zip(&sv.data) {
+                row.iter_mut().for_each(|v| *v *= k);
+            }
+            accumulate(&mut g[x.0], gx);
+        }
+    }
+
+    /// Row sums: `[B×N] → [B×1]`.
+    pub fn sum_cols(&mut self, x: NodeId) -> NodeId {
+        let xv = self.value(x);
+        let data = xv
+            .data
+            .chunks_exact(xv.cols.max(1))
+            .map(|r| r.iter().sum())
+            .collect();
+        let out = Tensor::from_vec(xv.rows, 1, data);
+        let rg = self.rg(x);
+        self.push(Op::SumCols(x), out, rg)
+    }
+
+    pub(crate) fn sum_cols_backward(&self, g: &mut [Option<Tensor>], gy: Tensor, x: NodeId) {
+        let xv = self.value(x);
+        let mut gx = Tensor::zeros(xv.rows, xv.cols);
+        for (row, &gr) in gx.data.chunks_exact_mut(xv.cols.max(1)).zip(&gy.data) {
+            row.fill(gr);
+        }
+        accumulate(&mut g[x.0], gx);
+    }
+}
 
 /// The sum of every entry, `[R×C] → [1×1]`, times `scale`.
 struct SumAll {
@@ -173,10 +396,60 @@ impl Graph<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::graph::Graph;
+    use crate::ops::test_support::{check, rand_input};
+    use crate::tensor::Tensor;
     use crate::testing::check_gradients;
     use crate::{init, ParamStore};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    #[test]
+    fn linear_tanh_sigmoid_sum() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut s = ParamStore::new();
+        let w = s.add("w", init::xavier_normal(&mut rng, 4, 3), true, true);
+        let b = s.add("b", init::normal(&mut rng, 1, 3, 0.5), true, false);
+        check(s, rand_input(&mut rng, 5, 4), |g, x| {
+            let h = g.linear(x, w, Some(b));
+            let t = g.tanh(h);
+            let sg = g.sigmoid(t);
+            g.sum_cols(sg)
+        });
+    }
+
+    #[test]
+    fn relu_mlp() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut s = ParamStore::new();
+        let w1 = s.add("w1", init::xavier_normal(&mut rng, 4, 6), true, true);
+        let w2 = s.add("w2", init::xavier_normal(&mut rng, 6, 1), true, true);
+        check(s, rand_input(&mut rng, 6, 4), |g, x| {
+            let h = g.linear(x, w1, None);
+            let r = g.relu(h);
+            g.linear(r, w2, None)
+        });
+    }
+
+    #[test]
+    fn dropout_scales_kept_units_and_is_identity_in_eval() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let store = ParamStore::new();
+        let x = Tensor::from_vec(1, 10_000, vec![1.0; 10_000]);
+        let mut g = Graph::new(&store, true);
+        let xi = g.input(x.clone(), true);
+        let y = g.dropout(xi, 0.25, &mut rng);
+        let v = g.value(y);
+        let kept = v.data.iter().filter(|&&a| a > 0.0).count() as f32 / 10_000.0;
+        assert!((kept - 0.75).abs() < 0.02);
+        assert!(v
+            .data
+            .iter()
+            .all(|&a| a == 0.0 || (a - 1.0 / 0.75).abs() < 1e-6));
+        let mut ge = Graph::new(&store, false);
+        let xe = ge.input(x, false);
+        assert_eq!(ge.dropout(xe, 0.25, &mut rng), xe);
+    }
 
     #[test]
     fn reparameterize_and_means_match_finite_differences() {

@@ -1,11 +1,114 @@
-//! Losses of the ranking families: BPR's pairwise loss, the multinomial likelihood of
-//! MultiVAE-style models, the Gaussian KL term, and the (not squared) Frobenius norm LightGCN
-//! regularises with. Each returns a `[1×1]` node.
+//! Losses, each a `[1×1]` node: binary cross-entropy on logits (CTR), softmax cross-entropy
+//! over classes (in-batch contrastive losses), BPR's pairwise loss, the multinomial likelihood
+//! of MultiVAE-style models, the Gaussian KL term, and the (not squared) Frobenius norm
+//! LightGCN regularises with.
 
 use super::{scalar_grad, CustomOp};
-use crate::graph::{Graph, NodeId};
+use crate::graph::{accumulate, Graph, NodeId, Op};
 use crate::kernels::sigmoid;
 use crate::tensor::Tensor;
+
+impl Graph<'_> {
+    /// Mean binary cross-entropy of `sigmoid(logits)` against `labels` (a `[1×1]` node),
+    /// computed from the logits for stability.
+    pub fn bce_with_logits(&mut self, logits: NodeId, labels: &[f32]) -> NodeId {
+        let lv = self.value(logits);
+        assert_eq!((lv.rows * lv.cols), labels.len(), "bce: label count");
+        let n = labels.len().max(1) as f64;
+        let loss: f64 = lv
+            .data
+            .iter()
+            .zip(labels)
+            .map(|(&z, &y)| {
+                let z = z as f64;
+                // log(1+e^z) - y z, written to avoid overflow
+                z.max(0.0) - z * y as f64 + (-z.abs()).exp().ln_1p()
+            })
+            .sum::<f64>()
+            / n;
+        let rg = self.rg(logits);
+        self.push(
+            Op::BceWithLogits {
+                logits,
+                labels: labels.to_vec(),
+            },
+            Tensor::from_vec(1, 1, vec![loss as f32]),
+            rg,
+        )
+    }
+
+    pub(crate) fn bce_with_logits_backward(
+        &self,
+        g: &mut [Option<Tensor>],
+        gy: Tensor,
+        logits: NodeId,
+        labels: &[f32],
+    ) {
+        let lv = self.value(logits);
+        let scale = gy.data[0] / labels.len().max(1) as f32;
+        let data = lv
+            .data
+            .iter()
+            .zip(labels)
+            .map(|(&z, &y)| (sigmoid(z) - y) * scale)
+            .collect();
+        accumulate(&mut g[logits.0], Tensor::from_vec(lv.rows, lv.cols, data));
+    }
+
+    /// Mean cross-entropy of row-wise softmax over `logits[B×C]` against class `targets`.
+    pub fn softmax_cross_entropy(&mut self, logits: NodeId, targets: &[u32]) -> NodeId {
+        let lv = self.value(logits);
+        assert_eq!(
+            lv.rows,
+            targets.len(),
+            "softmax_cross_entropy: target count"
+        );
+        let mut probs = lv.data.clone();
+        let mut loss = 0.0f64;
+        for (row, &t) in probs.chunks_exact_mut(lv.cols).zip(targets) {
+            assert!((t as usize) < lv.cols, "softmax_cross_entropy: class {t}");
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = m as f64
+                + row
+                    .iter()
+                    .map(|&v| ((v - m) as f64).exp())
+                    .sum::<f64>()
+                    .ln();
+            loss += lse - row[t as usize] as f64;
+            row.iter_mut()
+                .for_each(|v| *v = ((*v as f64) - lse).exp() as f32);
+        }
+        let loss = (loss / targets.len().max(1) as f64) as f32;
+        let rg = self.rg(logits);
+        self.push(
+            Op::SoftmaxCrossEntropy {
+                logits,
+                targets: targets.to_vec(),
+                probs,
+            },
+            Tensor::from_vec(1, 1, vec![loss]),
+            rg,
+        )
+    }
+
+    pub(crate) fn softmax_cross_entropy_backward(
+        &self,
+        g: &mut [Option<Tensor>],
+        gy: Tensor,
+        logits: NodeId,
+        targets: &[u32],
+        probs: &[f32],
+    ) {
+        let lv = self.value(logits);
+        let scale = gy.data[0] / targets.len().max(1) as f32;
+        let mut gl = Tensor::from_vec(lv.rows, lv.cols, probs.to_vec());
+        for (row, &t) in gl.data.chunks_exact_mut(lv.cols).zip(targets) {
+            row[t as usize] -= 1.0;
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
+        accumulate(&mut g[logits.0], gl);
+    }
+}
 
 /// `softplus(x) = ln(1 + eˣ)`, stable for large |x|.
 fn softplus(x: f32) -> f32 {
@@ -240,6 +343,17 @@ mod tests {
     use crate::{init, Graph, ParamStore, Tensor};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    #[test]
+    fn bce_matches_closed_form() {
+        let store = ParamStore::new();
+        let mut g = Graph::new(&store, false);
+        let z = g.input(Tensor::from_vec(2, 1, vec![0.3, -1.2]), false);
+        let l = g.bce_with_logits(z, &[1.0, 0.0]);
+        let p = |z: f32| 1.0 / (1.0 + (-z).exp());
+        let want = -(p(0.3).ln() + (1.0 - p(-1.2)).ln()) / 2.0;
+        assert!((g.value(l).data[0] - want).abs() < 1e-6);
+    }
 
     #[test]
     fn bpr_loss_at_equal_scores_is_ln_2() {

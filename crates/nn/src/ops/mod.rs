@@ -1,20 +1,34 @@
-//! Ops outside the core tape, and the extension point that lets any crate add one.
+//! The tape's ops, by family, and the extension point that lets any crate add one.
 //!
-//! An op implements [`CustomOp`]: `forward` computes the output from its inputs (and may keep
-//! what its backward pass needs), `backward` maps the output's gradient to the inputs'. The
-//! [`Graph`](crate::Graph) records it like a built-in op (candle's `CustomOp` is the model).
-//! The ops here are the ones recommender families beyond CTR need, grouped by kind:
-//! [`sparse`] (a CSR matrix times a dense one, for graph convolution), [`loss`] (pairwise,
-//! multinomial and Gaussian terms) and [`elementwise`] (reparameterisation).
+//! A built-in op is a variant of the tape's `Op` enum (`graph.rs`), whose `Graph::backward`
+//! dispatches it to a `<op>_backward` method. Each family file holds its ops' builders on
+//! [`Graph`](crate::Graph), each beside its backward method, and their finite-difference tests:
+//! `linear` (fused dense layers, bias, DCNv2's cross layer, `a · bᵀ`), [`elementwise`]
+//! (arithmetic, activations, scaling, dropout, sums, reparameterisation), `norm` (batch and
+//! layer norm, row softmax, L2 normalisation), `attention`, `gather` (row and segment
+//! lookups, concatenation, slices, NCE scoring), `interaction` (the FM term), [`loss`] and
+//! [`sparse`] (a CSR matrix times a dense one, for graph convolution). Adding a built-in op
+//! takes one variant, one match arm and the family file's builder and backward method.
+//!
+//! An op can instead implement [`CustomOp`], with no change to the tape: `forward` computes
+//! the output from its inputs (and may keep what its backward pass needs), `backward` maps the
+//! output's gradient to the inputs'. The [`Graph`](crate::Graph) records it like a built-in op
+//! (candle's `CustomOp` is the model); crates outside this one add ops this way, as do the
+//! ranking losses, `spmm` and the reparameterisation here.
 
+mod attention;
 pub mod elementwise;
+mod gather;
+mod interaction;
+mod linear;
 pub mod loss;
+mod norm;
 pub mod sparse;
 
 use crate::graph::{Graph, NodeId};
 use crate::tensor::Tensor;
 
-/// A differentiable op defined outside `graph.rs`.
+/// A differentiable op defined outside the tape's `Op` enum.
 pub trait CustomOp: Send + Sync {
     /// A short name for error messages.
     fn name(&self) -> &'static str;
@@ -44,4 +58,41 @@ impl Graph<'_> {
 pub(crate) fn scalar_grad(grad: &Tensor) -> f32 {
     debug_assert_eq!(grad.len(), 1, "scalar op with a non-scalar gradient");
     grad.data[0]
+}
+
+/// Finite-difference checks shared by the families' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::graph::{Graph, NodeId};
+    use crate::init;
+    use crate::params::ParamStore;
+    use crate::tensor::Tensor;
+    use rand::rngs::StdRng;
+
+    /// Checks d(loss)/d(input) and d(loss)/d(params) of `build` against central differences in f64
+    /// terms of the f32 forward (step 1e-3).
+    pub(crate) fn check(
+        store: ParamStore,
+        input: Tensor,
+        build: impl Fn(&mut Graph, NodeId) -> NodeId,
+    ) {
+        let labels: Vec<f32> = (0..input.rows).map(|i| (i % 2) as f32).collect();
+        check_loss(store, input, |g, x| {
+            let y = build(g, x);
+            g.bce_with_logits(y, &labels)
+        });
+    }
+
+    /// As [`check`], for a `build` that returns the scalar loss itself.
+    pub(crate) fn check_loss(
+        store: ParamStore,
+        input: Tensor,
+        build: impl Fn(&mut Graph, NodeId) -> NodeId,
+    ) {
+        crate::testing::check_gradients(&store, &[input], |g, x| build(g, x[0])).unwrap();
+    }
+
+    pub(crate) fn rand_input(rng: &mut StdRng, rows: usize, cols: usize) -> Tensor {
+        init::normal(rng, rows, cols, 1.0)
+    }
 }

@@ -1,0 +1,142 @@
+//! Multi-head self-attention within the segments of a packed batch (the kernels are in
+//! [`crate::transformer`]).
+
+use crate::graph::{accumulate, Graph, NodeId, Op};
+use crate::tensor::Tensor;
+use crate::transformer::{self, Segment};
+
+impl Graph<'_> {
+    /// Multi-head self-attention within each segment of packed `q`, `k`, `v` (`[tokens × width]`).
+    pub fn attention(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        heads: usize,
+        segs: &[Segment],
+    ) -> NodeId {
+        let (qv, kv, vv) = (self.value(q), self.value(k), self.value(v));
+        assert!(
+            qv.shape() == kv.shape() && kv.shape() == vv.shape(),
+            "attention: q, k, v shapes differ"
+        );
+        let (rows, width) = qv.shape();
+        assert_eq!(
+            segs.iter().map(|s| s.len).sum::<usize>(),
+            rows,
+            "attention: segments do not cover the rows"
+        );
+        let mut out = Tensor::zeros(rows, width);
+        let probs = transformer::attention_forward(
+            &qv.data,
+            &kv.data,
+            &vv.data,
+            &mut out.data,
+            width,
+            heads,
+            segs,
+        );
+        let probs = if self.no_grad { Vec::new() } else { probs };
+        let rg = self.rg(q) || self.rg(k) || self.rg(v);
+        self.push(
+            Op::Attention {
+                q,
+                k,
+                v,
+                heads,
+                segs: segs.to_vec(),
+                probs,
+            },
+            out,
+            rg,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_backward(
+        &self,
+        g: &mut [Option<Tensor>],
+        gy: Tensor,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        heads: usize,
+        segs: &[Segment],
+        probs: &[Vec<f32>],
+    ) {
+        let (qv, kv, vv) = (self.value(q), self.value(k), self.value(v));
+        let (gq, gk, gv) = transformer::attention_backward(
+            &qv.data, &kv.data, &vv.data, &gy.data, probs, qv.cols, heads, segs,
+        );
+        let (r, c) = qv.shape();
+        for (id, grad) in [(q, gq), (k, gk), (v, gv)] {
+            if self.rg(id) {
+                accumulate(&mut g[id.0], Tensor::from_vec(r, c, grad));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::init;
+    use crate::ops::test_support::{check, rand_input};
+    use crate::params::ParamStore;
+    use crate::tensor::Tensor;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn transformer_block_matches_finite_differences() {
+        // a packed batch of two sequences (3 and 2 tokens): attention with 2 heads, output
+        // projection, residual, layer norm, GELU feed-forward, per-token logit
+        let mut rng = StdRng::seed_from_u64(21);
+        let mut s = ParamStore::new();
+        let mut lin = |s: &mut ParamStore, name: &str, i: usize, o: usize| {
+            let w = s.add(
+                format!("{name}.w"),
+                init::normal(&mut rng, i, o, 0.5),
+                true,
+                true,
+            );
+            let b = s.add(
+                format!("{name}.b"),
+                init::normal(&mut rng, 1, o, 0.3),
+                true,
+                false,
+            );
+            (w, b)
+        };
+        let (wq, bq) = lin(&mut s, "q", 4, 4);
+        let (wk, bk) = lin(&mut s, "k", 4, 4);
+        let (wv, bv) = lin(&mut s, "v", 4, 4);
+        let (wo, bo) = lin(&mut s, "o", 4, 4);
+        let (wf, bf) = lin(&mut s, "f", 4, 3);
+        let (wl, bl) = lin(&mut s, "l", 3, 1);
+        let gamma = s.add(
+            "ln.g",
+            Tensor::from_vec(1, 4, vec![1.1, 0.9, 1.3, 0.7]),
+            true,
+            false,
+        );
+        let beta = s.add(
+            "ln.b",
+            Tensor::from_vec(1, 4, vec![0.1, -0.2, 0.0, 0.3]),
+            true,
+            false,
+        );
+        let segs = crate::segments_from_lengths(&[3, 2]);
+        check(s, rand_input(&mut rng, 5, 4), |g, x| {
+            let q = g.linear(x, wq, Some(bq));
+            let k = g.linear(x, wk, Some(bk));
+            let v = g.linear(x, wv, Some(bv));
+            let a = g.attention(q, k, v, 2, &segs);
+            let o = g.linear(a, wo, Some(bo));
+            let n = g.add_layer_norm(o, x, gamma, beta, 1e-5);
+            let n = g.layer_norm(n, gamma, beta, 1e-5);
+            let f = g.linear(n, wf, Some(bf));
+            let h = g.gelu(f);
+            g.linear(h, wl, Some(bl))
+        });
+    }
+}
