@@ -11,8 +11,8 @@ use recforge_nn::embedding::UpdateMode;
 use recforge_nn::graph::Grads;
 use recforge_nn::optim::grad_norm_sq;
 use recforge_nn::{
-    DenseOptimizer, EmbeddingOptimizer, EmbeddingTable, Graph, NodeId, ParamStore, RowGrads,
-    StateUpdate,
+    DenseOptimizer, EmbeddingOptimizer, EmbeddingTable, Graph, NodeId, ParamGroup, ParamStore,
+    RowGrads, StateUpdate,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -84,6 +84,70 @@ pub struct TrainConfig {
     pub shuffle_block_rows: Option<usize>,
     /// Field whose id groups rows for gAUC (FuxiCTR's `group_id`).
     pub group_id: Option<String>,
+    /// `param_groups`: per-scope learning rates and weight decay of dense parameters.
+    pub param_groups: Vec<ParamGroup>,
+}
+
+/// Reads `param_groups: [{scope: bert, learning_rate: 5.0e-5, weight_decay: 0.01}, …]`: each
+/// group's rate relative to `learning_rate` (so schedules and plateau cuts move them all).
+pub fn param_groups_from_config(cfg: &ModelConfig, learning_rate: f32) -> Result<Vec<ParamGroup>> {
+    let Some(v) = cfg.get("param_groups") else {
+        return Ok(Vec::new());
+    };
+    let err = |i: usize, msg: String| TrainError::Config(format!("param_groups[{i}]: {msg}"));
+    let Value::Array(items) = v else {
+        return Err(TrainError::Config(format!(
+            "param_groups should be a list of {{scope, learning_rate, weight_decay}}, got {v}"
+        )));
+    };
+    let mut groups = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(m) = item else {
+            return Err(err(i, format!("expected a map, got {item}")));
+        };
+        if let Some(k) = m
+            .keys()
+            .find(|k| !["scope", "learning_rate", "weight_decay"].contains(&k.as_str()))
+        {
+            return Err(err(
+                i,
+                format!("unknown key `{k}` (scope, learning_rate, weight_decay)"),
+            ));
+        }
+        let scope = match m.get("scope") {
+            Some(Value::String(s)) => s.clone(),
+            _ => {
+                return Err(err(
+                    i,
+                    "`scope` (a parameter-name prefix) is required".into(),
+                ))
+            }
+        };
+        let number = |key: &str, default: f64| -> Result<f64> {
+            match m.get(key) {
+                None => Ok(default),
+                Some(x) => x
+                    .as_f64()
+                    .filter(|x| x.is_finite() && *x >= 0.0 && (*x as f32).is_finite())
+                    .ok_or_else(|| {
+                        err(i, format!("{key} should be a non-negative number, got {x}"))
+                    }),
+            }
+        };
+        let lr = number("learning_rate", learning_rate as f64)?;
+        if lr == 0.0 {
+            return Err(err(
+                i,
+                "learning_rate must be positive (freeze a scope instead)".into(),
+            ));
+        }
+        groups.push(ParamGroup {
+            scope,
+            lr_scale: (lr / learning_rate as f64) as f32,
+            weight_decay: number("weight_decay", 0.0)? as f32,
+        });
+    }
+    Ok(groups)
 }
 
 impl TrainConfig {
@@ -160,6 +224,7 @@ impl TrainConfig {
                     )))
                 }
             },
+            param_groups: param_groups_from_config(cfg, learning_rate)?,
         })
     }
 
@@ -195,6 +260,7 @@ pub const TRAIN_KEYS: &[&str] = &[
     "dense_embedding_max_values",
     "shuffle_block_rows",
     "group_id",
+    "param_groups",
     "loss",
     "task",
     "metrics",
@@ -380,8 +446,11 @@ impl Trainer {
                     .collect()
             })
             .collect();
+        let mut opt = DenseOptimizer::new(kind, &model.params);
+        // a group that holds no parameter is an error `fit` reports
+        let _ = opt.set_groups(&model.params, cfg.param_groups.clone());
         Trainer {
-            opt: DenseOptimizer::new(kind, &model.params),
+            opt,
             learning_rate: cfg.learning_rate,
             cfg,
             emb_opts,
@@ -538,6 +607,9 @@ impl Trainer {
         obs: &mut dyn TrainObserver,
     ) -> Result<TrainReport> {
         self.cfg.check_against(&ds.feature_map)?;
+        self.opt
+            .set_groups(&model.params, self.cfg.param_groups.clone())
+            .map_err(|e| TrainError::Config(format!("param_groups: {e}")))?;
         let fit_cfg = FitConfig {
             epochs: self.cfg.epochs,
             learning_rate: self.cfg.learning_rate,

@@ -409,3 +409,43 @@ fn a_run_directory_in_use_is_refused() {
     drop(first);
     assert!(RunDir::create(dir.path()).is_ok());
 }
+
+#[test]
+fn a_parameter_group_trains_its_scope_at_its_own_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_dataset(dir.path());
+    let (mut exp, ds) = common::load(dir.path(), "DNN_t");
+    exp.model.values.insert("epochs".into(), json!(1));
+    let init = recforge_models::build(&exp.model, &ds.feature_map).unwrap();
+    let frozen = init
+        .params
+        .iter()
+        .find(|(_, p)| p.trainable && p.regularize)
+        .map(|(_, p)| p.name.clone())
+        .unwrap();
+    let train = |groups: serde_json::Value, run: &str| {
+        let mut cfg = exp.model.clone();
+        cfg.values.insert("param_groups".into(), groups);
+        let mut model = recforge_models::build(&cfg, &ds.feature_map).unwrap();
+        let mut trainer = Trainer::new(TrainConfig::from_config(&cfg)?, &model);
+        let run = RunDir::create(&dir.path().join(run)).unwrap();
+        trainer.fit(&mut model, &ds, &cfg, &run, false, &mut Silent)?;
+        Ok::<_, recforge_train::TrainError>(model)
+    };
+    // a rate of 1e-30 leaves the scope's f32 weights exactly where they started
+    let model = train(json!([{"scope": frozen, "learning_rate": 1e-30}]), "a").unwrap();
+    for (id, p) in model.params.iter().filter(|(_, p)| p.trainable) {
+        let moved = p.value.data != init.params.value(id).data;
+        assert_eq!(moved, p.name != frozen, "{}", p.name);
+    }
+    let err = train(json!([{"scope": "nope"}]), "b")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no parameter is in scope `nope`"), "{err}");
+    let err = train(json!([{"scope": frozen, "lr": 1}]), "c")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("param_groups[0]: unknown key `lr`"), "{err}");
+}

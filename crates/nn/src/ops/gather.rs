@@ -43,12 +43,13 @@ impl Graph<'_> {
     ) {
         let tv = self.value(table);
         let w = tv.cols;
-        let mut gt = Tensor::zeros(tv.rows, w);
+        // scattered straight into the table's gradient: a table gathered twice (BPR's users
+        // for the positive and the negative) gets no second table-sized buffer
+        let gt = g[table.0].get_or_insert_with(|| Tensor::zeros(tv.rows, w));
         for (r, &i) in ids.iter().enumerate() {
             let dst = &mut gt.data[i as usize * w..(i as usize + 1) * w];
             dst.iter_mut().zip(gy.row(r)).for_each(|(a, b)| *a += b);
         }
-        accumulate(&mut g[table.0], gt);
     }
 
     /// Row `i` of the output is `x[row_i][col_i .. col_i+len]` for `at[i] = (row_i, col_i)`:
