@@ -20,3 +20,51 @@ pub enum ModelError {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// The model families; each keeps its own registry (`ctr::REGISTRY`, `topk::REGISTRY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Ctr,
+    Topk,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Ctr, Family::Topk];
+
+    /// How the family is named in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Family::Ctr => "a CTR model (its dataset lists feature columns)",
+            Family::Topk => "a top-K model (its dataset has `task: topk`)",
+        }
+    }
+
+    pub fn model_names(self) -> Vec<&'static str> {
+        match self {
+            Family::Ctr => ctr::model_names(),
+            Family::Topk => topk::model_names(),
+        }
+    }
+}
+
+/// The family whose registry holds model `name`.
+pub fn family_of(name: &str) -> Option<Family> {
+    Family::ALL
+        .into_iter()
+        .find(|f| f.model_names().contains(&name))
+}
+
+/// "unknown model" for `family`, saying which family the name belongs to when it is another's.
+pub fn unknown_model(name: &str, family: Family) -> String {
+    match family_of(name) {
+        Some(other) => format!(
+            "`{name}` is {}, and this dataset is for {}",
+            other.describe(),
+            family.describe().split(" (").next().unwrap_or_default()
+        ),
+        None => format!(
+            "unknown model `{name}` (known: {})",
+            family.model_names().join(", ")
+        ),
+    }
+}

@@ -267,9 +267,9 @@ impl TopkTrainConfig {
 pub fn check_topk_config(cfg: &ModelConfig) -> Result<Vec<String>> {
     let name = cfg.str_or("model", "");
     let keys = topk::model_keys(&name).ok_or_else(|| {
-        TrainError::Config(format!(
-            "unknown top-K model `{name}` (known: {})",
-            topk::MODEL_NAMES.join(", ")
+        TrainError::Config(recforge_models::unknown_model(
+            &name,
+            recforge_models::Family::Topk,
         ))
     })?;
     let known: Vec<&str> = [topk::COMMON_KEYS, keys, TOPK_TRAIN_KEYS].concat();

@@ -288,9 +288,9 @@ pub const FUXICTR_IGNORED_KEYS: &[&str] = &[
 pub fn check_model_config(cfg: &ModelConfig) -> Result<Vec<String>> {
     let name = cfg.str_or("model", "");
     let model_keys = recforge_models::ctr::model_keys(&name).ok_or_else(|| {
-        TrainError::Config(format!(
-            "unknown model `{name}` (known: {})",
-            recforge_models::ctr::MODEL_NAMES.join(", ")
+        TrainError::Config(recforge_models::unknown_model(
+            &name,
+            recforge_models::Family::Ctr,
         ))
     })?;
     let known: Vec<&str> = [

@@ -72,3 +72,18 @@ fn per_field_embedding_sizes_widen_the_input_and_fm_refuses_them() {
         .to_string();
     assert!(err.contains("embedding_dim 4"), "{err}");
 }
+
+#[test]
+fn the_gradient_and_training_tests_cover_every_registered_ctr_model() {
+    for name in recforge_models::ctr::model_names() {
+        let expid = format!("{name}_t");
+        assert!(
+            common::ALL_MODELS.contains(&expid.as_str()),
+            "{name} is registered but has no `{expid}` test config"
+        );
+        assert_eq!(
+            recforge_models::family_of(name),
+            Some(recforge_models::Family::Ctr)
+        );
+    }
+}

@@ -142,8 +142,75 @@ pub struct Forward<'a> {
     pub emb_nodes: Vec<NodeId>,
 }
 
-/// The model names `build` knows, as FuxiCTR spells them.
-pub const MODEL_NAMES: &[&str] = &["LR", "FM", "DNN", "DeepFM", "DCNv2"];
+/// What a CTR model's constructor receives.
+pub struct CtrBuild<'a> {
+    pub cfg: &'a ModelConfig,
+    pub params: &'a mut ParamStore,
+    pub rng: &'a mut StdRng,
+    pub fields: usize,
+    /// `embedding_dim`, every field's when `equal_dims` holds.
+    pub dim: usize,
+    /// Σ of the fields' embedding sizes.
+    pub input_dim: usize,
+}
+
+/// One CTR model: its name as FuxiCTR spells it, the config keys it reads besides
+/// [`COMMON_KEYS`], and how to build it. Adding a model is one file and one entry here.
+pub struct CtrEntry {
+    pub name: &'static str,
+    pub keys: &'static [&'static str],
+    /// Takes inner products of field embeddings, so every field needs `embedding_dim`.
+    pub inner_products: bool,
+    pub build: fn(&mut CtrBuild) -> Result<Box<dyn CtrNet>>,
+}
+
+/// The CTR model registry.
+pub const REGISTRY: &[CtrEntry] = &[
+    CtrEntry {
+        name: "LR",
+        keys: &[],
+        inner_products: false,
+        build: |b| Ok(Box::new(Lr::new(b.params))),
+    },
+    CtrEntry {
+        name: "FM",
+        keys: &[],
+        inner_products: true,
+        build: |b| Ok(Box::new(Fm::new(b.params, b.fields, b.dim))),
+    },
+    CtrEntry {
+        name: "DNN",
+        keys: MLP_KEYS,
+        inner_products: false,
+        build: |b| Ok(Box::new(Dnn::new(b.cfg, b.params, b.input_dim, b.rng)?)),
+    },
+    CtrEntry {
+        name: "DeepFM",
+        keys: MLP_KEYS,
+        inner_products: true,
+        build: |b| {
+            Ok(Box::new(DeepFm::new(
+                b.cfg, b.params, b.fields, b.dim, b.rng,
+            )?))
+        },
+    },
+    CtrEntry {
+        name: "DCNv2",
+        keys: dcnv2::KEYS,
+        inner_products: false,
+        build: |b| Ok(Box::new(Dcnv2::new(b.cfg, b.params, b.input_dim, b.rng)?)),
+    },
+];
+
+/// The registry's entry for model `name`.
+pub fn entry(name: &str) -> Option<&'static CtrEntry> {
+    REGISTRY.iter().find(|e| e.name == name)
+}
+
+/// The model names the registry knows, for messages.
+pub fn model_names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.name).collect()
+}
 
 /// Model-config keys every model reads ([`CommonConfig`]).
 pub const COMMON_KEYS: &[&str] = &[
@@ -165,12 +232,7 @@ const MLP_KEYS: &[&str] = &[
 
 /// The model-config keys model `name` reads besides [`COMMON_KEYS`] (`None`: no such model).
 pub fn model_keys(name: &str) -> Option<&'static [&'static str]> {
-    Some(match name {
-        "LR" | "FM" => &[],
-        "DNN" | "DeepFM" => MLP_KEYS,
-        "DCNv2" => dcnv2::KEYS,
-        _ => return None,
-    })
+    entry(name).map(|e| e.keys)
 }
 
 /// Builds the model a config names, with parameters drawn from its `seed`.
@@ -187,7 +249,13 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
         .map(|f| f.spec.embedding_dim.unwrap_or(d))
         .collect();
     let input_dim: usize = field_dims.iter().sum();
-    if matches!(name.as_str(), "FM" | "DeepFM") && field_dims.iter().any(|&x| x != d) {
+    let Some(entry) = entry(&name) else {
+        return Err(ModelError::Config {
+            expid: cfg.expid.clone(),
+            msg: crate::unknown_model(&name, crate::Family::Ctr),
+        });
+    };
+    if entry.inner_products && field_dims.iter().any(|&x| x != d) {
         return Err(ModelError::Config {
             expid: cfg.expid.clone(),
             msg: format!(
@@ -196,22 +264,14 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
             ),
         });
     }
-    let net: Box<dyn CtrNet> = match name.as_str() {
-        "LR" => Box::new(Lr::new(&mut params)),
-        "FM" => Box::new(Fm::new(&mut params, fields, d)),
-        "DNN" => Box::new(Dnn::new(cfg, &mut params, input_dim, &mut rng)?),
-        "DeepFM" => Box::new(DeepFm::new(cfg, &mut params, fields, d, &mut rng)?),
-        "DCNv2" => Box::new(Dcnv2::new(cfg, &mut params, input_dim, &mut rng)?),
-        other => {
-            return Err(ModelError::Config {
-                expid: cfg.expid.clone(),
-                msg: format!(
-                    "unknown model `{other}` (known: {})",
-                    MODEL_NAMES.join(", ")
-                ),
-            })
-        }
-    };
+    let net = (entry.build)(&mut CtrBuild {
+        cfg,
+        params: &mut params,
+        rng: &mut rng,
+        fields,
+        dim: d,
+        input_dim,
+    })?;
     let embeddings = net
         .embeddings()
         .iter()

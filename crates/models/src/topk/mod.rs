@@ -105,22 +105,60 @@ pub trait TopkModel: Send + Sync {
     }
 }
 
-/// The model names [`build`] knows, as RecBole spells them.
-pub const MODEL_NAMES: &[&str] = &["Pop", "BPR", "LightGCN", "MultiVAE", "EASE"];
+/// One top-K model: its name as RecBole spells it, the config keys it reads besides
+/// [`COMMON_KEYS`], and how to build it (from the config, the shape, the training CSR and the
+/// seed). Adding a model is one file and one entry here.
+pub struct TopkEntry {
+    pub name: &'static str,
+    pub keys: &'static [&'static str],
+    pub build: fn(&ModelConfig, TopkShape, &UserItems, u64) -> Result<Box<dyn TopkModel>>,
+}
+
+/// The top-K model registry.
+pub const REGISTRY: &[TopkEntry] = &[
+    TopkEntry {
+        name: "Pop",
+        keys: &[],
+        build: |_, shape, _, _| Ok(Box::new(Pop::new(shape))),
+    },
+    TopkEntry {
+        name: "BPR",
+        keys: bpr::KEYS,
+        build: |cfg, shape, _, seed| Ok(Box::new(Bpr::new(cfg, shape, seed)?)),
+    },
+    TopkEntry {
+        name: "LightGCN",
+        keys: lightgcn::KEYS,
+        build: |cfg, shape, train, seed| Ok(Box::new(LightGcn::new(cfg, shape, train, seed)?)),
+    },
+    TopkEntry {
+        name: "MultiVAE",
+        keys: multivae::KEYS,
+        build: |cfg, shape, _, seed| Ok(Box::new(MultiVae::new(cfg, shape, seed)?)),
+    },
+    TopkEntry {
+        name: "EASE",
+        keys: ease::KEYS,
+        build: |cfg, shape, _, _| Ok(Box::new(Ease::new(cfg, shape)?)),
+    },
+];
+
+/// The registry's entry for model `name`.
+pub fn entry(name: &str) -> Option<&'static TopkEntry> {
+    REGISTRY.iter().find(|e| e.name == name)
+}
+
+/// The model names the registry knows, for messages.
+pub fn model_names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.name).collect()
+}
 
 /// Model-config keys every top-K model reads.
 pub const COMMON_KEYS: &[&str] = &["model", "seed"];
 
 /// The keys model `name` reads besides [`COMMON_KEYS`] (`None`: no such model).
 pub fn model_keys(name: &str) -> Option<&'static [&'static str]> {
-    Some(match name {
-        "Pop" => &[],
-        "BPR" => bpr::KEYS,
-        "LightGCN" => lightgcn::KEYS,
-        "MultiVAE" => multivae::KEYS,
-        "EASE" => ease::KEYS,
-        _ => return None,
-    })
+    entry(name).map(|e| e.keys)
 }
 
 /// Shape facts a model is built for.
@@ -138,22 +176,13 @@ pub fn build(cfg: &ModelConfig, shape: TopkShape, train: &UserItems) -> Result<B
     let seed = cfg
         .usize_or("seed", 2020)
         .map_err(|e| config_error(cfg, e.to_string()))? as u64;
-    Ok(match name.as_str() {
-        "Pop" => Box::new(Pop::new(shape)),
-        "BPR" => Box::new(Bpr::new(cfg, shape, seed)?),
-        "LightGCN" => Box::new(LightGcn::new(cfg, shape, train, seed)?),
-        "MultiVAE" => Box::new(MultiVae::new(cfg, shape, seed)?),
-        "EASE" => Box::new(Ease::new(cfg, shape)?),
-        other => {
-            return Err(config_error(
-                cfg,
-                format!(
-                    "unknown top-K model `{other}` (known: {})",
-                    MODEL_NAMES.join(", ")
-                ),
-            ))
-        }
-    })
+    match entry(&name) {
+        Some(e) => (e.build)(cfg, shape, train, seed),
+        None => Err(config_error(
+            cfg,
+            crate::unknown_model(&name, crate::Family::Topk),
+        )),
+    }
 }
 
 pub(crate) fn config_error(cfg: &ModelConfig, msg: String) -> ModelError {

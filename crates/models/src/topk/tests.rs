@@ -259,18 +259,32 @@ fn build_knows_every_model_and_refuses_others() {
         n_users: 2,
         n_items: 2,
     };
-    for name in MODEL_NAMES {
+    for name in model_names() {
         let m = build(
             &cfg(&[("model", (*name).into()), ("latent_dimension", 4.into())]),
             shape,
             &data.train,
         )
         .unwrap();
-        assert_eq!(m.name(), *name);
+        assert_eq!(m.name(), name);
         assert!(model_keys(name).is_some());
+        assert_eq!(crate::family_of(name), Some(crate::Family::Topk));
     }
     let e = build(&cfg(&[("model", "BPRR".into())]), shape, &data.train)
         .err()
         .unwrap();
-    assert!(e.to_string().contains("unknown top-K model `BPRR`"));
+    assert!(
+        e.to_string()
+            .contains("unknown model `BPRR` (known: Pop, BPR, LightGCN"),
+        "{e}"
+    );
+    // a model of another family is named as such
+    let e = build(&cfg(&[("model", "DeepFM".into())]), shape, &data.train)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("`DeepFM` is a CTR model") && e.contains("this dataset is for a top-K model"),
+        "{e}"
+    );
 }
