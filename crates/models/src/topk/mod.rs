@@ -105,13 +105,16 @@ pub trait TopkModel: Send + Sync {
     }
 }
 
+/// A top-K model's constructor: config, shape, training CSR, seed.
+pub type TopkBuilder = fn(&ModelConfig, TopkShape, &UserItems, u64) -> Result<Box<dyn TopkModel>>;
+
 /// One top-K model: its name as RecBole spells it, the config keys it reads besides
 /// [`COMMON_KEYS`], and how to build it (from the config, the shape, the training CSR and the
 /// seed). Adding a model is one file and one entry here.
 pub struct TopkEntry {
     pub name: &'static str,
     pub keys: &'static [&'static str],
-    pub build: fn(&ModelConfig, TopkShape, &UserItems, u64) -> Result<Box<dyn TopkModel>>,
+    pub build: TopkBuilder,
 }
 
 /// The top-K model registry.
