@@ -189,6 +189,26 @@ fn planted(dir: &std::path::Path, rows: usize) {
     .unwrap();
 }
 
+/// Pretrains through the shared loop into `dir/run`.
+fn pretrain_in(
+    dir: &std::path::Path,
+    pt: &mut Pretrainer,
+    model: &mut Model,
+    exp: &recforge_data::ExperimentConfig,
+    ds: &recforge_data::EncodedDataset,
+) -> (RunDir, recforge_train::FitReport) {
+    let run = RunDir::create(&dir.join("run")).unwrap();
+    let data = PretrainData {
+        train: &ds.train,
+        feature_map: &ds.feature_map,
+        config: &exp.model,
+    };
+    let report = pt
+        .fit(model, data, &run, &mut Silent)
+        .expect("finite pretraining");
+    (run, report)
+}
+
 #[test]
 fn mfp_recovers_a_planted_co_occurrence() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,15 +228,7 @@ fn mfp_recovers_a_planted_co_occurrence() {
         hits as f64 / batch.size as f64
     };
     let before = accuracy(&pt, &model, 1);
-    let run = RunDir::create(&dir.path().join("run")).unwrap();
-    let data = PretrainData {
-        train: &ds.train,
-        feature_map: &ds.feature_map,
-        config: &exp.model,
-    };
-    let report = pt
-        .fit(&mut model, data, &run, &mut Silent)
-        .expect("finite pretraining");
+    let (_run, report) = pretrain_in(dir.path(), &mut pt, &mut model, &exp, &ds);
     let logs = &report.epochs;
     assert_eq!(logs.len(), 20);
     assert!(
@@ -241,15 +253,7 @@ fn rfd_detects_replacements_of_a_planted_field() {
     let cfg = PretrainConfig::from_config(&exp.model, Method::Rfd).unwrap();
     let tcfg = TrainConfig::from_config(&exp.model).unwrap();
     let mut pt = Pretrainer::new(cfg, tcfg, &mut model, &ds.feature_map, &ds.train).unwrap();
-    let run = RunDir::create(&dir.path().join("run")).unwrap();
-    let data = PretrainData {
-        train: &ds.train,
-        feature_map: &ds.feature_map,
-        config: &exp.model,
-    };
-    let report = pt
-        .fit(&mut model, data, &run, &mut Silent)
-        .expect("finite pretraining");
+    let (run, report) = pretrain_in(dir.path(), &mut pt, &mut model, &exp, &ds);
     // the run directory logs the objective's accuracy by epoch, and the checkpoint its method
     let csv = std::fs::read_to_string(run.path.join("metrics.csv")).unwrap();
     assert!(
