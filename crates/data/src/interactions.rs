@@ -741,7 +741,13 @@ pub struct NegativeSampler<'a> {
     n_items: usize,
     /// cumulative popularity for `Popularity`
     cumulative: Option<Vec<u64>>,
+    /// `users × items` training membership bits, where that fits in [`SEEN_BITS_MAX`]: one
+    /// load per rejection test instead of a binary search through the user's row
+    seen: Option<Vec<u64>>,
 }
+
+/// The largest membership bitset the sampler builds (32 MiB); above it, binary search.
+const SEEN_BITS_MAX: usize = 1 << 28;
 
 impl<'a> NegativeSampler<'a> {
     /// Fails when some user has interacted with every item (no negative exists).
@@ -768,11 +774,34 @@ impl<'a> NegativeSampler<'a> {
                 Some(c)
             }
         };
+        let bits = data.n_users.saturating_mul(data.n_items);
+        let seen = (bits <= SEEN_BITS_MAX).then(|| {
+            let mut seen = vec![0u64; bits.div_ceil(64)];
+            for u in 0..data.n_users {
+                for &i in data.train.row(u as u32) {
+                    let b = u * data.n_items + i as usize;
+                    seen[b / 64] |= 1 << (b % 64);
+                }
+            }
+            seen
+        });
         Ok(NegativeSampler {
             train: &data.train,
             n_items: data.n_items,
             cumulative,
+            seen,
         })
+    }
+
+    /// Whether `user` has `item` among its training items.
+    fn is_positive(&self, user: u32, item: u32, row: &[u32]) -> bool {
+        match &self.seen {
+            Some(seen) => {
+                let b = user as usize * self.n_items + item as usize;
+                seen[b / 64] >> (b % 64) & 1 == 1
+            }
+            None => row.binary_search(&item).is_ok(),
+        }
     }
 
     fn draw(&self, rng: &mut impl Rng) -> u32 {
@@ -792,13 +821,13 @@ impl<'a> NegativeSampler<'a> {
         let row = self.train.row(user);
         for _ in 0..1000 {
             let i = self.draw(rng);
-            if row.binary_search(&i).is_err() {
+            if !self.is_positive(user, i, row) {
                 return i;
             }
         }
         loop {
             let i = rng.gen_range(0..self.n_items as u32);
-            if row.binary_search(&i).is_err() {
+            if !self.is_positive(user, i, row) {
                 return i;
             }
         }
@@ -996,6 +1025,18 @@ mod tests {
         // only items 0, 1, 3 are popular; user 1 can draw 0 or 3
         for _ in 0..100 {
             assert!(matches!(p.sample(1, &mut rng), 0 | 3));
+        }
+        // the membership bitset and the binary search (for data too large for the bitset)
+        // reject the same draws, so they return the same negatives
+        assert!(s.seen.is_some());
+        let searched = NegativeSampler {
+            seen: None,
+            ..NegativeSampler::new(&data, NegativeDistribution::Uniform).unwrap()
+        };
+        let (mut a, mut b) = (StdRng::seed_from_u64(9), StdRng::seed_from_u64(9));
+        for k in 0..1000 {
+            let u = k % 2;
+            assert_eq!(s.sample(u, &mut a), searched.sample(u, &mut b));
         }
     }
 }

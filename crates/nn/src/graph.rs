@@ -152,6 +152,12 @@ pub(crate) enum Op {
         rows: NodeId,
         idx: Vec<u32>,
     },
+    PairDots {
+        a: NodeId,
+        a_ids: Vec<u32>,
+        b: NodeId,
+        b_ids: Vec<u32>,
+    },
     // ops/interaction.rs
     FmInteraction {
         x: NodeId,
@@ -364,6 +370,9 @@ impl<'p> Graph<'p> {
                 }
                 Op::RowDotsIndexed { h, rows, idx } => {
                     self.row_dots_indexed_backward(&mut g, gy, *h, *rows, idx)
+                }
+                Op::PairDots { a, a_ids, b, b_ids } => {
+                    self.pair_dots_backward(&mut g, gy, *a, a_ids, *b, b_ids)
                 }
                 Op::FmInteraction { x, fields, dim } => {
                     self.fm_interaction_backward(&mut g, gy, *x, *fields, *dim)

@@ -614,7 +614,12 @@ impl TrainTask for TopkTask<'_> {
         for (k, chunk) in batches.enumerate() {
             let batch = match &sampler {
                 Some(sampler) => {
-                    let (mut users, mut pos, mut neg) = (Vec::new(), Vec::new(), Vec::new());
+                    let n = chunk.len();
+                    let (mut users, mut pos, mut neg) = (
+                        Vec::with_capacity(n),
+                        Vec::with_capacity(n),
+                        Vec::with_capacity(n),
+                    );
                     for &ix in chunk {
                         let (u, i) = data.train_pairs[ix as usize];
                         users.push(u);

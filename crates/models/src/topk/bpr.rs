@@ -56,20 +56,6 @@ impl Bpr {
     }
 }
 
-/// `[B×1]` dot products of rows `a_ids` of `a` with rows `b_ids` of `b`.
-pub(crate) fn pair_scores(
-    g: &mut Graph,
-    a: NodeId,
-    a_ids: &[u32],
-    b: NodeId,
-    b_ids: &[u32],
-) -> NodeId {
-    let x = g.gather_rows(a, a_ids);
-    let y = g.gather_rows(b, b_ids);
-    let p = g.mul(x, y);
-    g.sum_cols(p)
-}
-
 impl TopkModel for Bpr {
     fn name(&self) -> &'static str {
         "BPR"
@@ -92,8 +78,8 @@ impl TopkModel for Bpr {
             panic!("BPR trains on (user, positive, negative) batches")
         };
         let (u, i) = (g.param(self.users), g.param(self.items));
-        let sp = pair_scores(g, u, users, i, pos);
-        let sn = pair_scores(g, u, users, i, neg);
+        let sp = g.pair_dots(u, users, i, pos);
+        let sn = g.pair_dots(u, users, i, neg);
         g.bpr_loss(sp, sn)
     }
 

@@ -4,7 +4,6 @@
 //! `reg_weight · (‖U_b‖ + ‖P_b‖ + ‖N_b‖) / B` over the layer-0 rows — plain Frobenius norms,
 //! not squared, as RecBole's `EmbLoss(require_pow=False)`. Full propagation on every batch.
 
-use super::bpr::pair_scores;
 use super::{
     config_error, dot_all_items, embedding_size, mean_rows, TopkBatch, TopkInput, TopkModel,
     TopkShape,
@@ -103,16 +102,11 @@ impl LightGcn {
 
     /// The mean of layers 0..K of `[U; I]` on the tape.
     fn propagate(&self, g: &mut Graph, u: NodeId, i: NodeId) -> NodeId {
-        let mut e = g.concat_rows(&[u, i]);
-        let mut sum = e;
-        for _ in 0..self.layers {
-            e = g.spmm(&self.adjacency, e);
-            sum = g.add(sum, e);
-        }
+        let e = g.concat_rows(&[u, i]);
         if self.layers == 0 {
-            return sum;
+            return e;
         }
-        g.scale(sum, 1.0 / (self.layers + 1) as f32)
+        g.spmm_layer_mean(&self.adjacency, e, self.layers)
     }
 
     fn final_embeddings(&self) -> Tensor {
@@ -179,8 +173,8 @@ impl TopkModel for LightGcn {
         let off = self.n_users as u32;
         let pos_nodes: Vec<u32> = pos.iter().map(|p| p + off).collect();
         let neg_nodes: Vec<u32> = neg.iter().map(|n| n + off).collect();
-        let sp = pair_scores(g, all, users, all, &pos_nodes);
-        let sn = pair_scores(g, all, users, all, &neg_nodes);
+        let sp = g.pair_dots(all, users, all, &pos_nodes);
+        let sn = g.pair_dots(all, users, all, &neg_nodes);
         let mf = g.bpr_loss(sp, sn);
         if self.reg_weight == 0.0 {
             return mf;

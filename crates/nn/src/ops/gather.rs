@@ -3,6 +3,7 @@
 //! against indexed table rows (NCE scoring).
 
 use crate::graph::{accumulate, Graph, NodeId, Op};
+use crate::kernels::{dot, simd_fn};
 use crate::tensor::Tensor;
 use crate::transformer::Segment;
 use rayon::prelude::*;
@@ -46,10 +47,7 @@ impl Graph<'_> {
         // scattered straight into the table's gradient: a table gathered twice (BPR's users
         // for the positive and the negative) gets no second table-sized buffer
         let gt = g[table.0].get_or_insert_with(|| Tensor::zeros(tv.rows, w));
-        for (r, &i) in ids.iter().enumerate() {
-            let dst = &mut gt.data[i as usize * w..(i as usize + 1) * w];
-            dst.iter_mut().zip(gy.row(r)).for_each(|(a, b)| *a += b);
-        }
+        scatter_add_rows(&mut gt.data, ids, &gy.data, w, None);
     }
 
     /// Row `i` of the output is `x[row_i][col_i .. col_i+len]` for `at[i] = (row_i, col_i)`:
@@ -266,6 +264,64 @@ impl Graph<'_> {
         }
     }
 
+    /// `out[r] = a[a_ids[r]] · b[b_ids[r]]` as a `[n×1]` column: the scores of `n` (user, item)
+    /// pairs from two tables (or one, `a == b`), without materialising the `2n` gathered rows.
+    /// The backward pass scatters straight into the tables' gradients.
+    pub fn pair_dots(&mut self, a: NodeId, a_ids: &[u32], b: NodeId, b_ids: &[u32]) -> NodeId {
+        let (av, bv) = (self.value(a), self.value(b));
+        let w = av.cols;
+        assert_eq!(bv.cols, w, "pair_dots: widths differ");
+        assert_eq!(
+            a_ids.len(),
+            b_ids.len(),
+            "pair_dots: id lists differ in length"
+        );
+        for (ids, t) in [(a_ids, av), (b_ids, bv)] {
+            if let Some(&i) = ids.iter().find(|&&i| i as usize >= t.rows) {
+                panic!("pair_dots: row {i} of {}", t.rows);
+            }
+        }
+        let mut data = vec![0.0; a_ids.len()];
+        pair_dots_into(&mut data, &av.data, a_ids, &bv.data, b_ids, w);
+        let out = Tensor::from_vec(a_ids.len(), 1, data);
+        let rg = self.rg(a) || self.rg(b);
+        let op = Op::PairDots {
+            a,
+            a_ids: a_ids.to_vec(),
+            b,
+            b_ids: b_ids.to_vec(),
+        };
+        self.push(op, out, rg)
+    }
+
+    pub(crate) fn pair_dots_backward(
+        &self,
+        g: &mut [Option<Tensor>],
+        gy: Tensor,
+        a: NodeId,
+        a_ids: &[u32],
+        b: NodeId,
+        b_ids: &[u32],
+    ) {
+        // d/da[i] = gy · b[j] and d/db[j] = gy · a[i]; one pass per table, so that `a == b`
+        // (LightGCN's propagated table) accumulates into a single buffer
+        for (dst, src, dst_ids, src_ids) in [(a, b, a_ids, b_ids), (b, a, b_ids, a_ids)] {
+            if !self.rg(dst) {
+                continue;
+            }
+            let (dv, sv) = (self.value(dst), self.value(src));
+            let w = dv.cols;
+            let gt = g[dst.0].get_or_insert_with(|| Tensor::zeros(dv.rows, w));
+            scatter_add_rows(
+                &mut gt.data,
+                dst_ids,
+                &sv.data,
+                w,
+                Some((src_ids, &gy.data)),
+            );
+        }
+    }
+
     /// `out[m][c] = h[m] · rows[idx[m·J + c]]` for `h[M×P]`, `rows[R×P]`, `idx` of `M·J`
     /// entries: each row of `h` scored against `J` rows of a small table of distinct rows
     /// (NCE: a target and its sampled negatives), without materialising `M·J` copies.
@@ -338,6 +394,39 @@ impl Graph<'_> {
     }
 }
 
+simd_fn! {
+    /// `out[r] = a[a_ids[r]] · b[b_ids[r]]` for row-major tables of width `w`.
+    fn pair_dots_into(out: &mut [f32], a: &[f32], a_ids: &[u32], b: &[f32], b_ids: &[u32], w: usize) {
+        for ((o, &i), &j) in out.iter_mut().zip(a_ids).zip(b_ids) {
+            let (i, j) = (i as usize * w, j as usize * w);
+            *o = dot(&a[i..i + w], &b[j..j + w]);
+        }
+    }
+}
+
+simd_fn! {
+    /// `dst[ids[r]] += src[r]` for rows of width `w`; with `weighted = (rows, scale)`, instead
+    /// `dst[ids[r]] += scale[r] · src[rows[r]]` (a gathered row scaled by its pair's gradient).
+    fn scatter_add_rows(
+        dst: &mut [f32],
+        ids: &[u32],
+        src: &[f32],
+        w: usize,
+        weighted: Option<(&[u32], &[f32])>,
+    ) {
+        for (r, &i) in ids.iter().enumerate() {
+            let row = &mut dst[i as usize * w..(i as usize + 1) * w];
+            match weighted {
+                None => row.iter_mut().zip(&src[r * w..(r + 1) * w]).for_each(|(a, b)| *a += b),
+                Some((rows, scale)) => {
+                    let (j, c) = (rows[r] as usize * w, scale[r]);
+                    row.iter_mut().zip(&src[j..j + w]).for_each(|(a, &b)| *a += c * b)
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::init;
@@ -368,6 +457,38 @@ mod tests {
             let sim = g.matmul_nt(a, b);
             let z = g.scale(sim, 3.0);
             g.softmax_cross_entropy(z, &[0, 1])
+        });
+    }
+
+    #[test]
+    fn pair_dots_known_values_and_finite_differences() {
+        use crate::{Graph, Tensor};
+        // a width of 10 runs both the eight-lane body and the tail of the dot product
+        let a = Tensor::from_vec(2, 10, (0..20).map(|v| v as f32 * 0.5).collect());
+        let b = Tensor::from_vec(3, 10, (0..30).map(|v| 1.0 - v as f32 * 0.1).collect());
+        let store = ParamStore::new();
+        let mut g = Graph::new(&store, false);
+        let (an, bn) = (g.input(a.clone(), false), g.input(b.clone(), false));
+        let d = g.pair_dots(an, &[1, 0, 1], bn, &[2, 0, 0]);
+        for (r, (i, j)) in [(1usize, 2usize), (0, 0), (1, 0)].into_iter().enumerate() {
+            let want: f32 = a.row(i).iter().zip(b.row(j)).map(|(x, y)| x * y).sum();
+            assert!((g.value(d).data[r] - want).abs() < 1e-4, "pair {r}");
+        }
+        // two tables (BPR), and one table on both sides (LightGCN's propagated rows), with
+        // repeated ids so that rows accumulate
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut s = ParamStore::new();
+        let items = s.add("items", init::normal(&mut rng, 4, 10, 0.5), true, true);
+        check_loss(s, rand_input(&mut rng, 3, 10), |g, users| {
+            let t = g.param(items);
+            let pos = g.pair_dots(users, &[0, 2, 2, 1], t, &[3, 1, 3, 0]);
+            let neg = g.pair_dots(users, &[0, 2, 2, 1], t, &[2, 2, 0, 0]);
+            g.bpr_loss(pos, neg)
+        });
+        check_loss(ParamStore::new(), rand_input(&mut rng, 5, 10), |g, all| {
+            let pos = g.pair_dots(all, &[0, 1, 1], all, &[3, 4, 1]);
+            let neg = g.pair_dots(all, &[0, 1, 1], all, &[4, 2, 2]);
+            g.bpr_loss(pos, neg)
         });
     }
 

@@ -5,8 +5,9 @@
 
 use super::{scalar_grad, CustomOp};
 use crate::graph::{accumulate, Graph, NodeId, Op};
-use crate::kernels::sigmoid;
+use crate::kernels::{sigmoid, simd_fn};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 impl Graph<'_> {
     /// Mean binary cross-entropy of `sigmoid(logits)` against `labels` (a `[1×1]` node),
@@ -216,22 +217,15 @@ impl CustomOp for MultinomialNll {
         );
         let n = z.cols.max(1);
         self.probs = vec![0.0; z.len()];
-        let mut total = 0.0f64;
-        for ((zr, pr), xr) in z
+        // rows in parallel, each row's loss term in f64, summed in row order (deterministic)
+        let row_terms: Vec<f64> = z
             .data
-            .chunks_exact(n)
-            .zip(self.probs.chunks_exact_mut(n))
-            .zip(self.targets.chunks_exact(n))
-        {
-            let max = zr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = zr.iter().map(|&v| ((v - max) as f64).exp()).sum();
-            let log_norm = max as f64 + sum.ln();
-            for ((p, &v), &x) in pr.iter_mut().zip(zr).zip(xr) {
-                let logp = v as f64 - log_norm;
-                *p = logp.exp() as f32;
-                total -= x as f64 * logp;
-            }
-        }
+            .par_chunks_exact(n)
+            .zip(self.probs.par_chunks_exact_mut(n))
+            .zip(self.targets.par_chunks_exact(n))
+            .map(|((zr, pr), xr)| softmax_row_nll(zr, pr, xr))
+            .collect();
+        let total: f64 = row_terms.iter().sum();
         Tensor::from_vec(1, 1, vec![(total / z.rows.max(1) as f64) as f32])
     }
 
@@ -249,18 +243,44 @@ impl CustomOp for MultinomialNll {
         let n = z.cols.max(1);
         let k = scalar_grad(grad) / z.rows.max(1) as f32;
         let mut gz = Tensor::zeros(z.rows, z.cols);
-        for ((gr, pr), xr) in gz
-            .data
-            .chunks_exact_mut(n)
-            .zip(self.probs.chunks_exact(n))
-            .zip(self.targets.chunks_exact(n))
-        {
-            let mass: f32 = xr.iter().sum();
-            for ((g, &p), &x) in gr.iter_mut().zip(pr).zip(xr) {
-                *g = k * (mass * p - x);
-            }
-        }
+        gz.data
+            .par_chunks_exact_mut(n)
+            .zip(self.probs.par_chunks_exact(n))
+            .zip(self.targets.par_chunks_exact(n))
+            .for_each(|((gr, pr), xr)| multinomial_grad_row(gr, pr, xr, k));
         vec![Some(gz)]
+    }
+}
+
+simd_fn! {
+    /// One row of [`MultinomialNll`]: the softmax of `z` into `p` (each `exp` taken once, in
+    /// f32 after subtracting the row's maximum; the normaliser summed in f64) and the row's
+    /// `−Σ x · log p`, over the non-zero targets only.
+    fn softmax_row_nll(z: &[f32], p: &mut [f32], x: &[f32]) -> f64 {
+        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f64;
+        for (p, &v) in p.iter_mut().zip(z) {
+            *p = (v - max).exp();
+            sum += *p as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        p.iter_mut().for_each(|p| *p *= inv);
+        let log_norm = max as f64 + sum.ln();
+        z.iter()
+            .zip(x)
+            .filter(|&(_, &x)| x != 0.0)
+            .map(|(&v, &x)| -(x as f64) * (v as f64 - log_norm))
+            .sum()
+    }
+}
+
+simd_fn! {
+    /// One row of [`MultinomialNll`]'s gradient: `k · (Σx · p − x)`.
+    fn multinomial_grad_row(g: &mut [f32], p: &[f32], x: &[f32], k: f32) {
+        let mass: f32 = x.iter().sum();
+        for ((g, &p), &x) in g.iter_mut().zip(p).zip(x) {
+            *g = k * (mass * p - x);
+        }
     }
 }
 

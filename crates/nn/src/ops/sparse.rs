@@ -3,6 +3,7 @@
 
 use super::CustomOp;
 use crate::graph::{Graph, NodeId};
+use crate::kernels::{add_assign, map_inplace, simd_fn};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -94,17 +95,57 @@ impl CsrMatrix {
         if d == 0 {
             return out;
         }
+        // blocks of rows in parallel; within a row, the sum runs over its entries in order,
+        // so every thread count and vector width gives the same bits
+        const ROWS_PER_TASK: usize = 64;
         out.data
-            .par_chunks_mut(d)
+            .par_chunks_mut(d * ROWS_PER_TASK)
             .enumerate()
-            .for_each(|(r, orow)| {
-                let (ix, vals) = self.row(r);
-                for (&c, &v) in ix.iter().zip(vals) {
-                    let xrow = &x.data[c as usize * d..(c as usize + 1) * d];
-                    orow.iter_mut().zip(xrow).for_each(|(o, &xv)| *o += v * xv);
-                }
-            });
+            .for_each(|(t, block)| spmm_rows(self, t * ROWS_PER_TASK, block, &x.data, d));
         out
+    }
+}
+
+simd_fn! {
+    /// Rows `first..` of `a · x` into `block` (whole rows of width `d`).
+    fn spmm_rows(a: &CsrMatrix, first: usize, block: &mut [f32], x: &[f32], d: usize) {
+        for (k, orow) in block.chunks_exact_mut(d).enumerate() {
+            let r = first + k;
+            let (lo, hi) = (a.indptr[r], a.indptr[r + 1]);
+            spmm_row(orow, &a.indices[lo..hi], &a.values[lo..hi], x, d);
+        }
+    }
+}
+
+/// Values per register block of [`spmm_row`]: 64 floats are four AVX-512 or eight AVX2
+/// registers, which stay in registers across a row's entries.
+const SPMM_BLOCK: usize = 64;
+
+/// `orow = Σ_e vals[e] · x[ix[e]]` for one output row (`orow` starts zeroed). Columns go in
+/// blocks of [`SPMM_BLOCK`] held in a local accumulator, so the row is loaded and stored once,
+/// not once per entry.
+#[inline(always)]
+fn spmm_row(orow: &mut [f32], ix: &[u32], vals: &[f32], x: &[f32], d: usize) {
+    let mut start = 0;
+    while start + SPMM_BLOCK <= d {
+        let mut acc = [0f32; SPMM_BLOCK];
+        for (&c, &v) in ix.iter().zip(vals) {
+            let at = c as usize * d + start;
+            let xb: &[f32; SPMM_BLOCK] = x[at..at + SPMM_BLOCK].try_into().expect("a block");
+            for k in 0..SPMM_BLOCK {
+                acc[k] += v * xb[k];
+            }
+        }
+        orow[start..start + SPMM_BLOCK].copy_from_slice(&acc);
+        start += SPMM_BLOCK;
+    }
+    if start < d {
+        let tail = &mut orow[start..];
+        for (&c, &v) in ix.iter().zip(vals) {
+            let at = c as usize * d + start;
+            let xr = &x[at..at + tail.len()];
+            tail.iter_mut().zip(xr).for_each(|(o, &xv)| *o += v * xv);
+        }
     }
 }
 
@@ -131,6 +172,61 @@ impl CustomOp for Spmm {
         needs: &[bool],
     ) -> Vec<Option<Tensor>> {
         vec![needs[0].then(|| self.at.matmul(grad))]
+    }
+}
+
+/// `(x + a·x + … + a^K·x) / (K + 1)`: the layer mean of LightGCN-style propagation as one op.
+/// The map is linear, so the backward pass needs no activation: with `gs = g / (K + 1)`, the
+/// input's gradient is `gs + aᵀ(gs + aᵀ(… gs))` (K products, Horner's order). Same products
+/// and sums as the composed `spmm`/`add`/`scale` ops, in the same order — the same bits —
+/// without the 2K + 1 intermediate nodes and their buffers.
+struct LayerMean {
+    a: Arc<CsrMatrix>,
+    at: Arc<CsrMatrix>,
+    layers: usize,
+}
+
+impl CustomOp for LayerMean {
+    fn name(&self) -> &'static str {
+        "spmm_layer_mean"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        let x = inputs[0];
+        let mut sum = x.clone();
+        let mut e = std::borrow::Cow::Borrowed(x);
+        for _ in 0..self.layers {
+            e = std::borrow::Cow::Owned(self.a.matmul(&e));
+            add_assign(&mut sum.data, &e.data);
+        }
+        if self.layers > 0 {
+            let c = 1.0 / (self.layers + 1) as f32;
+            map_inplace(&mut sum.data, move |v| v * c);
+        }
+        sum
+    }
+
+    fn backward(
+        &self,
+        _: &[&Tensor],
+        _: &Tensor,
+        grad: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        if !needs[0] {
+            return vec![None];
+        }
+        let mut gs = grad.clone();
+        if self.layers > 0 {
+            let c = 1.0 / (self.layers + 1) as f32;
+            map_inplace(&mut gs.data, move |v| v * c);
+        }
+        let mut acc = gs.clone();
+        for _ in 0..self.layers {
+            acc = self.at.matmul(&acc);
+            add_assign(&mut acc.data, &gs.data);
+        }
+        vec![Some(acc)]
     }
 }
 
@@ -163,6 +259,21 @@ impl Graph<'_> {
         let op = Spmm {
             a: Arc::clone(&a.a),
             at: Arc::clone(&a.at),
+        };
+        self.custom(op, &[x])
+    }
+
+    /// The mean of `x, a·x, …, a^layers·x` for a square sparse `a` (LightGCN's layer
+    /// combination), as one op; see [`Graph::spmm`] for the shapes.
+    pub fn spmm_layer_mean(&mut self, a: &SparseOperand, x: NodeId, layers: usize) -> NodeId {
+        assert_eq!(
+            a.a.rows, a.a.cols,
+            "spmm_layer_mean: the matrix must be square"
+        );
+        let op = LayerMean {
+            a: Arc::clone(&a.a),
+            at: Arc::clone(&a.at),
+            layers,
         };
         self.custom(op, &[x])
     }
@@ -218,6 +329,57 @@ mod tests {
             let t = g.tanh(s);
             let s2 = g.mul(t, t);
             g.sum_all(s2)
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn layer_mean_equals_the_composed_ops_bit_for_bit_and_finite_differences() {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(5);
+        // square, not symmetric: the backward pass must use the transpose
+        let entries = (0..12u32)
+            .map(|k| (k * 7 % 5, k * 3 % 5, rng.gen_range(-1.0f32..1.0)))
+            .collect();
+        let a = SparseOperand::new(CsrMatrix::from_triplets(5, 5, entries));
+        assert!(!a.matrix().is_symmetric());
+        let x = init::normal(&mut rng, 5, 3, 1.0);
+        let w = init::normal(&mut rng, 5, 3, 1.0);
+        for layers in [0, 1, 3] {
+            let run = |fused: bool| {
+                let store = ParamStore::new();
+                let mut g = Graph::new(&store, true);
+                let xi = g.input(x.clone(), true);
+                let y = if fused {
+                    g.spmm_layer_mean(&a, xi, layers)
+                } else {
+                    let (mut e, mut sum) = (xi, xi);
+                    for _ in 0..layers {
+                        e = g.spmm(&a, e);
+                        sum = g.add(sum, e);
+                    }
+                    if layers > 0 {
+                        g.scale(sum, 1.0 / (layers + 1) as f32)
+                    } else {
+                        sum
+                    }
+                };
+                let wn = g.input(w.clone(), false);
+                let p = g.mul(y, wn);
+                let l = g.sum_all(p);
+                let grads = g.backward(l);
+                let gx = grads.of(xi).expect("a gradient").data.clone();
+                (g.value(y).data.clone(), gx)
+            };
+            assert_eq!(run(true), run(false), "{layers} layers");
+        }
+        check_gradients(&ParamStore::new(), &[x], |g, xs| {
+            let y = g.spmm_layer_mean(&a, xs[0], 2);
+            let wn = g.input(w.clone(), false);
+            let p = g.mul(y, wn);
+            let t = g.tanh(p);
+            let s = g.mul(t, t);
+            g.sum_all(s)
         })
         .unwrap();
     }
