@@ -65,29 +65,14 @@ impl OptimizerKind {
         lr: f32,
         step: u64,
     ) {
-        self.update_with(w, g, s1, s2, lr, step, |g, _| g)
-    }
-
-    /// [`OptimizerKind::update`] with the gradient entry `grad(g, w)` formed on the fly (the
-    /// dense step's `(g + l2·w)·scale`), so no gradient copy is written. Each rule is one pass
-    /// over equal-length slices, vectorized at the CPU's width ([`simd_fn!`]).
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn update_with(
-        &self,
-        w: &mut [f32],
-        g: &[f32],
-        s1: &mut [f32],
-        s2: &mut [f32],
-        lr: f32,
-        step: u64,
-        grad: impl Fn(f32, f32) -> f32,
-    ) {
-        update_rule(*self, w, g, s1, s2, lr, step, &grad)
+        update_rule(*self, w, g, s1, s2, lr, step, &|g, _| g)
     }
 }
 
 simd_fn! {
+    /// One pass of `kind`'s rule over equal-length slices, with the gradient entry `grad(g, w)`
+    /// formed on the fly (the dense step's `(g + l2·w)·scale`, so no gradient copy is
+    /// written), vectorized at the CPU's width.
     #[allow(clippy::too_many_arguments)]
     fn update_rule(
         kind: OptimizerKind,
@@ -261,9 +246,9 @@ impl DenseOptimizer {
                     })
                     .collect();
                 jobs.into_par_iter()
-                    .for_each(|(wc, gc, a, b)| kind.update_with(wc, gc, a, b, lr, step, grad));
+                    .for_each(|(wc, gc, a, b)| update_rule(kind, wc, gc, a, b, lr, step, &grad));
             } else {
-                kind.update_with(&mut w.data, g, s1, s2, lr, step, grad);
+                update_rule(kind, &mut w.data, g, s1, s2, lr, step, &grad);
             }
             if decay > 0.0 {
                 let keep = 1.0 - lr * decay;
