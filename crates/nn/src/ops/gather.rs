@@ -1,6 +1,6 @@
 //! Ops that move entries by index or position: embedding rows, per-instance segments and their
-//! means, column concatenation and slices, a learnable row blended in by mask, and row dots
-//! against indexed table rows (NCE scoring).
+//! means, column concatenation and slices, a learnable row blended in by mask, row dots
+//! against indexed table rows (NCE scoring) and dots of indexed row pairs (top-K scores).
 
 use crate::graph::{accumulate, Graph, NodeId, Op};
 use crate::kernels::{dot, simd_fn};

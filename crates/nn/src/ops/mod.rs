@@ -6,9 +6,10 @@
 //! `linear` (fused dense layers, bias, DCNv2's cross layer, `a · bᵀ`), [`elementwise`]
 //! (arithmetic, activations, scaling, dropout, sums, reparameterisation), `norm` (batch and
 //! layer norm, row softmax, L2 normalisation), `attention`, `gather` (row and segment
-//! lookups, concatenation, slices, NCE scoring), `interaction` (the FM term), [`loss`] and
-//! [`sparse`] (a CSR matrix times a dense one, for graph convolution). Adding a built-in op
-//! takes one variant, one match arm and the family file's builder and backward method.
+//! lookups, concatenation, slices, NCE and pair scoring), `interaction` (the FM term),
+//! [`loss`] and [`sparse`] (a CSR matrix times a dense one, and LightGCN's layer mean, for
+//! graph convolution). Adding a built-in op takes one variant, one match arm and the family
+//! file's builder and backward method.
 //!
 //! An op can instead implement [`CustomOp`], with no change to the tape: `forward` computes
 //! the output from its inputs (and may keep what its backward pass needs), `backward` maps the
