@@ -42,16 +42,20 @@ impl Ease {
 
 /// The Gram matrix XᵀX of binary rows (`train` user → items), in f64, column-major for faer.
 fn gram(train: &UserItems, n: usize) -> Mat<f64> {
-    let mut g = Mat::<f64>::zeros(n, n);
-    for u in 0..train.rows() {
-        let row = train.row(u as u32);
-        for &a in row {
-            for &b in row {
-                g[(a as usize, b as usize)] += 1.0;
+    // column a of the symmetric XᵀX counts, over the users of item a, their items: columns in
+    // parallel, each written by one thread in order (integer counts, so exact in any order)
+    let item_users = train.transpose(n);
+    let mut cols = vec![0f64; n * n];
+    cols.par_chunks_mut(n.max(1))
+        .enumerate()
+        .for_each(|(a, col)| {
+            for &u in item_users.row(a as u32) {
+                for &b in train.row(u) {
+                    col[b as usize] += 1.0;
+                }
             }
-        }
-    }
-    g
+        });
+    Mat::from_fn(n, n, |i, j| cols[j * n + i])
 }
 
 /// B = −P / diag(P), zero diagonal, for P = (G + λI)⁻¹; `None` if G + λI is not positive
