@@ -192,13 +192,12 @@ pub fn zip_map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f3
 /// `x[i] = f(x[i], y[i])`.
 pub(crate) fn zip_map_inplace(x: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
     assert_eq!(x.len(), y.len());
-    let run = |a: &mut [f32], b: &[f32]| zip_map_inplace_chunk(a, b, &f);
     if x.len() >= PARALLEL_MIN_LEN {
         x.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(y.par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(a, b)| run(a, b));
+            .for_each(|(a, b)| zip_map_inplace_chunk(a, b, &f));
     } else {
-        run(x, y);
+        zip_map_inplace_chunk(x, y, &f);
     }
 }
 

@@ -284,35 +284,30 @@ simd_fn! {
     /// `Σ (g + l2·w)²` in f64 with eight running sums, so the loop vectorizes (one running
     /// sum would wait on every add).
     fn sum_sq(g: &[f32], w: &[f32], l2: f32) -> f64 {
-        sum_sq_body(g, w, l2)
-    }
-}
-
-#[inline(always)]
-fn sum_sq_body(g: &[f32], w: &[f32], l2: f32) -> f64 {
-    if l2 == 0.0 {
-        // the same sum without reading the weights (finite, so 0·w adds nothing): half the
-        // memory traffic for the common case
-        return sum_sq_of(g);
-    }
-    let mut acc = [0f64; 8];
-    let (gc, wc) = (g.chunks_exact(8), w.chunks_exact(8));
-    let (gr, wr) = (gc.remainder(), wc.remainder());
-    for (g, w) in gc.zip(wc) {
-        for k in 0..8 {
-            let x = (g[k] + l2 * w[k]) as f64;
-            acc[k] += x * x;
+        if l2 == 0.0 {
+            // the same sum without reading the weights (finite, so 0·w adds nothing): half
+            // the memory traffic for the common case
+            return sum_sq_of(g);
         }
+        let mut acc = [0f64; 8];
+        let (gc, wc) = (g.chunks_exact(8), w.chunks_exact(8));
+        let (gr, wr) = (gc.remainder(), wc.remainder());
+        for (g, w) in gc.zip(wc) {
+            for k in 0..8 {
+                let x = (g[k] + l2 * w[k]) as f64;
+                acc[k] += x * x;
+            }
+        }
+        let tail: f64 = gr
+            .iter()
+            .zip(wr)
+            .map(|(g, w)| ((g + l2 * w) as f64).powi(2))
+            .sum();
+        acc.iter().sum::<f64>() + tail
     }
-    let tail: f64 = gr
-        .iter()
-        .zip(wr)
-        .map(|(g, w)| ((g + l2 * w) as f64).powi(2))
-        .sum();
-    acc.iter().sum::<f64>() + tail
 }
 
-/// `Σ g²` in f64, in the lane order of [`sum_sq_body`].
+/// `Σ g²` in f64, in the lane order of [`sum_sq`].
 #[inline(always)]
 fn sum_sq_of(g: &[f32]) -> f64 {
     let mut acc = [0f64; 8];

@@ -25,6 +25,7 @@ use recforge_nn::{DenseOptimizer, Graph, OptimizerKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Model-config keys the top-K loop reads.
 pub const TOPK_TRAIN_KEYS: &[&str] = &[
@@ -491,6 +492,9 @@ pub struct TopkTask<'a> {
     mcfg: &'a ModelConfig,
     opt: DenseOptimizer,
     step: u64,
+    /// built once (its membership bitset is a pass over the training set); shared with each
+    /// epoch while the step borrows the task mutably
+    sampler: Arc<NegativeSampler<'a>>,
     exclusions: [Vec<Vec<u32>>; 2],
     /// the latest test evaluation's per-user values
     pub test_report: Option<RankingReport>,
@@ -503,13 +507,14 @@ impl<'a> TopkTask<'a> {
         cfg: TopkTrainConfig,
         mcfg: &'a ModelConfig,
     ) -> Result<Self> {
-        NegativeSampler::new(data, cfg.negatives)?;
+        let sampler = Arc::new(NegativeSampler::new(data, cfg.negatives)?);
         let opt = DenseOptimizer::new(cfg.optimizer, model.params());
         Ok(TopkTask {
             model,
             data,
             opt,
             step: 0,
+            sampler,
             exclusions: [
                 exclusions(data, Split::Valid),
                 exclusions(data, Split::Test),
@@ -598,7 +603,7 @@ impl TrainTask for TopkTask<'_> {
         // an epoch visits every training interaction (pairwise models, each with a fresh
         // negative) or every user with training items (autoencoders), in a shuffled order
         let sampler = match self.model.input() {
-            TopkInput::Pairs => Some(NegativeSampler::new(data, self.cfg.negatives)?),
+            TopkInput::Pairs => Some(Arc::clone(&self.sampler)),
             _ => None,
         };
         let mut order: Vec<u32> = match &sampler {

@@ -186,6 +186,16 @@ struct LayerMean {
     layers: usize,
 }
 
+impl LayerMean {
+    /// `t / (K + 1)` as the composed `scale` op computes it (`v · (1 / (K + 1))`).
+    fn divide_by_layer_count(&self, t: &mut Tensor) {
+        if self.layers > 0 {
+            let c = 1.0 / (self.layers + 1) as f32;
+            map_inplace(&mut t.data, move |v| v * c);
+        }
+    }
+}
+
 impl CustomOp for LayerMean {
     fn name(&self) -> &'static str {
         "spmm_layer_mean"
@@ -199,10 +209,7 @@ impl CustomOp for LayerMean {
             e = std::borrow::Cow::Owned(self.a.matmul(&e));
             add_assign(&mut sum.data, &e.data);
         }
-        if self.layers > 0 {
-            let c = 1.0 / (self.layers + 1) as f32;
-            map_inplace(&mut sum.data, move |v| v * c);
-        }
+        self.divide_by_layer_count(&mut sum);
         sum
     }
 
@@ -217,10 +224,7 @@ impl CustomOp for LayerMean {
             return vec![None];
         }
         let mut gs = grad.clone();
-        if self.layers > 0 {
-            let c = 1.0 / (self.layers + 1) as f32;
-            map_inplace(&mut gs.data, move |v| v * c);
-        }
+        self.divide_by_layer_count(&mut gs);
         let mut acc = gs.clone();
         for _ in 0..self.layers {
             acc = self.at.matmul(&acc);
