@@ -26,4 +26,4 @@ pub use ops::CustomOp;
 pub use optim::{DenseOptimizer, OptimizerKind, ParamGroup};
 pub use params::{ParamId, ParamStore, Scope};
 pub use tensor::Tensor;
-pub use transformer::{segments_from_lengths, Segment};
+pub use transformer::{segments_from_lengths, AttentionOptions, Segment};

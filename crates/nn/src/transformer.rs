@@ -126,9 +126,42 @@ fn softmax_in_place(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// Multi-head self-attention `softmax(Q Kᵀ/√d) V` of every segment over its own tokens, with
+/// How attention scores and probabilities are treated besides the softmax.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionOptions {
+    /// Divide the scores by √(head width) (the transformer's choice; AutoInt's `use_scale`).
+    pub scaled: bool,
+    /// Dropout on the attention probabilities in training (RecBole's and FuxiCTR's
+    /// `attn_dropout_prob` / AutoInt's `net_dropout`).
+    pub dropout: f32,
+}
+
+impl Default for AttentionOptions {
+    fn default() -> Self {
+        AttentionOptions {
+            scaled: true,
+            dropout: 0.0,
+        }
+    }
+}
+
+impl AttentionOptions {
+    /// The factor the scores are multiplied by for heads of width `head_dim`.
+    pub fn score_scale(&self, head_dim: usize) -> f32 {
+        if self.scaled {
+            1.0 / (head_dim as f32).sqrt()
+        } else {
+            1.0
+        }
+    }
+}
+
+/// Multi-head self-attention `softmax(Q Kᵀ·scale) V` of every segment over its own tokens, with
 /// `q`, `k`, `v` and `out` packed `[tokens × width]`, head `h` in columns `h·d..(h+1)·d`.
-/// Returns the attention probabilities (per segment: `heads × len × len`) for the backward pass.
+/// `drop`, when given, holds per segment an inverted-dropout mask (`0` or `1/(1−p)`) over its
+/// probabilities, applied before they weight `V`. Returns the attention probabilities before
+/// dropout (per segment: `heads × len × len`) for the backward pass.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     q: &[f32],
     k: &[f32],
@@ -137,20 +170,23 @@ pub fn attention_forward(
     width: usize,
     heads: usize,
     segs: &[Segment],
+    scale: f32,
+    drop: Option<&[Vec<f32>]>,
 ) -> Vec<Vec<f32>> {
     assert!(
         width.is_multiple_of(heads),
         "attention: width not divisible by heads"
     );
     let d = width / heads;
-    let scale = 1.0 / (d as f32).sqrt();
     let chunks = split_segments(out, segs, width);
     chunks
         .into_par_iter()
         .zip(segs.par_iter())
-        .map(|(o, s)| {
+        .enumerate()
+        .map(|(i, (o, s))| {
             let n = s.len;
             let mut probs = vec![0.0f32; heads * n * n];
+            let mut dropped = drop.map(|_| vec![0.0f32; n * n]);
             for h in 0..heads {
                 let qkv = View::rows(s.start * width + h * d, width);
                 let p = &mut probs[h * n * n..(h + 1) * n * n];
@@ -166,10 +202,20 @@ pub fn attention_forward(
                     false,
                 );
                 p.chunks_exact_mut(n).for_each(softmax_in_place);
+                let weights: &[f32] = match (&mut dropped, drop) {
+                    (Some(buf), Some(masks)) => {
+                        let m = &masks[i][h * n * n..(h + 1) * n * n];
+                        buf.iter_mut()
+                            .zip(p.iter().zip(m))
+                            .for_each(|(b, (a, k))| *b = a * k);
+                        buf
+                    }
+                    _ => p,
+                };
                 gemm_view(
                     o,
                     View::rows(h * d, width),
-                    p,
+                    weights,
                     View::rows(0, n),
                     v,
                     qkv,
@@ -194,9 +240,10 @@ pub fn attention_backward(
     width: usize,
     heads: usize,
     segs: &[Segment],
+    scale: f32,
+    drop: Option<&[Vec<f32>]>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let d = width / heads;
-    let scale = 1.0 / (d as f32).sqrt();
     let total = q.len();
     let (mut gq, mut gk, mut gv) = (vec![0.0; total], vec![0.0; total], vec![0.0; total]);
     let parts = split_segments(&mut gq, segs, width)
@@ -207,17 +254,29 @@ pub fn attention_backward(
     parts
         .into_par_iter()
         .zip(segs.par_iter().zip(probs.par_iter()))
-        .for_each(|(((gq_s, gk_s), gv_s), (s, probs))| {
+        .enumerate()
+        .for_each(|(i, (((gq_s, gk_s), gv_s), (s, probs)))| {
             let n = s.len;
             let mut ds = vec![0.0f32; n * n];
+            let mut dropped = drop.map(|_| vec![0.0f32; n * n]);
             for h in 0..heads {
                 let global = View::rows(s.start * width + h * d, width);
                 let local = View::rows(h * d, width);
                 let p = &probs[h * n * n..(h + 1) * n * n];
+                let mask = drop.map(|m| &m[i][h * n * n..(h + 1) * n * n]);
                 let sq = View::rows(0, n);
-                // dV = Pᵀ dO
-                gemm_view(gv_s, local, p, sq.t(), dout, global, (n, d, n), 1.0, false);
-                // dP = dO Vᵀ, then dS = P ⊙ (dP − rowsum(dP ⊙ P))
+                // dV = P̃ᵀ dO with P̃ the probabilities after dropout
+                let weights: &[f32] = match (&mut dropped, mask) {
+                    (Some(buf), Some(m)) => {
+                        buf.iter_mut()
+                            .zip(p.iter().zip(m))
+                            .for_each(|(b, (a, k))| *b = a * k);
+                        buf
+                    }
+                    _ => p,
+                };
+                gemm_view(gv_s, local, weights, sq.t(), dout, global, (n, d, n), 1.0, false);
+                // dP̃ = dO Vᵀ, dP = dP̃ ⊙ mask, then dS = P ⊙ (dP − rowsum(dP ⊙ P))
                 gemm_view(
                     &mut ds,
                     sq,
@@ -229,6 +288,9 @@ pub fn attention_backward(
                     1.0,
                     false,
                 );
+                if let Some(m) = mask {
+                    ds.iter_mut().zip(m).for_each(|(g, k)| *g *= k);
+                }
                 for (dr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
                     let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
                     dr.iter_mut()
@@ -410,7 +472,7 @@ mod tests {
         let k: Vec<f32> = (0..20).map(|i| f(i, 0.7)).collect();
         let v: Vec<f32> = (0..20).map(|i| f(i, 2.1)).collect();
         let mut out = vec![0.0; 20];
-        attention_forward(&q, &k, &v, &mut out, width, heads, &segs);
+        attention_forward(&q, &k, &v, &mut out, width, heads, &segs, 1.0 / 2f32.sqrt(), None);
         let d = 2;
         for s in &segs {
             for h in 0..heads {

@@ -3,7 +3,8 @@
 
 use crate::graph::{accumulate, Graph, NodeId, Op};
 use crate::tensor::Tensor;
-use crate::transformer::{self, Segment};
+use crate::transformer::{self, AttentionOptions, Segment};
+use rand::{Rng, SeedableRng};
 
 impl Graph<'_> {
     /// Multi-head self-attention within each segment of packed `q`, `k`, `v` (`[tokens × width]`).
@@ -14,6 +15,24 @@ impl Graph<'_> {
         v: NodeId,
         heads: usize,
         segs: &[Segment],
+    ) -> NodeId {
+        // no dropout, so the generator is never drawn from
+        let mut no_rng = rand::rngs::StdRng::seed_from_u64(0);
+        self.attention_with(q, k, v, heads, segs, AttentionOptions::default(), &mut no_rng)
+    }
+
+    /// As [`Graph::attention`], with the score scaling and probability dropout of `opts`
+    /// (dropout only in training; its masks are drawn from `rng`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_with(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        heads: usize,
+        segs: &[Segment],
+        opts: AttentionOptions,
+        rng: &mut impl Rng,
     ) -> NodeId {
         let (qv, kv, vv) = (self.value(q), self.value(k), self.value(v));
         assert!(
@@ -26,6 +45,17 @@ impl Graph<'_> {
             rows,
             "attention: segments do not cover the rows"
         );
+        let scale = opts.score_scale(width / heads.max(1));
+        let drop = (self.train && opts.dropout > 0.0).then(|| {
+            let keep = 1.0 - opts.dropout;
+            segs.iter()
+                .map(|s| {
+                    (0..heads * s.len * s.len)
+                        .map(|_| if rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 })
+                        .collect::<Vec<f32>>()
+                })
+                .collect::<Vec<_>>()
+        });
         let mut out = Tensor::zeros(rows, width);
         let probs = transformer::attention_forward(
             &qv.data,
@@ -35,6 +65,8 @@ impl Graph<'_> {
             width,
             heads,
             segs,
+            scale,
+            drop.as_deref(),
         );
         let probs = if self.no_grad { Vec::new() } else { probs };
         let rg = self.rg(q) || self.rg(k) || self.rg(v);
@@ -45,7 +77,9 @@ impl Graph<'_> {
                 v,
                 heads,
                 segs: segs.to_vec(),
+                scale,
                 probs,
+                drop,
             },
             out,
             rg,
@@ -57,16 +91,16 @@ impl Graph<'_> {
         &self,
         g: &mut [Option<Tensor>],
         gy: Tensor,
-        q: NodeId,
-        k: NodeId,
-        v: NodeId,
+        (q, k, v): (NodeId, NodeId, NodeId),
         heads: usize,
         segs: &[Segment],
+        scale: f32,
         probs: &[Vec<f32>],
+        drop: Option<&[Vec<f32>]>,
     ) {
         let (qv, kv, vv) = (self.value(q), self.value(k), self.value(v));
         let (gq, gk, gv) = transformer::attention_backward(
-            &qv.data, &kv.data, &vv.data, &gy.data, probs, qv.cols, heads, segs,
+            &qv.data, &kv.data, &vv.data, &gy.data, probs, qv.cols, heads, segs, scale, drop,
         );
         let (r, c) = qv.shape();
         for (id, grad) in [(q, gq), (k, gk), (v, gv)] {
@@ -138,5 +172,52 @@ mod tests {
             let h = g.gelu(f);
             g.linear(h, wl, Some(bl))
         });
+    }
+
+    #[test]
+    fn attention_with_probability_dropout_and_no_scaling_matches_finite_differences() {
+        // the same masks on every evaluation (a fresh generator per forward pass)
+        use crate::transformer::AttentionOptions;
+        let mut rng = StdRng::seed_from_u64(5);
+        let segs = crate::segments_from_lengths(&[3, 4, 1]);
+        let x = rand_input(&mut rng, 8, 4);
+        let mut s = ParamStore::new();
+        let wv = s.add("v", init::normal(&mut rng, 4, 4, 0.5), true, true);
+        let opts = AttentionOptions {
+            scaled: false,
+            dropout: 0.3,
+        };
+        check(s, x, |g, x| {
+            let mut drop_rng = StdRng::seed_from_u64(9);
+            let v = g.linear(x, wv, None);
+            let a = g.attention_with(x, x, v, 2, &segs, opts, &mut drop_rng);
+            g.sum_cols(a)
+        });
+    }
+
+    #[test]
+    fn attention_dropout_zeroes_probabilities_only_in_training() {
+        use crate::graph::Graph;
+        use crate::transformer::AttentionOptions;
+        let mut rng = StdRng::seed_from_u64(2);
+        let segs = crate::segments_from_lengths(&[4]);
+        let x = rand_input(&mut rng, 4, 2);
+        let store = ParamStore::new();
+        let opts = AttentionOptions {
+            scaled: true,
+            dropout: 0.5,
+        };
+        let out = |train: bool| {
+            let mut g = Graph::new(&store, train);
+            let xi = g.input(x.clone(), false);
+            let a = g.attention_with(xi, xi, xi, 1, &segs, opts, &mut StdRng::seed_from_u64(1));
+            let b = g.attention(xi, xi, xi, 1, &segs);
+            (g.value(a).clone(), g.value(b).clone())
+        };
+        let (eval_drop, eval_plain) = out(false);
+        assert_eq!(eval_drop, eval_plain);
+        let (train_drop, train_plain) = out(true);
+        assert_eq!(train_plain, eval_plain);
+        assert_ne!(train_drop, train_plain);
     }
 }

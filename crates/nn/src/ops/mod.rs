@@ -6,7 +6,8 @@
 //! `linear` (fused dense layers, bias, DCNv2's cross layer, `a · bᵀ`), [`elementwise`]
 //! (arithmetic, activations, scaling, dropout, sums, reparameterisation), `norm` (batch and
 //! layer norm, row softmax, L2 normalisation), `attention`, `gather` (row and segment
-//! lookups, concatenation, slices, NCE and pair scoring), `interaction` (the FM term),
+//! lookups, concatenation, slices, NCE and pair scoring), `interaction` (the FM term), [`fields`] (pairing, pooling and transposing the field
+//! blocks of a row, for the field-interaction models),
 //! [`loss`] and [`sparse`] (a CSR matrix times a dense one, and LightGCN's layer mean, for
 //! graph convolution). Adding a built-in op takes one variant, one match arm and the family
 //! file's builder and backward method.
@@ -19,6 +20,7 @@
 
 mod attention;
 pub mod elementwise;
+pub mod fields;
 mod gather;
 mod interaction;
 mod linear;
