@@ -40,7 +40,8 @@ pub struct FeatureEmbedding {
 }
 
 impl FeatureEmbedding {
-    /// `dims[i]` is field `i`'s embedding size; fields sharing a vocabulary must agree on it.
+    /// `dims[i]` is field `i`'s embedding size (0 leaves the field out); fields sharing a
+    /// vocabulary must agree on it.
     pub fn new(
         name: &str,
         fmap: &FeatureMap,
@@ -48,18 +49,27 @@ impl FeatureEmbedding {
         opt: OptimizerKind,
         rng: &mut impl Rng,
     ) -> Result<Self, String> {
-        let mut tables = Vec::new();
+        let mut tables: Vec<EmbeddingTable> = Vec::new();
         let mut table_names = Vec::new();
         let mut owner_table = vec![usize::MAX; fmap.fields.len()];
         let mut table_of_field = Vec::new();
         let mut text_of_table = Vec::new();
         for (i, f) in fmap.fields.iter().enumerate() {
             let owner = f.vocab_owner;
-            if dims[i] != dims[owner] {
+            if dims[i] == 0 {
+                // a field this embedding leaves out (a model's context subset)
+                table_of_field.push(usize::MAX);
+                continue;
+            }
+            let shared_dim = match owner_table[owner] {
+                usize::MAX => (dims[owner] > 0).then_some(dims[owner]),
+                t => Some(tables[t].dim),
+            };
+            if let Some(want) = shared_dim.filter(|&w| w != dims[i]) {
                 return Err(format!(
                     "field `{}` shares the embedding of `{}` but has embedding_dim {} instead of \
-                        {}",
-                    f.spec.name, fmap.fields[owner].spec.name, dims[i], dims[owner]
+                        {want}",
+                    f.spec.name, fmap.fields[owner].spec.name, dims[i]
                 ));
             }
             if owner_table[owner] == usize::MAX {
@@ -80,7 +90,7 @@ impl FeatureEmbedding {
                     (FieldKind::Numeric, _) => 1,
                     _ => fmap.vocabs[owner].size(),
                 };
-                let mut t = EmbeddingTable::new(rows, dims[owner], EMBEDDING_INIT_STD, opt, rng);
+                let mut t = EmbeddingTable::new(rows, dims[i], EMBEDDING_INIT_STD, opt, rng);
                 if rows == 1 {
                     // a numeric field's vector is not a padding row: initialize it like the rest
                     t.weight
@@ -152,6 +162,9 @@ impl FeatureEmbedding {
 
     fn embed_row(&self, slots: &[u32], orow: &mut [f32]) {
         for (i, kind) in self.kinds.iter().enumerate() {
+            if self.dims[i] == 0 {
+                continue;
+            }
             let t = &self.tables[self.table_of_field[i]];
             let o = &mut orow[self.span(i)];
             let off = self.offsets[i];

@@ -275,7 +275,17 @@ pub fn attention_backward(
                     }
                     _ => p,
                 };
-                gemm_view(gv_s, local, weights, sq.t(), dout, global, (n, d, n), 1.0, false);
+                gemm_view(
+                    gv_s,
+                    local,
+                    weights,
+                    sq.t(),
+                    dout,
+                    global,
+                    (n, d, n),
+                    1.0,
+                    false,
+                );
                 // dP̃ = dO Vᵀ, dP = dP̃ ⊙ mask, then dS = P ⊙ (dP − rowsum(dP ⊙ P))
                 gemm_view(
                     &mut ds,
@@ -472,7 +482,17 @@ mod tests {
         let k: Vec<f32> = (0..20).map(|i| f(i, 0.7)).collect();
         let v: Vec<f32> = (0..20).map(|i| f(i, 2.1)).collect();
         let mut out = vec![0.0; 20];
-        attention_forward(&q, &k, &v, &mut out, width, heads, &segs, 1.0 / 2f32.sqrt(), None);
+        attention_forward(
+            &q,
+            &k,
+            &v,
+            &mut out,
+            width,
+            heads,
+            &segs,
+            1.0 / 2f32.sqrt(),
+            None,
+        );
         let d = 2;
         for s in &segs {
             for h in 0..heads {

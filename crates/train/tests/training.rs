@@ -55,12 +55,17 @@ fn every_model_learns_the_tiny_dataset() {
     let dir = tempfile::tempdir().unwrap();
     common::tiny_dataset(dir.path());
     for expid in common::ALL_MODELS {
-        let (_, report) = fit(
-            dir.path(),
-            expid,
-            &dir.path().join("runs").join(expid),
-            8,
-            false,
+        let run = dir.path().join("runs").join(expid);
+        let (model, report) = fit(dir.path(), expid, &run, 8, false);
+        // the checkpoint scores exactly as the model it was written from
+        let (_, ds) = common::load(dir.path(), expid);
+        let test = ds.test.as_ref().unwrap();
+        let (_, want) = evaluate(&model, test, &ds.feature_map, 64, None);
+        let loaded = load_model(&run).unwrap();
+        let (_, got) = evaluate(&loaded.model, test, &ds.feature_map, 64, None);
+        assert_eq!(
+            got, want,
+            "{expid}: the restored checkpoint scores differently"
         );
         let auc = report.test.unwrap().auc.unwrap();
         // label = (user + item) % 3 == 0 or user < 4: pairs and first-order terms

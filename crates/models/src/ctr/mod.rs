@@ -3,20 +3,40 @@
 //! takes a dimension-1 table for first-order weights and a dimension-d table for factors);
 //! [`Model`] owns those tables, the dense parameters, and runs a batch through them.
 
+mod afm;
+mod autoint;
+mod dcn;
 mod dcnv2;
 mod deepfm;
 mod dnn;
+mod fibinet;
+mod finalmlp;
 mod fm;
+mod fwfm;
 mod lr;
+mod nfm;
+mod pnn;
+mod wide_deep;
+mod xdeepfm;
 
+pub use afm::Afm;
+pub use autoint::AutoInt;
+pub use dcn::Dcn;
 pub use dcnv2::{Dcnv2, Dcnv2Structure};
 pub use deepfm::DeepFm;
 pub use dnn::Dnn;
+pub use fibinet::{BilinearInteraction, BilinearType, FiBiNet, SqueezeExcitation};
+pub use finalmlp::FinalMlp;
 pub use fm::Fm;
+pub use fwfm::FwFm;
 pub use lr::Lr;
+pub use nfm::Nfm;
+pub use pnn::Pnn;
+pub use wide_deep::WideDeep;
+pub use xdeepfm::{Cin, XDeepFm};
 
 use crate::embedding::FeatureEmbedding;
-use crate::layers::{Activation, ActivationExt, MlpConfig};
+use crate::layers::{Activation, ActivationExt, MlpBlock, MlpConfig};
 use crate::{ModelError, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -25,12 +45,15 @@ use recforge_nn::graph::Grads;
 use recforge_nn::{Graph, NodeId, OptimizerKind, ParamId, ParamStore};
 
 /// What an embedding matrix a model consumes holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EmbeddingUse {
     /// One weight per feature value (dimension 1): first-order terms.
     FirstOrder,
     /// Each field's embedding (`embedding_dim`, or the field's own).
     Factors,
+    /// A separate embedding of these fields only (by index), `[batch × Σ their dims]`:
+    /// FinalMLP's gate contexts.
+    Subset(Vec<usize>),
 }
 
 /// The part of a model that runs on the tape.
@@ -87,11 +110,48 @@ impl CommonConfig {
     }
 }
 
+/// The config keys one MLP reads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MlpKeys {
+    pub units: &'static str,
+    pub activations: &'static str,
+    pub dropout: &'static str,
+    pub batch_norm: &'static str,
+}
+
+impl MlpKeys {
+    /// `<units>` and `<activations>` with the shared `net_dropout` and `batch_norm`.
+    pub const fn shared(units: &'static str, activations: &'static str) -> Self {
+        MlpKeys {
+            units,
+            activations,
+            dropout: "net_dropout",
+            batch_norm: "batch_norm",
+        }
+    }
+}
+
 /// Reads an MLP's hidden sizes, activations, dropout and batch-norm flag from `cfg`.
 pub(crate) fn mlp_config(
     cfg: &ModelConfig,
-    units_key: &str,
-    act_key: &str,
+    units_key: &'static str,
+    act_key: &'static str,
+    default_units: &[usize],
+    output_dim: Option<usize>,
+) -> Result<MlpConfig> {
+    mlp_config_keyed(
+        cfg,
+        MlpKeys::shared(units_key, act_key),
+        default_units,
+        output_dim,
+    )
+}
+
+/// As [`mlp_config`], with every key named (FinalMLP's two MLPs have their own dropout and
+/// batch-norm keys).
+pub(crate) fn mlp_config_keyed(
+    cfg: &ModelConfig,
+    keys: MlpKeys,
     default_units: &[usize],
     output_dim: Option<usize>,
 ) -> Result<MlpConfig> {
@@ -100,30 +160,81 @@ pub(crate) fn mlp_config(
         msg,
     };
     let hidden = cfg
-        .usize_list_or(units_key, default_units)
+        .usize_list_or(keys.units, default_units)
         .map_err(|e| err(e.to_string()))?;
     if hidden.contains(&0) {
         return Err(err(format!(
-            "`{units_key}`: every layer needs at least one unit, got {hidden:?}"
+            "`{}`: every layer needs at least one unit, got {hidden:?}",
+            keys.units
         )));
     }
-    let activations = Activation::parse_per_layer(cfg.get(act_key), hidden.len())
-        .map_err(|m| err(format!("`{act_key}`: {m}")))?;
+    let activations = Activation::parse_per_layer(cfg.get(keys.activations), hidden.len())
+        .map_err(|m| err(format!("`{}`: {m}", keys.activations)))?;
     let dropout = cfg
-        .f64_or_first("net_dropout", 0.0)
+        .f64_or_first(keys.dropout, 0.0)
         .map_err(|e| err(e.to_string()))? as f32;
     if !(0.0..1.0).contains(&dropout) {
-        return Err(err(format!("net_dropout must be in [0, 1), got {dropout}")));
+        return Err(err(format!(
+            "{} must be in [0, 1), got {dropout}",
+            keys.dropout
+        )));
     }
     Ok(MlpConfig {
         hidden,
         activations,
         dropout,
         batch_norm: cfg
-            .bool_or("batch_norm", false)
+            .bool_or(keys.batch_norm, false)
             .map_err(|e| err(e.to_string()))?,
         output_dim,
     })
+}
+
+/// An MLP that a model has only when its hidden-unit list is not empty (FuxiCTR's
+/// `dnn_hidden_units: []` turns AutoInt's, xDeepFM's and DCN's DNN off).
+pub(crate) fn optional_mlp(
+    b: &mut CtrBuild,
+    keys: MlpKeys,
+    name: &str,
+    input_dim: usize,
+    default_units: &[usize],
+    output_dim: Option<usize>,
+) -> Result<Option<MlpBlock>> {
+    let c = mlp_config_keyed(b.cfg, keys, default_units, output_dim)?;
+    Ok((!c.hidden.is_empty()).then(|| MlpBlock::new(b.params, name, input_dim, &c, b.rng)))
+}
+
+/// A config error for experiment `cfg`.
+pub(crate) fn config_error(cfg: &ModelConfig, msg: impl Into<String>) -> ModelError {
+    ModelError::Config {
+        expid: cfg.expid.clone(),
+        msg: msg.into(),
+    }
+}
+
+/// A dropout rate in [0, 1) from `key` (a number, or a list whose entry `index` is used).
+pub(crate) fn dropout_at(cfg: &ModelConfig, key: &str, index: usize) -> Result<f32> {
+    let v = match cfg.get(key) {
+        None => 0.0,
+        Some(serde_json::Value::Array(a)) => {
+            a.get(index).and_then(|v| v.as_f64()).ok_or_else(|| {
+                config_error(
+                    cfg,
+                    format!("`{key}` should list at least {} numbers", index + 1),
+                )
+            })?
+        }
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| config_error(cfg, format!("`{key}` should be a number, got {v}")))?,
+    };
+    if !(0.0..1.0).contains(&v) {
+        return Err(config_error(
+            cfg,
+            format!("{key} must be in [0, 1), got {v}"),
+        ));
+    }
+    Ok(v as f32)
 }
 
 /// A model ready to train or score: the tape part, its dense parameters and its tables.
@@ -152,6 +263,7 @@ pub struct CtrBuild<'a> {
     pub dim: usize,
     /// Σ of the fields' embedding sizes.
     pub input_dim: usize,
+    pub fmap: &'a FeatureMap,
 }
 
 /// One CTR model: its name as FuxiCTR spells it, the config keys it reads besides
@@ -199,6 +311,72 @@ pub const REGISTRY: &[CtrEntry] = &[
         keys: dcnv2::KEYS,
         inner_products: false,
         build: |b| Ok(Box::new(Dcnv2::new(b.cfg, b.params, b.input_dim, b.rng)?)),
+    },
+    CtrEntry {
+        name: "WideDeep",
+        keys: MLP_KEYS,
+        inner_products: false,
+        build: |b| Ok(Box::new(WideDeep::new(b)?)),
+    },
+    CtrEntry {
+        name: "DCN",
+        keys: dcn::KEYS,
+        inner_products: false,
+        build: |b| Ok(Box::new(Dcn::new(b)?)),
+    },
+    CtrEntry {
+        name: "NFM",
+        keys: MLP_KEYS,
+        inner_products: true,
+        build: |b| Ok(Box::new(Nfm::new(b)?)),
+    },
+    CtrEntry {
+        name: "PNN",
+        keys: &[
+            "hidden_units",
+            "hidden_activations",
+            "net_dropout",
+            "batch_norm",
+            "product_type",
+        ],
+        inner_products: true,
+        build: |b| Ok(Box::new(Pnn::new(b)?)),
+    },
+    CtrEntry {
+        name: "FwFM",
+        keys: &["linear_type"],
+        inner_products: true,
+        build: |b| Ok(Box::new(FwFm::new(b)?)),
+    },
+    CtrEntry {
+        name: "AFM",
+        keys: afm::KEYS,
+        inner_products: true,
+        build: |b| Ok(Box::new(Afm::new(b)?)),
+    },
+    CtrEntry {
+        name: "AutoInt",
+        keys: autoint::KEYS,
+        inner_products: true,
+        build: |b| Ok(Box::new(AutoInt::new(b)?)),
+    },
+    CtrEntry {
+        name: "xDeepFM",
+        keys: xdeepfm::KEYS,
+        inner_products: true,
+        build: |b| Ok(Box::new(XDeepFm::new(b)?)),
+    },
+    CtrEntry {
+        name: "FiBiNET",
+        keys: fibinet::KEYS,
+        inner_products: true,
+        build: |b| Ok(Box::new(FiBiNet::new(b)?)),
+    },
+    CtrEntry {
+        name: "FinalMLP",
+        keys: finalmlp::KEYS,
+        inner_products: false,
+        build: |b| Ok(Box::new(FinalMlp::new(b)?)),
     },
 ];
 
@@ -271,6 +449,7 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
         fields,
         dim: d,
         input_dim,
+        fmap,
     })?;
     let embeddings = net
         .embeddings()
@@ -280,6 +459,9 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
             let dims = match usage {
                 EmbeddingUse::FirstOrder => vec![1; fields],
                 EmbeddingUse::Factors => field_dims.clone(),
+                EmbeddingUse::Subset(keep) => (0..fields)
+                    .map(|i| if keep.contains(&i) { field_dims[i] } else { 0 })
+                    .collect(),
             };
             FeatureEmbedding::new(&format!("emb{k}"), fmap, &dims, common.optimizer, &mut rng)
                 .map_err(|msg| ModelError::Config {

@@ -18,7 +18,15 @@ impl Graph<'_> {
     ) -> NodeId {
         // no dropout, so the generator is never drawn from
         let mut no_rng = rand::rngs::StdRng::seed_from_u64(0);
-        self.attention_with(q, k, v, heads, segs, AttentionOptions::default(), &mut no_rng)
+        self.attention_with(
+            q,
+            k,
+            v,
+            heads,
+            segs,
+            AttentionOptions::default(),
+            &mut no_rng,
+        )
     }
 
     /// As [`Graph::attention`], with the score scaling and probability dropout of `opts`
@@ -51,7 +59,13 @@ impl Graph<'_> {
             segs.iter()
                 .map(|s| {
                     (0..heads * s.len * s.len)
-                        .map(|_| if rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 })
+                        .map(|_| {
+                            if rng.gen::<f32>() < keep {
+                                1.0 / keep
+                            } else {
+                                0.0
+                            }
+                        })
                         .collect::<Vec<f32>>()
                 })
                 .collect::<Vec<_>>()

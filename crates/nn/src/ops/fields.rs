@@ -161,7 +161,11 @@ impl CustomOp for SumBlocks {
     fn forward(&mut self, x: &[&Tensor]) -> Tensor {
         let (x, w) = (x[0], self.width);
         let mut out = Tensor::zeros(x.rows, w);
-        for (o, row) in out.data.chunks_exact_mut(w).zip(x.data.chunks_exact(x.cols)) {
+        for (o, row) in out
+            .data
+            .chunks_exact_mut(w)
+            .zip(x.data.chunks_exact(x.cols))
+        {
             for block in row.chunks_exact(w) {
                 o.iter_mut().zip(block).for_each(|(o, v)| *o += v);
             }
@@ -256,9 +260,7 @@ impl CustomOp for RowOuter {
                 }
                 if let Some(gb) = gb.as_mut() {
                     let dst = &mut gb.data[r * b.cols..(r + 1) * b.cols];
-                    dst.iter_mut()
-                        .zip(gf)
-                        .for_each(|(o, g)| *o += g * ar[f]);
+                    dst.iter_mut().zip(gf).for_each(|(o, g)| *o += g * ar[f]);
                 }
             }
         }
@@ -380,8 +382,14 @@ mod tests {
     #[test]
     fn block_ops_on_a_hand_case() {
         let x = Tensor::from_vec(1, 6, vec![1., 2., 3., 4., 5., 6.]);
-        assert_eq!(run(x.clone(), |g, x| g.group_sums(x, 2)).data, vec![3., 7., 11.]);
-        assert_eq!(run(x.clone(), |g, x| g.sum_blocks(x, 2)).data, vec![9., 12.]);
+        assert_eq!(
+            run(x.clone(), |g, x| g.group_sums(x, 2)).data,
+            vec![3., 7., 11.]
+        );
+        assert_eq!(
+            run(x.clone(), |g, x| g.sum_blocks(x, 2)).data,
+            vec![9., 12.]
+        );
         // [[1,2,3],[4,5,6]]ᵀ = [[1,4],[2,5],[3,6]]
         assert_eq!(
             run(x.clone(), |g, x| g.transpose_blocks(x, 2, 3)).data,

@@ -51,6 +51,7 @@ pub fn tiny_dataset(dir: &Path) {
     .unwrap();
     let common = "  dataset_id: tiny\n  embedding_dim: 4\n  batch_size: 64\n  epochs: 3\n  \
         learning_rate: 0.01\n  seed: 7\n";
+    let zoo = zoo_configs(common);
     std::fs::write(
         dir.join("model_config.yaml"),
         format!(
@@ -65,7 +66,8 @@ pub fn tiny_dataset(dir: &Path) {
                 batch_size: 64\n  epochs: 3\n  seed: 7\nFMmixed_t:\n  model: FM\n  dataset_id: \
                 tiny_mixed\n  embedding_dim: 4\nDCNv2mix_t:\n  model: DCNv2\n{common}  \
                 model_structure: parallel\n  use_low_rank_mixture: true\n  low_rank: 3\n  \
-                num_experts: 2\n  parallel_dnn_hidden_units: [8]\n  num_cross_layers: 2\n",
+                num_experts: 2\n  parallel_dnn_hidden_units: [8]\n  num_cross_layers: 2\n\
+                {zoo}",
             p("ckpt")
         ),
     )
@@ -86,7 +88,92 @@ pub const ALL_MODELS: &[&str] = &[
     "DCNv2_t",
     "DCNv2mix_t",
     "DNNmixed_t",
+    "WideDeep_t",
+    "DCN_t",
+    "DCNonly_t",
+    "NFM_t",
+    "PNN_t",
+    "FwFM_t",
+    "FwFMlw_t",
+    "FwFMfilv_t",
+    "AFM_t",
+    "AFMplain_t",
+    "AutoInt_t",
+    "AutoIntbare_t",
+    "xDeepFM_t",
+    "FiBiNET_t",
+    "FiBiNETeach_t",
+    "FiBiNETpair_t",
+    "FinalMLP_t",
+    "FinalMLPbias_t",
+    "FinalMLPnofs_t",
 ];
+
+/// Tiny configs of the CTR zoo (every option that changes the graph at least once).
+fn zoo_configs(common: &str) -> String {
+    let entries: &[(&str, &str, &str)] = &[
+        ("WideDeep_t", "WideDeep", "hidden_units: [8]\n  batch_norm: true\n  net_dropout: 0.1"),
+        ("DCN_t", "DCN", "dnn_hidden_units: [8]\n  dnn_activations: tanh\n  num_cross_layers: 2"),
+        ("DCNonly_t", "DCN", "dnn_hidden_units: []\n  num_cross_layers: 2"),
+        ("NFM_t", "NFM", "hidden_units: [8, 6]\n  hidden_activations: tanh"),
+        ("PNN_t", "PNN", "hidden_units: [8]\n  hidden_activations: tanh\n  product_type: inner"),
+        ("FwFM_t", "FwFM", "linear_type: FeLV\n  regularizer: 1.0e-3"),
+        ("FwFMlw_t", "FwFM", "linear_type: LW"),
+        ("FwFMfilv_t", "FwFM", "linear_type: FiLV"),
+        ("AFM_t", "AFM", "attention_dim: 5\n  attention_dropout: [0.1, 0.2]"),
+        ("AFMplain_t", "AFM", "use_attention: false"),
+        (
+            "AutoInt_t",
+            "AutoInt",
+            "dnn_hidden_units: [8]\n  attention_layers: 2\n  num_heads: 2\n  attention_dim: 6\n  \
+             use_residual: true\n  use_scale: true\n  layer_norm: true\n  use_wide: true\n  \
+             net_dropout: 0.1",
+        ),
+        (
+            "AutoIntbare_t",
+            "AutoInt",
+            "dnn_hidden_units: []\n  attention_layers: 1\n  num_heads: 1\n  attention_dim: 4\n  \
+             use_residual: false",
+        ),
+        ("xDeepFM_t", "xDeepFM", "dnn_hidden_units: [8]\n  dnn_activations: tanh\n  cin_hidden_units: [3, 2]"),
+        (
+            "FiBiNET_t",
+            "FiBiNET",
+            "hidden_units: [8]\n  hidden_activations: tanh\n  reduction_ratio: 2\n  bilinear_type: field_all",
+        ),
+        (
+            "FiBiNETeach_t",
+            "FiBiNET",
+            "hidden_units: [8]\n  hidden_activations: tanh\n  bilinear_type: field_each\n  excitation_activation: Sigmoid",
+        ),
+        ("FiBiNETpair_t", "FiBiNET", "hidden_units: [6]\n  hidden_activations: tanh\n  bilinear_type: field_interaction"),
+        (
+            "FinalMLP_t",
+            "FinalMLP",
+            "mlp1_hidden_units: [8]\n  mlp1_hidden_activations: tanh\n  mlp1_batch_norm: true\n  mlp2_hidden_units: [6]\n  mlp2_hidden_activations: tanh\n  \
+             mlp2_dropout: 0.1\n  fs_hidden_units: [5]\n  fs1_context: [user, price]\n  \
+             fs2_context: [item]\n  num_heads: 2",
+        ),
+        (
+            // an empty context is a learned vector; no hidden layer, so no ReLU sits on its
+            // kink at the zero initialization (FuxiCTR's gate has the same dead start)
+            "FinalMLPbias_t",
+            "FinalMLP",
+            "mlp1_hidden_units: [4]\n  mlp1_hidden_activations: tanh\n  mlp2_hidden_units: [4]\n  \
+             mlp2_hidden_activations: tanh\n  fs_hidden_units: []\n  fs1_context: []\n  \
+             fs2_context: [tags]",
+        ),
+        (
+            "FinalMLPnofs_t",
+            "FinalMLP",
+            "mlp1_hidden_units: [4]\n  mlp2_hidden_units: [4]\n  use_fs: false",
+        ),
+    ];
+    entries
+        .iter()
+        .map(|(id, model, extra)| format!("{id}:\n  model: {model}\n{common}  {extra}\n"))
+        .collect()
+}
 
 /// The tolerances of the whole-model checks (f64 losses of f32 models).
 pub const MODEL_CHECK: recforge_nn::testing::GradCheck = recforge_nn::testing::GradCheck {
