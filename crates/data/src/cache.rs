@@ -291,6 +291,12 @@ fn encode_split(
     let mut r = reader::open(src, cfg)?;
     let label_idx = column_index(r.as_ref(), &cfg.raw.label_col.name)?;
     let idx = field_indices(&cfg.fields, r.as_ref())?;
+    // a column several fields read (Avazu's `hour`, source of `weekday` and `weekend`) is
+    // copied, not moved out of the record
+    let read_twice: Vec<bool> = idx
+        .iter()
+        .map(|i| idx.iter().filter(|j| *j == i).count() > 1)
+        .collect();
     let tmp = dst.with_extension("bin.tmp");
     let mut guard = TempGuard(Some(tmp.clone()));
     let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
@@ -304,7 +310,13 @@ fn encode_split(
         let label = FeatureMap::parse_label(&rec[label_idx])
             .map_err(|m| (cfg.raw.label_col.name.clone(), m));
         values.clear();
-        values.extend(idx.iter().map(|&i| std::mem::take(&mut rec[i])));
+        values.extend(idx.iter().zip(&read_twice).map(|(&i, &twice)| {
+            if twice {
+                rec[i].clone()
+            } else {
+                std::mem::take(&mut rec[i])
+            }
+        }));
         let res = label.and_then(|l| {
             row[0] = l.to_bits();
             fmap.encode_fields(&values, &mut row[1..])

@@ -101,11 +101,7 @@ pub struct RawDatasetConfig {
     pub header: Option<bool>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Preprocess {
-    /// FuxiCTR's Criteo bucketing: `floor(ln(x)^2)` for x > 2, else `int(x)`.
-    ConvertToBucket,
-}
+pub use crate::preprocess::Preprocess;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum FieldKind {
@@ -126,6 +122,9 @@ pub struct FieldSpec {
     /// Whether the raw value is a number (`dtype: float|int`) rather than a string.
     pub numeric_dtype: bool,
     pub preprocess: Option<Preprocess>,
+    /// The column a preprocess reads when the config names one (`convert_hour(time_stamp)`).
+    #[serde(default)]
+    pub preprocess_arg: Option<String>,
     /// The token that stands for a missing value; it maps to OOV, never into the vocabulary.
     pub fill_na: String,
     pub min_count: usize,
@@ -138,6 +137,17 @@ pub struct FieldSpec {
     /// The encoder of a text field (a sentence-transformers directory); `None`: the default.
     #[serde(default)]
     pub text_model: Option<String>,
+}
+
+impl FieldSpec {
+    /// The columns this field may read its raw value from, in order of preference: its own,
+    /// or the source of its preprocess.
+    pub fn source_columns(&self) -> Vec<&str> {
+        match self.preprocess {
+            Some(p) => p.source_columns(&self.name, self.preprocess_arg.as_deref()),
+            None => vec![self.name.as_str()],
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -229,14 +239,12 @@ impl DatasetConfig {
                     ))
                 }
             };
-            let preprocess = match col.preprocess.as_deref() {
-                None => None,
-                Some("convert_to_bucket") => Some(Preprocess::ConvertToBucket),
-                Some(other) => {
-                    return Err(DataError::config(
-                        source,
-                        format!("preprocess `{other}` is not supported (convert_to_bucket)"),
-                    ))
+            let (preprocess, preprocess_arg) = match col.preprocess.as_deref() {
+                None => (None, None),
+                Some(text) => {
+                    let (p, arg) =
+                        Preprocess::parse(text).map_err(|m| DataError::config(source, m))?;
+                    (Some(p), arg)
                 }
             };
             let fill_na = match &col.fill_na {
@@ -250,6 +258,7 @@ impl DatasetConfig {
                     kind: kind.clone(),
                     numeric_dtype,
                     preprocess,
+                    preprocess_arg: preprocess_arg.clone(),
                     fill_na: fill_na.clone(),
                     // a text's vector is not learned: every text gets its row, however rare
                     min_count: if text {
@@ -364,10 +373,16 @@ impl DatasetConfig {
         ))
     }
 
-    /// Column order of header-less files: the label, then the fields in config order.
+    /// Column order of header-less files: the label, then the fields in config order (a
+    /// field derived from another column, such as Avazu's `weekday`, has no column of its own).
     pub fn positional_columns(&self) -> Vec<String> {
         std::iter::once(self.raw.label_col.name.clone())
-            .chain(self.fields.iter().map(|f| f.name.clone()))
+            .chain(
+                self.fields
+                    .iter()
+                    .filter(|f| f.source_columns().contains(&f.name.as_str()))
+                    .map(|f| f.name.clone()),
+            )
             .collect()
     }
 

@@ -6,6 +6,7 @@
 //! An encoded row is `[label as f32 bits, slots…]`: one slot per categorical or numeric field
 //! (numeric as f32 bits), `max_len` slots per sequence field.
 
+use std::borrow::Cow;
 use crate::config::{normalize_number, DatasetConfig, FieldKind, FieldSpec, Preprocess};
 use crate::error::{DataError, Result};
 use crate::reader::RecordReader;
@@ -110,8 +111,20 @@ pub fn convert_to_bucket(x: f64) -> i64 {
     }
 }
 
-/// The categorical token of a raw value (after `fill_na` and preprocessing).
+/// A raw cell after a string-valued preprocess (`convert_hour`, `extract_country_code`, …);
+/// empty when the function finds no value (the field's `fill_na` then stands in).
+fn preprocessed<'a>(spec: &FieldSpec, raw: &'a str) -> std::result::Result<Cow<'a, str>, String> {
+    match spec.preprocess {
+        Some(p) if p != Preprocess::ConvertToBucket => {
+            Ok(p.apply_text(raw)?.map_or(Cow::Borrowed(""), |v| Cow::Owned(v.into_owned())))
+        }
+        _ => Ok(Cow::Borrowed(raw)),
+    }
+}
+
+/// The categorical token of a raw value (after preprocessing and `fill_na`).
 fn categorical_token(spec: &FieldSpec, raw: &str) -> std::result::Result<String, String> {
+    let raw = preprocessed(spec, raw)?;
     let raw = raw.trim();
     let v = if raw.is_empty() {
         spec.fill_na.as_str()
@@ -124,7 +137,7 @@ fn categorical_token(spec: &FieldSpec, raw: &str) -> std::result::Result<String,
     let x = parse_finite(v)?;
     Ok(match spec.preprocess {
         Some(Preprocess::ConvertToBucket) => convert_to_bucket(x).to_string(),
-        None => normalize_number(v),
+        _ => normalize_number(v),
     })
 }
 
@@ -140,7 +153,8 @@ fn parse_finite(v: &str) -> std::result::Result<f64, String> {
 
 /// The value of a numeric field (`fill_na` when empty).
 fn numeric_value(spec: &FieldSpec, raw: &str) -> std::result::Result<f32, String> {
-    let r = raw.trim();
+    let r = preprocessed(spec, raw)?;
+    let r = r.trim();
     let r = if r.is_empty() {
         spec.fill_na.as_str()
     } else {
@@ -173,11 +187,33 @@ pub fn column_index(reader: &dyn RecordReader, name: &str) -> Result<usize> {
     })
 }
 
-/// Position of each field's column in a reader's columns.
+/// Position of each field's column in a reader's columns: its own, or the column its
+/// preprocess derives it from.
 pub fn field_indices(fields: &[FieldSpec], reader: &dyn RecordReader) -> Result<Vec<usize>> {
+    let cols = reader.columns();
     fields
         .iter()
-        .map(|f| column_index(reader, &f.name))
+        .map(|f| {
+            let sources = f.source_columns();
+            if sources == [f.name.as_str()] {
+                return column_index(reader, &f.name);
+            }
+            sources
+                .iter()
+                .find_map(|s| cols.iter().position(|c| c == s))
+                .ok_or_else(|| {
+                    DataError::format(
+                        reader.path(),
+                        format!(
+                            "field `{}` is derived by its preprocess from column `{}`, which the \
+                             file does not have (columns: {})",
+                            f.name,
+                            sources.join("` or `"),
+                            cols.join(", ")
+                        ),
+                    )
+                })
+        })
         .collect()
 }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: FuxiCTR-style dataset and model configs (YAML), selected by experiment id;
 //! - [`reader`]: streaming readers for CSV/TSV (Criteo raw), libSVM/libFM and Parquet;
+//! - [`preprocess`]: FuxiCTR's column preprocess functions (`convert_hour`, `convert_to_bucket`, …);
 //! - [`features`]: per-field vocabularies and the encoding of a record into fixed-width slots;
 //! - [`cache`]: the encoded, memory-mapped binary cache, rebuilt when the config changes;
 //! - [`interactions`]: implicit-feedback (user, item) data for top-K models, with a negative sampler;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod features;
 pub mod interactions;
+pub mod preprocess;
 pub mod reader;
 pub mod splits;
 pub mod synthetic;

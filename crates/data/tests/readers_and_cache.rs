@@ -458,3 +458,71 @@ fn a_cache_being_built_elsewhere_is_waited_for() {
     drop(held);
     assert_eq!(other.join().unwrap().unwrap(), 50);
 }
+
+#[test]
+fn avazu_hour_weekday_and_weekend_are_derived_from_the_hour_column() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2014-10-21 Tue 00h, 2014-10-25 Sat 23h, 2014-10-26 Sun 14h
+    let rows = "label,hour,site\n1,14102100,a\n0,14102523,b\n1,14102614,a\n";
+    std::fs::write(dir.path().join("train.csv"), rows).unwrap();
+    std::fs::write(dir.path().join("valid.csv"), rows).unwrap();
+    // listed after `hour`, as in BARS' Avazu config: the derived fields read the raw timestamp,
+    // not the converted hour
+    write_config(
+        dir.path(),
+        "csv",
+        "csv",
+        "    - {name: hour, active: true, dtype: str, type: categorical, preprocess: \
+            convert_hour}\n    - {name: weekday, active: true, dtype: str, type: categorical, \
+            preprocess: convert_weekday}\n    - {name: weekend, active: true, dtype: str, type: \
+            categorical, preprocess: convert_weekend}\n    - {name: site, active: true, dtype: \
+            str, type: categorical}\n",
+        "",
+    );
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    let fm = &ds.feature_map;
+    let token = |field: usize, row: usize| {
+        let id = ds.train.row(row)[1 + fm.fields[field].offset];
+        fm.vocab_of(field).tokens[id as usize - 1].clone()
+    };
+    let got: Vec<[String; 3]> = (0..3)
+        .map(|r| [token(0, r), token(1, r), token(2, r)])
+        .collect();
+    assert_eq!(
+        got,
+        [["0", "2", "0"], ["23", "6", "1"], ["14", "0", "1"]].map(|r| r.map(String::from))
+    );
+}
+
+#[test]
+fn a_derived_field_without_its_source_column_or_with_a_bad_timestamp_is_a_named_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.csv"), "label,site\n1,a\n").unwrap();
+    std::fs::write(dir.path().join("valid.csv"), "label,site\n1,a\n").unwrap();
+    let cols = "    - {name: weekday, active: true, dtype: str, type: categorical, preprocess: \
+        convert_weekday}\n    - {name: site, active: true, dtype: str, type: categorical}\n";
+    write_config(dir.path(), "csv", "csv", cols, "");
+    let err = prepare(dir.path(), OnBadRow::Error).err().unwrap().to_string();
+    assert!(
+        err.contains("train.csv") && err.contains("`weekday`") && err.contains("`hour`"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("train.csv"), "label,hour,site\n1,14102100,a\n0,1410,b\n").unwrap();
+    std::fs::write(dir.path().join("valid.csv"), "label,hour,site\n1,14102100,a\n").unwrap();
+    let err = prepare(dir.path(), OnBadRow::Error).err().unwrap().to_string();
+    assert!(
+        err.contains("train.csv:3") && err.contains("weekday") && err.contains("not a timestamp"),
+        "{err}"
+    );
+    // an unknown preprocess lists the supported ones
+    write_config(
+        dir.path(),
+        "csv",
+        "csv",
+        "    - {name: site, active: true, dtype: str, type: categorical, preprocess: \
+            convert_month}\n",
+        "",
+    );
+    let err = prepare(dir.path(), OnBadRow::Error).err().unwrap().to_string();
+    assert!(err.contains("convert_month") && err.contains("convert_weekend"), "{err}");
+}

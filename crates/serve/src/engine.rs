@@ -272,7 +272,12 @@ fn encode_merged(
     let mut values: Vec<String> = Vec::with_capacity(fmap.fields.len());
     for f in &fmap.fields {
         let name = &f.spec.name;
-        let v = overlay.and_then(|o| o.get(name)).or_else(|| base.get(name));
+        // a derived field (Avazu's `weekday`) reads its source column, as from a CSV
+        let v = f.spec.source_columns().into_iter().find_map(|c| {
+            overlay
+                .and_then(|o| o.get(c))
+                .or_else(|| base.get(c))
+        });
         let text = match v {
             Some(v) => cell_text(name, &f.spec.kind, v).map_err(ServeError::from)?,
             None => None,

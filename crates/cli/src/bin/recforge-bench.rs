@@ -45,6 +45,7 @@ fn feature_map(vocab_sizes: &[usize]) -> FeatureMap {
                 kind: FieldKind::Categorical,
                 numeric_dtype: false,
                 preprocess: None,
+                preprocess_arg: None,
                 fill_na: String::new(),
                 min_count: 1,
                 embedding_dim: None,
