@@ -191,14 +191,22 @@ fn config_hash(cfg: &DatasetConfig, on_bad: OnBadRow) -> Result<String> {
     h.update(format!("{on_bad:?}").as_bytes());
     h.update(cfg.canonical_json().as_bytes());
     for (name, path) in splits(cfg) {
-        let md = std::fs::metadata(&path).map_err(|e| DataError::io(&path, e))?;
-        let mtime = md
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        h.update(format!("{name}:{}:{}:{mtime};", path.display(), md.len()).as_bytes());
+        // a Parquet dataset directory counts by its part files
+        let files = if path.is_dir() {
+            reader::parquet_parts(&path)?
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            let md = std::fs::metadata(&file).map_err(|e| DataError::io(&file, e))?;
+            let mtime = md
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            h.update(format!("{name}:{}:{}:{mtime};", file.display(), md.len()).as_bytes());
+        }
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

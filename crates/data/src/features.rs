@@ -6,11 +6,11 @@
 //! An encoded row is `[label as f32 bits, slots…]`: one slot per categorical or numeric field
 //! (numeric as f32 bits), `max_len` slots per sequence field.
 
-use std::borrow::Cow;
 use crate::config::{normalize_number, DatasetConfig, FieldKind, FieldSpec, Preprocess};
 use crate::error::{DataError, Result};
 use crate::reader::RecordReader;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -115,9 +115,9 @@ pub fn convert_to_bucket(x: f64) -> i64 {
 /// empty when the function finds no value (the field's `fill_na` then stands in).
 fn preprocessed<'a>(spec: &FieldSpec, raw: &'a str) -> std::result::Result<Cow<'a, str>, String> {
     match spec.preprocess {
-        Some(p) if p != Preprocess::ConvertToBucket => {
-            Ok(p.apply_text(raw)?.map_or(Cow::Borrowed(""), |v| Cow::Owned(v.into_owned())))
-        }
+        Some(p) if p != Preprocess::ConvertToBucket => Ok(p
+            .apply_text(raw)?
+            .map_or(Cow::Borrowed(""), |v| Cow::Owned(v.into_owned()))),
         _ => Ok(Cow::Borrowed(raw)),
     }
 }

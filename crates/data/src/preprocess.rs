@@ -228,7 +228,14 @@ mod tests {
         let t = timestamp("2024-02-29 17:05:00").unwrap();
         assert_eq!((t.hour, t.weekday()), (17, 4)); // a Thursday
         assert_eq!(timestamp("2000-01-01 00:00:00").unwrap().weekday(), 6); // Saturday
-        for bad in ["", "1410210", "14102124", "14023000", "2023-02-29 01:00:00", "x4102100"] {
+        for bad in [
+            "",
+            "1410210",
+            "14102124",
+            "14023000",
+            "2023-02-29 01:00:00",
+            "x4102100",
+        ] {
             let err = Preprocess::ConvertHour.apply_text(bad).unwrap_err();
             assert!(err.contains("not a timestamp"), "{bad}: {err}");
         }
@@ -260,7 +267,10 @@ mod tests {
             (Preprocess::ExtractCountryCode, Some("isrc".into()))
         );
         let err = Preprocess::parse("convert_month").unwrap_err();
-        assert!(err.contains("convert_month") && err.contains("convert_weekend"), "{err}");
+        assert!(
+            err.contains("convert_month") && err.contains("convert_weekend"),
+            "{err}"
+        );
         assert_eq!(
             Preprocess::ConvertWeekend.source_columns("weekend", None),
             vec!["hour", "time_stamp"]

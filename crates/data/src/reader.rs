@@ -36,6 +36,12 @@ pub fn next_record(
 /// Opens `path` as the dataset config says.
 pub fn open(path: &Path, cfg: &DatasetConfig) -> Result<Box<dyn RecordReader>> {
     let positional = cfg.positional_columns();
+    if path.is_dir() && cfg.raw.data_format != DataFormat::Parquet {
+        return Err(DataError::format(
+            path,
+            "a directory is read as a Parquet dataset (data_format: parquet)",
+        ));
+    }
     match cfg.raw.data_format {
         DataFormat::Csv => Ok(Box::new(DelimitedReader::open(
             path,
@@ -354,38 +360,111 @@ impl RecordReader for LibsvmReader {
 }
 
 /// Parquet through the `parquet` crate's row API (no Arrow). List columns are joined with the
-/// field's splitter so sequence fields read the same from Parquet as from CSV.
+/// field's splitter so sequence fields read the same from Parquet as from CSV. The path may be
+/// one file or a dataset directory of part files as Spark and DataFusion write them (read in
+/// name order; `_SUCCESS`, `_committed_*`, hidden and `.crc` files ignored); every part must
+/// have the same columns. Snappy, gzip, zstd and lz4 pages are read.
 pub struct ParquetReader {
+    /// The file being read (errors name it).
     path: PathBuf,
+    /// The parts still to read after this one.
+    rest: std::vec::IntoIter<PathBuf>,
     columns: Vec<String>,
     rows: parquet::record::reader::RowIter<'static>,
     splitters: std::collections::HashMap<String, String>,
     row_no: u64,
 }
 
+/// The data files of a Parquet path: itself, or a directory's part files in name order.
+pub fn parquet_parts(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut parts = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| DataError::io(path, e))? {
+        let entry = entry.map_err(|e| DataError::io(path, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Spark's markers (_SUCCESS, _committed_…, _started_…) and checksums (.part-….crc)
+        if name.starts_with('_') || name.starts_with('.') || name.ends_with(".crc") {
+            continue;
+        }
+        if entry
+            .file_type()
+            .map_err(|e| DataError::io(path, e))?
+            .is_file()
+        {
+            parts.push(entry.path());
+        }
+    }
+    parts.sort();
+    if parts.is_empty() {
+        return Err(DataError::format(
+            path,
+            "a Parquet dataset directory with no part files",
+        ));
+    }
+    Ok(parts)
+}
+
+fn open_parquet_file(
+    path: &Path,
+) -> Result<(Vec<String>, parquet::record::reader::RowIter<'static>)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| DataError::format(path, format!("not a Parquet file: {e}")))?;
+    let columns = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    Ok((
+        columns,
+        parquet::record::reader::RowIter::from_file_into(Box::new(reader)),
+    ))
+}
+
 impl ParquetReader {
     pub fn open(path: &Path, splitters: std::collections::HashMap<String, String>) -> Result<Self> {
-        use parquet::file::reader::{FileReader, SerializedFileReader};
-        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-        let reader = SerializedFileReader::new(file)
-            .map_err(|e| DataError::format(path, format!("not a Parquet file: {e}")))?;
-        let columns = reader
-            .metadata()
-            .file_metadata()
-            .schema_descr()
-            .root_schema()
-            .get_fields()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect();
-        let rows = parquet::record::reader::RowIter::from_file_into(Box::new(reader));
+        let mut parts = parquet_parts(path)?.into_iter();
+        let first = parts
+            .next()
+            .expect("parquet_parts returns at least one file");
+        let (columns, rows) = open_parquet_file(&first)?;
         Ok(ParquetReader {
-            path: path.to_path_buf(),
+            path: first,
+            rest: parts,
             columns,
             rows,
             splitters,
             row_no: 0,
         })
+    }
+
+    /// Moves to the next part file; `false` when none is left.
+    fn next_part(&mut self) -> Result<bool> {
+        let Some(next) = self.rest.next() else {
+            return Ok(false);
+        };
+        let (columns, rows) = open_parquet_file(&next)?;
+        if columns != self.columns {
+            return Err(DataError::format(
+                &next,
+                format!(
+                    "columns ({}) differ from the first part's ({})",
+                    columns.join(", "),
+                    self.columns.join(", ")
+                ),
+            ));
+        }
+        self.path = next;
+        self.rows = rows;
+        self.row_no = 0;
+        Ok(true)
     }
 }
 
@@ -421,8 +500,12 @@ impl RecordReader for ParquetReader {
     }
 
     fn next_record(&mut self, out: &mut Vec<String>) -> Result<Option<u64>> {
-        let Some(row) = self.rows.next() else {
-            return Ok(None);
+        let row = loop {
+            match self.rows.next() {
+                Some(row) => break row,
+                None if self.next_part()? => continue,
+                None => return Ok(None),
+            }
         };
         self.row_no += 1;
         let row = row.map_err(|e| DataError::BadRow {
@@ -445,7 +528,7 @@ impl RecordReader for ParquetReader {
 }
 
 /// Every value of column `column` of a CSV/TSV (with a header line), Parquet or JSON Lines
-/// file, chosen by extension, in row order. A JSON value must be a string or a number; a
+/// file, chosen by extension (a directory is a Parquet dataset), in row order. A JSON value must be a string or a number; a
 /// missing column names the columns there are.
 pub fn read_column(path: &Path, column: &str) -> Result<Vec<String>> {
     let ext = path
@@ -456,6 +539,7 @@ pub fn read_column(path: &Path, column: &str) -> Result<Vec<String>> {
         return read_jsonl_column(path, column);
     }
     let mut reader: Box<dyn RecordReader> = match ext.as_str() {
+        _ if path.is_dir() => Box::new(ParquetReader::open(path, Default::default())?),
         "csv" => Box::new(DelimitedReader::open(path, b',', true, Vec::new())?),
         "tsv" | "txt" => Box::new(DelimitedReader::open(path, b'\t', true, Vec::new())?),
         "parquet" => Box::new(ParquetReader::open(path, Default::default())?),

@@ -192,43 +192,50 @@ fn cache_is_reused_and_rebuilt_when_the_config_or_data_change() {
     assert_eq!(ds.train.rows, 3);
 }
 
-#[test]
-fn parquet_reads_like_csv() {
+/// Writes a `label, item` Parquet file with pages compressed by `codec`.
+fn write_parquet(path: &Path, labels: &[f32], items: &[&str], codec: parquet::basic::Compression) {
     use parquet::data_type::{ByteArray, ByteArrayType, FloatType};
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
     use parquet::schema::parser::parse_message_type;
     use std::sync::Arc;
-    let dir = tempfile::tempdir().unwrap();
     let schema = Arc::new(
         parse_message_type("message s { required float label; required binary item (UTF8); }")
             .unwrap(),
     );
+    let file = std::fs::File::create(path).unwrap();
+    let props = WriterProperties::builder().set_compression(codec).build();
+    let mut w = SerializedFileWriter::new(file, schema, Arc::new(props)).unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    let mut c = rg.next_column().unwrap().unwrap();
+    c.typed::<FloatType>()
+        .write_batch(labels, None, None)
+        .unwrap();
+    c.close().unwrap();
+    let mut c = rg.next_column().unwrap().unwrap();
+    let vals: Vec<ByteArray> = items.iter().map(|s| ByteArray::from(*s)).collect();
+    c.typed::<ByteArrayType>()
+        .write_batch(&vals, None, None)
+        .unwrap();
+    c.close().unwrap();
+    rg.close().unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn parquet_reads_like_csv() {
+    let dir = tempfile::tempdir().unwrap();
     for (name, labels, items) in [
         ("train", vec![1.0f32, 0.0, 1.0], vec!["a", "b", "a"]),
         ("valid", vec![0.0], vec!["b"]),
     ] {
-        let file = std::fs::File::create(dir.path().join(format!("{name}.parquet"))).unwrap();
-        let mut w = SerializedFileWriter::new(
-            file,
-            schema.clone(),
-            Arc::new(WriterProperties::builder().build()),
-        )
-        .unwrap();
-        let mut rg = w.next_row_group().unwrap();
-        let mut c = rg.next_column().unwrap().unwrap();
-        c.typed::<FloatType>()
-            .write_batch(&labels, None, None)
-            .unwrap();
-        c.close().unwrap();
-        let mut c = rg.next_column().unwrap().unwrap();
-        let vals: Vec<ByteArray> = items.iter().map(|s| ByteArray::from(*s)).collect();
-        c.typed::<ByteArrayType>()
-            .write_batch(&vals, None, None)
-            .unwrap();
-        c.close().unwrap();
-        rg.close().unwrap();
-        w.close().unwrap();
+        let path = dir.path().join(format!("{name}.parquet"));
+        write_parquet(
+            &path,
+            &labels,
+            &items,
+            parquet::basic::Compression::UNCOMPRESSED,
+        );
     }
     write_config(
         dir.path(),
@@ -502,14 +509,28 @@ fn a_derived_field_without_its_source_column_or_with_a_bad_timestamp_is_a_named_
     let cols = "    - {name: weekday, active: true, dtype: str, type: categorical, preprocess: \
         convert_weekday}\n    - {name: site, active: true, dtype: str, type: categorical}\n";
     write_config(dir.path(), "csv", "csv", cols, "");
-    let err = prepare(dir.path(), OnBadRow::Error).err().unwrap().to_string();
+    let err = prepare(dir.path(), OnBadRow::Error)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("train.csv") && err.contains("`weekday`") && err.contains("`hour`"),
         "{err}"
     );
-    std::fs::write(dir.path().join("train.csv"), "label,hour,site\n1,14102100,a\n0,1410,b\n").unwrap();
-    std::fs::write(dir.path().join("valid.csv"), "label,hour,site\n1,14102100,a\n").unwrap();
-    let err = prepare(dir.path(), OnBadRow::Error).err().unwrap().to_string();
+    std::fs::write(
+        dir.path().join("train.csv"),
+        "label,hour,site\n1,14102100,a\n0,1410,b\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("valid.csv"),
+        "label,hour,site\n1,14102100,a\n",
+    )
+    .unwrap();
+    let err = prepare(dir.path(), OnBadRow::Error)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("train.csv:3") && err.contains("weekday") && err.contains("not a timestamp"),
         "{err}"
@@ -523,6 +544,77 @@ fn a_derived_field_without_its_source_column_or_with_a_bad_timestamp_is_a_named_
             convert_month}\n",
         "",
     );
-    let err = prepare(dir.path(), OnBadRow::Error).err().unwrap().to_string();
-    assert!(err.contains("convert_month") && err.contains("convert_weekend"), "{err}");
+    let err = prepare(dir.path(), OnBadRow::Error)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("convert_month") && err.contains("convert_weekend"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_spark_output_directory_of_zstd_lz4_and_snappy_parts_reads_as_one_file() {
+    use parquet::basic::{Compression, ZstdLevel};
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.parquet");
+    std::fs::create_dir(&train).unwrap();
+    // Spark's layout: part files in name order, a _SUCCESS marker and .crc checksums
+    write_parquet(
+        &train.join("part-00000-1f.zstd.parquet"),
+        &[1.0, 0.0],
+        &["a", "b"],
+        Compression::ZSTD(ZstdLevel::default()),
+    );
+    write_parquet(
+        &train.join("part-00001-1f.lz4.parquet"),
+        &[1.0],
+        &["a"],
+        Compression::LZ4_RAW,
+    );
+    write_parquet(
+        &train.join("part-00002-1f.snappy.parquet"),
+        &[0.0, 1.0],
+        &["c", "a"],
+        Compression::SNAPPY,
+    );
+    std::fs::write(train.join("_SUCCESS"), "").unwrap();
+    std::fs::write(train.join(".part-00000-1f.zstd.parquet.crc"), "crc").unwrap();
+    write_parquet(
+        &dir.path().join("valid.parquet"),
+        &[0.0],
+        &["b"],
+        Compression::LZ4,
+    );
+    write_config(
+        dir.path(),
+        "parquet",
+        "parquet",
+        "    - {name: item, active: true, dtype: str, type: categorical}\n",
+        "",
+    );
+    let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
+    assert_eq!(ds.train.labels(), vec![1.0, 0.0, 1.0, 0.0, 1.0]);
+    assert_eq!(ds.feature_map.vocab_of(0).tokens, ["a", "b", "c"]);
+    assert_eq!(&ds.valid.as_ref().unwrap().row(0)[1..], &[2]);
+    let col = recforge_data::reader::read_column(&train, "item").unwrap();
+    assert_eq!(col, ["a", "b", "a", "c", "a"]);
+    // a new part changes the data: the cache is rebuilt
+    write_parquet(
+        &train.join("part-00003-1f.snappy.parquet"),
+        &[1.0],
+        &["d"],
+        Compression::SNAPPY,
+    );
+    let again = prepare(dir.path(), OnBadRow::Error).unwrap();
+    assert!(again.built);
+    assert_eq!(again.train.labels().len(), 6);
+    // a directory without part files is a named error
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = recforge_data::reader::read_column(&empty, "item")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no part files"), "{err}");
 }

@@ -273,11 +273,11 @@ fn encode_merged(
     for f in &fmap.fields {
         let name = &f.spec.name;
         // a derived field (Avazu's `weekday`) reads its source column, as from a CSV
-        let v = f.spec.source_columns().into_iter().find_map(|c| {
-            overlay
-                .and_then(|o| o.get(c))
-                .or_else(|| base.get(c))
-        });
+        let v = f
+            .spec
+            .source_columns()
+            .into_iter()
+            .find_map(|c| overlay.and_then(|o| o.get(c)).or_else(|| base.get(c)));
         let text = match v {
             Some(v) => cell_text(name, &f.spec.kind, v).map_err(ServeError::from)?,
             None => None,
