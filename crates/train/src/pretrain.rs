@@ -249,7 +249,7 @@ impl Pretrainer {
             let mut rng = StdRng::seed_from_u64(0);
             let rep = model.net.encode(&mut g, &emb, &mut rng).ok_or_else(|| {
                 TrainError::Config(format!(
-                    "{} has no encoder to pretrain (MAP needs a deep model: DNN, DeepFM, DCNv2)",
+                    "{} has no encoder to pretrain (MAP needs a deep model, not LR, FM, FwFM or AFM)",
                     model.name
                 ))
             })?;

@@ -11,6 +11,21 @@ use recforge_train::fit::Silent;
 use recforge_train::pretrain::{Method, PretrainConfig, PretrainData, Pretrainer};
 use recforge_train::{RunDir, TrainConfig};
 
+/// The test models with an encoder (every CTR model but LR, FM, FwFM and AFM).
+const WITH_ENCODER: &[&str] = &[
+    "DNN_t",
+    "DeepFM_t",
+    "DCNv2_t",
+    "WideDeep_t",
+    "DCN_t",
+    "NFM_t",
+    "PNN_t",
+    "AutoInt_t",
+    "xDeepFM_t",
+    "FiBiNET_t",
+    "FinalMLP_t",
+];
+
 fn pretrainer(dir: &std::path::Path, expid: &str, method: Method) -> (Model, Pretrainer, Batch) {
     let (exp, ds) = common::load(dir, expid);
     let mut model = recforge_models::build(&exp.model, &ds.feature_map).unwrap();
@@ -47,7 +62,7 @@ fn check_model_grads(
 fn nce_loss_gradients_match_finite_differences() {
     let dir = tempfile::tempdir().unwrap();
     common::tiny_dataset(dir.path());
-    for expid in ["DNN_t", "DeepFM_t", "DCNv2_t"] {
+    for expid in WITH_ENCODER {
         let (mut model, mut pt, batch) = pretrainer(dir.path(), expid, Method::Mfp);
         let mut rng = StdRng::seed_from_u64(5);
         let masked = pt.draw_masks(batch.size, &mut rng);
@@ -120,7 +135,7 @@ fn nce_loss_gradients_match_finite_differences() {
 fn rfd_loss_gradients_match_finite_differences() {
     let dir = tempfile::tempdir().unwrap();
     common::tiny_dataset(dir.path());
-    for expid in ["DNN_t", "DeepFM_t", "DCNv2_t"] {
+    for expid in WITH_ENCODER {
         let (mut model, pt, batch) = pretrainer(dir.path(), expid, Method::Rfd);
         let (corrupted, labels) = pt.replace_fields(&batch, &mut StdRng::seed_from_u64(5));
         assert!(labels.iter().any(|&y| y > 0.5) && labels.iter().any(|&y| y < 0.5));
