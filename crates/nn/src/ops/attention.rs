@@ -193,8 +193,9 @@ mod tests {
         // the same masks on every evaluation (a fresh generator per forward pass)
         use crate::transformer::AttentionOptions;
         let mut rng = StdRng::seed_from_u64(5);
-        let segs = crate::segments_from_lengths(&[3, 4, 1]);
-        let x = rand_input(&mut rng, 8, 4);
+        // segments of 1 to 34 tokens
+        let segs = crate::segments_from_lengths(&[3, 4, 1, 34]);
+        let x = rand_input(&mut rng, 42, 4);
         let mut s = ParamStore::new();
         let wv = s.add("v", init::normal(&mut rng, 4, 4, 0.5), true, true);
         let opts = AttentionOptions {
