@@ -190,6 +190,19 @@ pub(crate) fn mlp_config_keyed(
     })
 }
 
+/// The MLP read from `hidden_units` / `hidden_activations` (FuxiCTR's default 64-64-64) with a
+/// one-logit output, over `input_dim` inputs: DNN's, WideDeep's, NFM's and PNN's.
+pub(crate) fn logit_mlp(b: &mut CtrBuild, input_dim: usize) -> Result<MlpBlock> {
+    let c = mlp_config(
+        b.cfg,
+        "hidden_units",
+        "hidden_activations",
+        &[64, 64, 64],
+        Some(1),
+    )?;
+    Ok(MlpBlock::new(b.params, "dnn", input_dim, &c, b.rng))
+}
+
 /// An MLP that a model has only when its hidden-unit list is not empty (FuxiCTR's
 /// `dnn_hidden_units: []` turns AutoInt's, xDeepFM's and DCN's DNN off).
 pub(crate) fn optional_mlp(

@@ -1,7 +1,7 @@
 //! NFM (He & Chua 2017): a bias-free linear part plus an MLP over the bi-interaction pooling
 //! `½ ((Σ_f e_f)² − Σ_f e_f²)` of the field embeddings (a `[B × d]` vector).
 
-use super::{mlp_config, CtrBuild, CtrNet, EmbeddingUse};
+use super::{logit_mlp, CtrBuild, CtrNet, EmbeddingUse};
 use crate::layers::MlpBlock;
 use crate::Result;
 use rand::rngs::StdRng;
@@ -25,15 +25,8 @@ pub(crate) fn bi_interaction(g: &mut Graph, x: NodeId, dim: usize) -> NodeId {
 
 impl Nfm {
     pub fn new(b: &mut CtrBuild) -> Result<Self> {
-        let c = mlp_config(
-            b.cfg,
-            "hidden_units",
-            "hidden_activations",
-            &[64, 64, 64],
-            Some(1),
-        )?;
         Ok(Nfm {
-            mlp: MlpBlock::new(b.params, "dnn", b.dim, &c, b.rng),
+            mlp: logit_mlp(b, b.dim)?,
             dim: b.dim,
         })
     }

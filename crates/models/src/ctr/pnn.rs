@@ -1,7 +1,7 @@
 //! PNN (Qu et al. 2016), the inner-product variant FuxiCTR ships (IPNN): the flattened field
 //! embeddings beside every pair's inner product, into an MLP.
 
-use super::{config_error, mlp_config, CtrBuild, CtrNet, EmbeddingUse};
+use super::{config_error, logit_mlp, CtrBuild, CtrNet, EmbeddingUse};
 use crate::layers::MlpBlock;
 use crate::Result;
 use rand::rngs::StdRng;
@@ -23,15 +23,8 @@ impl Pnn {
             ));
         }
         let pairs = b.fields * b.fields.saturating_sub(1) / 2;
-        let c = mlp_config(
-            b.cfg,
-            "hidden_units",
-            "hidden_activations",
-            &[64, 64, 64],
-            Some(1),
-        )?;
         Ok(Pnn {
-            mlp: MlpBlock::new(b.params, "dnn", b.fields * b.dim + pairs, &c, b.rng),
+            mlp: logit_mlp(b, b.fields * b.dim + pairs)?,
             fields: b.fields,
             dim: b.dim,
         })

@@ -1,7 +1,7 @@
 //! Wide & Deep (Cheng et al. 2016) as FuxiCTR builds it: a bias-free linear part over the
 //! features' first-order weights (the wide part) plus an MLP over the field embeddings.
 
-use super::{mlp_config, CtrBuild, CtrNet, EmbeddingUse};
+use super::{logit_mlp, CtrBuild, CtrNet, EmbeddingUse};
 use crate::layers::MlpBlock;
 use crate::Result;
 use rand::rngs::StdRng;
@@ -13,15 +13,8 @@ pub struct WideDeep {
 
 impl WideDeep {
     pub fn new(b: &mut CtrBuild) -> Result<Self> {
-        let c = mlp_config(
-            b.cfg,
-            "hidden_units",
-            "hidden_activations",
-            &[64, 64, 64],
-            Some(1),
-        )?;
         Ok(WideDeep {
-            mlp: MlpBlock::new(b.params, "dnn", b.input_dim, &c, b.rng),
+            mlp: logit_mlp(b, b.input_dim)?,
         })
     }
 }
