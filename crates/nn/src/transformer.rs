@@ -126,6 +126,24 @@ fn softmax_in_place(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// One head's probabilities `p` after its dropout `mask` (written into `buf`), or `p` itself
+/// without dropout.
+fn after_dropout<'a>(
+    p: &'a [f32],
+    mask: Option<&[f32]>,
+    buf: &'a mut Option<Vec<f32>>,
+) -> &'a [f32] {
+    match (buf, mask) {
+        (Some(buf), Some(m)) => {
+            buf.iter_mut()
+                .zip(p.iter().zip(m))
+                .for_each(|(b, (a, k))| *b = a * k);
+            buf
+        }
+        _ => p,
+    }
+}
+
 /// How attention scores and probabilities are treated besides the softmax.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionOptions {
@@ -202,16 +220,8 @@ pub fn attention_forward(
                     false,
                 );
                 p.chunks_exact_mut(n).for_each(softmax_in_place);
-                let weights: &[f32] = match (&mut dropped, drop) {
-                    (Some(buf), Some(masks)) => {
-                        let m = &masks[i][h * n * n..(h + 1) * n * n];
-                        buf.iter_mut()
-                            .zip(p.iter().zip(m))
-                            .for_each(|(b, (a, k))| *b = a * k);
-                        buf
-                    }
-                    _ => p,
-                };
+                let mask = drop.map(|m| &m[i][h * n * n..(h + 1) * n * n]);
+                let weights = after_dropout(p, mask, &mut dropped);
                 gemm_view(
                     o,
                     View::rows(h * d, width),
@@ -266,15 +276,7 @@ pub fn attention_backward(
                 let mask = drop.map(|m| &m[i][h * n * n..(h + 1) * n * n]);
                 let sq = View::rows(0, n);
                 // dV = P̃ᵀ dO with P̃ the probabilities after dropout
-                let weights: &[f32] = match (&mut dropped, mask) {
-                    (Some(buf), Some(m)) => {
-                        buf.iter_mut()
-                            .zip(p.iter().zip(m))
-                            .for_each(|(b, (a, k))| *b = a * k);
-                        buf
-                    }
-                    _ => p,
-                };
+                let weights = after_dropout(p, mask, &mut dropped);
                 gemm_view(
                     gv_s,
                     local,

@@ -39,7 +39,9 @@ struct SelfAttentionLayer {
 pub struct AutoInt {
     layers: Vec<SelfAttentionLayer>,
     heads: usize,
-    attention_dim: usize,
+    /// The width of a field token after the stack: `attention_dim`, or the embedding size
+    /// with no layers.
+    out_width: usize,
     use_residual: bool,
     options: AttentionOptions,
     fc: Linear,
@@ -116,7 +118,7 @@ impl AutoInt {
         Ok(AutoInt {
             layers,
             heads,
-            attention_dim,
+            out_width,
             use_residual,
             options,
             fc,
@@ -149,12 +151,7 @@ impl AutoInt {
             }
             h = g.relu(out);
         }
-        let width = if self.layers.is_empty() {
-            self.dim
-        } else {
-            self.attention_dim
-        };
-        g.reshape(h, batch, self.fields * width)
+        g.reshape(h, batch, self.fields * self.out_width)
     }
 }
 

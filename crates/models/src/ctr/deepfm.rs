@@ -1,12 +1,11 @@
 //! DeepFM (Guo et al. 2017): an FM and an MLP over the same field embeddings, logits summed.
 //! As in FuxiCTR, the FM's first-order weights are a separate dimension-1 table.
 
-use super::{mlp_config, CtrNet, EmbeddingUse, Fm};
+use super::{logit_mlp, CtrBuild, CtrNet, EmbeddingUse, Fm};
 use crate::layers::MlpBlock;
 use crate::Result;
 use rand::rngs::StdRng;
-use recforge_data::ModelConfig;
-use recforge_nn::{Graph, NodeId, ParamId, ParamStore};
+use recforge_nn::{Graph, NodeId, ParamId};
 
 pub struct DeepFm {
     fm: Fm,
@@ -14,24 +13,11 @@ pub struct DeepFm {
 }
 
 impl DeepFm {
-    pub fn new(
-        cfg: &ModelConfig,
-        ps: &mut ParamStore,
-        fields: usize,
-        dim: usize,
-        rng: &mut StdRng,
-    ) -> Result<Self> {
-        let fm = Fm::new(ps, fields, dim);
-        let mlp_cfg = mlp_config(
-            cfg,
-            "hidden_units",
-            "hidden_activations",
-            &[64, 64, 64],
-            Some(1),
-        )?;
+    pub fn new(b: &mut CtrBuild) -> Result<Self> {
+        let fm = Fm::new(b.params, b.fields, b.dim);
         Ok(DeepFm {
             fm,
-            mlp: MlpBlock::new(ps, "dnn", fields * dim, &mlp_cfg, rng),
+            mlp: logit_mlp(b, b.fields * b.dim)?,
         })
     }
 }

@@ -1,32 +1,19 @@
 //! A plain MLP over the concatenated field embeddings.
 
-use super::{mlp_config, CtrNet, EmbeddingUse};
+use super::{logit_mlp, CtrBuild, CtrNet, EmbeddingUse};
 use crate::layers::MlpBlock;
 use crate::Result;
 use rand::rngs::StdRng;
-use recforge_data::ModelConfig;
-use recforge_nn::{Graph, NodeId, ParamId, ParamStore};
+use recforge_nn::{Graph, NodeId, ParamId};
 
 pub struct Dnn {
     mlp: MlpBlock,
 }
 
 impl Dnn {
-    pub fn new(
-        cfg: &ModelConfig,
-        ps: &mut ParamStore,
-        input_dim: usize,
-        rng: &mut StdRng,
-    ) -> Result<Self> {
-        let mlp_cfg = mlp_config(
-            cfg,
-            "hidden_units",
-            "hidden_activations",
-            &[64, 64, 64],
-            Some(1),
-        )?;
+    pub fn new(b: &mut CtrBuild) -> Result<Self> {
         Ok(Dnn {
-            mlp: MlpBlock::new(ps, "dnn", input_dim, &mlp_cfg, rng),
+            mlp: logit_mlp(b, b.input_dim)?,
         })
     }
 }

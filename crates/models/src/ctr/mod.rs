@@ -191,7 +191,7 @@ pub(crate) fn mlp_config_keyed(
 }
 
 /// The MLP read from `hidden_units` / `hidden_activations` (FuxiCTR's default 64-64-64) with a
-/// one-logit output, over `input_dim` inputs: DNN's, WideDeep's, NFM's and PNN's.
+/// one-logit output, over `input_dim` inputs: DNN's, DeepFM's, WideDeep's, NFM's and PNN's.
 pub(crate) fn logit_mlp(b: &mut CtrBuild, input_dim: usize) -> Result<MlpBlock> {
     let c = mlp_config(
         b.cfg,
@@ -307,17 +307,13 @@ pub const REGISTRY: &[CtrEntry] = &[
         name: "DNN",
         keys: MLP_KEYS,
         inner_products: false,
-        build: |b| Ok(Box::new(Dnn::new(b.cfg, b.params, b.input_dim, b.rng)?)),
+        build: |b| Ok(Box::new(Dnn::new(b)?)),
     },
     CtrEntry {
         name: "DeepFM",
         keys: MLP_KEYS,
         inner_products: true,
-        build: |b| {
-            Ok(Box::new(DeepFm::new(
-                b.cfg, b.params, b.fields, b.dim, b.rng,
-            )?))
-        },
+        build: |b| Ok(Box::new(DeepFm::new(b)?)),
     },
     CtrEntry {
         name: "DCNv2",
