@@ -201,7 +201,8 @@ enum DataCommand {
         #[arg(long)]
         expid: String,
     },
-    /// Write the project's fixed splits (Frappe, Criteo slice, MovieLens-100K) as CSVs.
+    /// Write the project's fixed splits (Frappe, Criteo slice, MovieLens-100K and its behaviour
+    /// variant for DIN) as CSVs.
     Split {
         /// The shared data folder (default: $RECFORGE_DATA or ../shared/data).
         #[arg(long)]
@@ -808,6 +809,7 @@ fn data(cmd: DataCommand) -> Result<()> {
                 ),
                 ("criteo", recforge_data::splits::criteo),
                 ("ml100k", recforge_data::splits::ml100k),
+                ("ml100k_behaviour", recforge_data::splits::ml100k_behaviour),
             ] {
                 let [tr, va, te] = f(&dir, &out)
                     .with_context(|| format!("making the {name} split from {}", dir.display()))?;

@@ -66,6 +66,11 @@ pub struct RawFeatureCol {
     pub splitter: Option<String>,
     #[serde(default)]
     pub padding: Option<String>,
+    /// FuxiCTR's encoder of a sequence field: its default masked average pooling, or null to
+    /// keep the positions (DIN's sequences). recforge pools every sequence field except those a
+    /// model attends over, so both values are accepted and anything else refused.
+    #[serde(default)]
+    pub feature_encoder: Option<Value>,
     /// recforge extension, `type: text` fields: the sentence-transformers model directory
     /// that encodes them (default: $RECFORGE_MODELS/all-MiniLM-L6-v2).
     #[serde(default)]
@@ -208,6 +213,20 @@ impl DatasetConfig {
             }
             if col.splitter.as_deref() == Some("") {
                 return Err(bad("splitter must not be empty".into()));
+            }
+            match &col.feature_encoder {
+                None | Some(Value::Null) => {}
+                Some(Value::String(e))
+                    if matches!(
+                        e.as_str(),
+                        "null" | "None" | "none" | "layers.MaskedAveragePooling()"
+                    ) => {}
+                Some(other) => {
+                    return Err(bad(format!(
+                        "feature_encoder {other} is not supported (null, or \
+                         layers.MaskedAveragePooling())"
+                    )))
+                }
             }
             if let Some(p) = col
                 .padding

@@ -409,8 +409,13 @@ impl FeatureMap {
                     let ids: Vec<u32> = sequence_tokens(raw, splitter)
                         .map(|t| v.lookup(t))
                         .collect();
-                    // keep the most recent max_len tokens (FuxiCTR truncates at the front)
-                    let ids = &ids[ids.len().saturating_sub(*max_len)..];
+                    // FuxiCTR truncates on the padding side: `pre` keeps the last max_len
+                    // tokens, `post` the first
+                    let ids = if *pad_post {
+                        &ids[..ids.len().min(*max_len)]
+                    } else {
+                        &ids[ids.len().saturating_sub(*max_len)..]
+                    };
                     slots.fill(0);
                     if *pad_post {
                         slots[..ids.len()].copy_from_slice(ids);

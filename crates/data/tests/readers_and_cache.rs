@@ -97,28 +97,37 @@ fn sequences_are_padded_truncated_and_share_vocabularies() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("train.csv"),
-        "label,item,hist\n1,a,b^a^c^a\n0,b,\n",
+        "label,item,hist,recent\n1,a,b^a^c^a,b^a^c^a\n0,b,,\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("valid.csv"), "label,item,hist\n1,zz,a\n").unwrap();
+    std::fs::write(
+        dir.path().join("valid.csv"),
+        "label,item,hist,recent\n1,zz,a,a\n",
+    )
+    .unwrap();
     write_config(
         dir.path(),
         "csv",
         "csv",
         "    - {name: item, active: true, dtype: str, type: categorical}\n    - {name: hist, \
             active: true, dtype: str, type: sequence, splitter: ^, max_len: 3, share_embedding: \
-            item}\n",
+            item}\n    - {name: recent, active: true, dtype: str, type: sequence, max_len: 3, \
+            padding: pre, share_embedding: item, feature_encoder: null}\n",
         "",
     );
     let ds = prepare(dir.path(), OnBadRow::Error).unwrap();
     let fm = &ds.feature_map;
-    // shared counts: a×3, b×2, c×1
+    // shared counts: a×5, b×3, c×2
     assert_eq!(fm.vocab_of(0).tokens, ["a", "b", "c"]);
     assert_eq!(fm.vocab_of(1).tokens, ["a", "b", "c"]);
-    // b^a^c^a truncated to the last 3 (a c a), post-padded
-    assert_eq!(&ds.train.row(0)[1..], &[1, 1, 3, 1]);
-    assert_eq!(&ds.train.row(1)[1..], &[2, 0, 0, 0]);
-    assert_eq!(&ds.valid.as_ref().unwrap().row(0)[1..], &[4, 1, 0, 0]);
+    // FuxiCTR truncates on the padding side (keras' truncating = padding): post keeps the
+    // first 3 (b a c), pre the last 3 (a c a)
+    assert_eq!(&ds.train.row(0)[1..], &[1, 2, 1, 3, 1, 3, 1]);
+    assert_eq!(&ds.train.row(1)[1..], &[2, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        &ds.valid.as_ref().unwrap().row(0)[1..],
+        &[4, 1, 0, 0, 0, 0, 1]
+    );
 }
 
 #[test]

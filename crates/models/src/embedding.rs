@@ -6,6 +6,10 @@
 //! its value. Fields may have their own `embedding_dim`. A text field's row is its frozen
 //! sentence vector (a non-trainable table, `<field>.text`) times a learned projection (the
 //! field's table, one row per vector dimension).
+//!
+//! A model that attends over a sequence (DIN) asks for it unpooled instead
+//! ([`FeatureEmbedding::with_positions`]: one row per position, padding as zeros) and for its
+//! padding mask ([`FeatureEmbedding::padding_mask`]: 1 where a position holds an id).
 
 use rand::Rng;
 use rayon::prelude::*;
@@ -34,6 +38,10 @@ pub struct FeatureEmbedding {
     text_of_table: Vec<Option<usize>>,
     /// Column where each field's embedding starts in an output row.
     out_offsets: Vec<usize>,
+    /// Rows each field contributes: 1, or `max_len` for a sequence embedded per position.
+    positions: Vec<usize>,
+    /// A padding-mask output (no tables): the listed sequence fields' positions, 1 or 0.
+    mask_of: Vec<usize>,
     width: usize,
     kinds: Vec<FieldKind>,
     offsets: Vec<usize>,
@@ -114,26 +122,85 @@ impl FeatureEmbedding {
             }
             table_of_field.push(owner_table[owner]);
         }
-        let out_offsets: Vec<usize> = dims
-            .iter()
-            .scan(0, |acc, &d| Some(std::mem::replace(acc, *acc + d)))
-            .collect();
-        Ok(FeatureEmbedding {
+        let mut e = FeatureEmbedding {
             name: name.to_string(),
             dims: dims.to_vec(),
             table_of_field,
             tables,
             table_names,
             text_of_table,
-            out_offsets,
-            width: dims.iter().sum(),
+            out_offsets: Vec::new(),
+            positions: vec![1; dims.len()],
+            mask_of: Vec::new(),
+            width: 0,
             kinds: fmap.fields.iter().map(|f| f.spec.kind.clone()).collect(),
             offsets: fmap.fields.iter().map(|f| f.offset).collect(),
-        })
+        };
+        e.lay_out();
+        Ok(e)
+    }
+
+    /// Places the fields' columns side by side.
+    fn lay_out(&mut self) {
+        let widths: Vec<usize> = (0..self.dims.len())
+            .map(|i| self.dims[i] * self.positions[i])
+            .collect();
+        self.out_offsets = widths
+            .iter()
+            .scan(0, |acc, &w| Some(std::mem::replace(acc, *acc + w)))
+            .collect();
+        self.width = widths.iter().sum();
+    }
+
+    /// The same embedding with the sequence fields `fields` given one row per position
+    /// (`max_len · dim` columns, padding positions zero) instead of their masked average.
+    pub fn with_positions(mut self, fields: &[usize]) -> Result<Self, String> {
+        for &f in fields {
+            match self.kinds.get(f) {
+                Some(FieldKind::Sequence { max_len, .. }) => self.positions[f] = *max_len,
+                _ => return Err(format!("field {f} is not a sequence field")),
+            }
+        }
+        self.lay_out();
+        Ok(self)
+    }
+
+    /// The padding mask of the sequence fields `fields`: `[batch × Σ max_len]`, 1 where a
+    /// position holds an id and 0 where it is padding. It has no tables and takes no gradient.
+    pub fn padding_mask(name: &str, fmap: &FeatureMap, fields: &[usize]) -> Result<Self, String> {
+        let n = fmap.fields.len();
+        let mut positions = vec![0; n];
+        for &f in fields {
+            match fmap.fields.get(f).map(|x| &x.spec.kind) {
+                Some(FieldKind::Sequence { max_len, .. }) => positions[f] = *max_len,
+                _ => return Err(format!("field {f} is not a sequence field")),
+            }
+        }
+        let mut e = FeatureEmbedding {
+            name: name.to_string(),
+            dims: positions.iter().map(|&p| (p > 0) as usize).collect(),
+            table_of_field: vec![usize::MAX; n],
+            tables: Vec::new(),
+            table_names: Vec::new(),
+            text_of_table: Vec::new(),
+            out_offsets: Vec::new(),
+            positions,
+            mask_of: fields.to_vec(),
+            width: 0,
+            kinds: fmap.fields.iter().map(|f| f.spec.kind.clone()).collect(),
+            offsets: fmap.fields.iter().map(|f| f.offset).collect(),
+        };
+        e.lay_out();
+        Ok(e)
     }
 
     pub fn num_fields(&self) -> usize {
         self.kinds.len()
+    }
+
+    /// Whether this is a padding mask ([`FeatureEmbedding::padding_mask`]) rather than embeddings.
+    pub fn is_padding_mask(&self) -> bool {
+        !self.mask_of.is_empty()
     }
 
     /// Columns of the output: the sum of the fields' embedding sizes.
@@ -141,8 +208,9 @@ impl FeatureEmbedding {
         self.width
     }
 
-    fn span(&self, field: usize) -> std::ops::Range<usize> {
-        self.out_offsets[field]..self.out_offsets[field] + self.dims[field]
+    /// The columns of field `field` in an output row (empty for a field left out).
+    pub fn columns(&self, field: usize) -> std::ops::Range<usize> {
+        self.out_offsets[field]..self.out_offsets[field] + self.dims[field] * self.positions[field]
     }
 
     /// `[batch × Σ dims]`, field-major within a row.
@@ -161,12 +229,23 @@ impl FeatureEmbedding {
     }
 
     fn embed_row(&self, slots: &[u32], orow: &mut [f32]) {
+        for &f in &self.mask_of {
+            let off = self.offsets[f];
+            let ids = &slots[off..off + self.positions[f]];
+            let o = &mut orow[self.columns(f)];
+            o.iter_mut()
+                .zip(ids)
+                .for_each(|(o, &id)| *o = (id != 0) as u8 as f32);
+        }
+        if !self.mask_of.is_empty() {
+            return;
+        }
         for (i, kind) in self.kinds.iter().enumerate() {
             if self.dims[i] == 0 {
                 continue;
             }
             let t = &self.tables[self.table_of_field[i]];
-            let o = &mut orow[self.span(i)];
+            let o = &mut orow[self.columns(i)];
             let off = self.offsets[i];
             match kind {
                 FieldKind::Categorical => match self.text_of_table[self.table_of_field[i]] {
@@ -187,6 +266,17 @@ impl FeatureEmbedding {
                 FieldKind::Numeric => {
                     let x = f32::from_bits(slots[off]);
                     o.iter_mut().zip(t.row(0)).for_each(|(o, w)| *o = x * w);
+                }
+                FieldKind::Sequence { max_len, .. } if self.positions[i] > 1 => {
+                    // one row per position; padding (id 0) stays zero
+                    let ids = &slots[off..off + max_len];
+                    for (o, &id) in o.chunks_exact_mut(self.dims[i]).zip(ids) {
+                        if id == 0 {
+                            o.fill(0.0);
+                        } else {
+                            o.copy_from_slice(t.row(id));
+                        }
+                    }
                 }
                 FieldKind::Sequence { max_len, .. } => {
                     let ids = &slots[off..off + max_len];
@@ -223,7 +313,7 @@ impl FeatureEmbedding {
                     .filter(|(i, _)| self.table_of_field[*i] == t)
                 {
                     let off = self.offsets[i];
-                    let span = self.span(i);
+                    let span = self.columns(i);
                     for (r, grow) in grad.data.chunks_exact(w).enumerate() {
                         let g = &grow[span.clone()];
                         let slots = batch.row(r);
@@ -240,6 +330,14 @@ impl FeatureEmbedding {
                                 None => rg.add(slots[off], g, 1.0),
                             },
                             FieldKind::Numeric => rg.add(0, g, f32::from_bits(slots[off])),
+                            FieldKind::Sequence { max_len, .. } if self.positions[i] > 1 => {
+                                let ids = &slots[off..off + max_len];
+                                for (gp, &id) in g.chunks_exact(self.dims[i]).zip(ids) {
+                                    if id != 0 {
+                                        rg.add(id, gp, 1.0);
+                                    }
+                                }
+                            }
                             FieldKind::Sequence { max_len, .. } => {
                                 let ids = &slots[off..off + max_len];
                                 let n = ids.iter().filter(|&&id| id != 0).count();

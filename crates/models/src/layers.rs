@@ -2,7 +2,7 @@
 
 use rand::rngs::StdRng;
 use rand::Rng;
-use recforge_nn::{init, Graph, NodeId, ParamId, ParamStore, Tensor};
+use recforge_nn::{init, BatchNormStats, Graph, NodeId, ParamId, ParamStore, Tensor};
 use serde_json::Value;
 
 pub use recforge_nn::Activation;
@@ -26,20 +26,7 @@ impl ActivationExt for Activation {
 
     /// A config value that is one name or a list with one name per layer.
     fn parse_per_layer(v: Option<&Value>, layers: usize) -> Result<Vec<Self>, String> {
-        let names: Vec<String> = match v {
-            None => vec!["relu".into(); layers],
-            Some(Value::String(s)) => vec![s.clone(); layers],
-            Some(Value::Array(a)) if a.len() == layers => a
-                .iter()
-                .map(|x| x.as_str().unwrap_or("").to_string())
-                .collect(),
-            Some(other) => {
-                return Err(format!(
-                    "activations should be a name or a list of {layers} names, got {other}"
-                ))
-            }
-        };
-        names
+        layer_names(v, layers)?
             .iter()
             .map(|n| {
                 Self::parse(n).ok_or_else(|| {
@@ -47,6 +34,90 @@ impl ActivationExt for Activation {
                 })
             })
             .collect()
+    }
+}
+
+/// One activation name per layer from a name or a list of `layers` names (default ReLU).
+fn layer_names(v: Option<&Value>, layers: usize) -> Result<Vec<String>, String> {
+    Ok(match v {
+        None => vec!["relu".into(); layers],
+        Some(Value::String(s)) => vec![s.clone(); layers],
+        Some(Value::Array(a)) if a.len() == layers => a
+            .iter()
+            .map(|x| x.as_str().unwrap_or("").to_string())
+            .collect(),
+        Some(other) => {
+            return Err(format!(
+                "activations should be a name or a list of {layers} names, got {other}"
+            ))
+        }
+    })
+}
+
+/// A hidden layer's activation: a plain function, or Dice (DIN's data-adaptive activation,
+/// with a learned α and batch statistics of its own), which FuxiCTR's MLPs accept by name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum HiddenActivation {
+    Plain(Activation),
+    Dice,
+}
+
+impl HiddenActivation {
+    /// As [`ActivationExt::parse_per_layer`], with `dice` accepted too.
+    pub fn parse_per_layer(v: Option<&Value>, layers: usize) -> Result<Vec<Self>, String> {
+        layer_names(v, layers)?
+            .iter()
+            .map(|n| match Activation::parse(n) {
+                Some(a) => Ok(HiddenActivation::Plain(a)),
+                None if n.eq_ignore_ascii_case("dice") => Ok(HiddenActivation::Dice),
+                None => Err(format!(
+                    "unknown activation `{n}` (relu, tanh, sigmoid, linear, dice)"
+                )),
+            })
+            .collect()
+    }
+}
+
+/// Dice's parameters: `α`, and its normalisation (no affine part: constant 1 and 0, with
+/// FuxiCTR's eps 1e-9 and momentum 0.01).
+#[derive(Clone, Debug)]
+pub struct Dice {
+    alpha: ParamId,
+    one: ParamId,
+    zero: ParamId,
+    mean: ParamId,
+    var: ParamId,
+}
+
+impl Dice {
+    pub fn new(ps: &mut ParamStore, name: &str, units: usize) -> Self {
+        let mut add = |key: &str, v: f32, trainable: bool| {
+            ps.add(
+                format!("{name}.{key}"),
+                Tensor::from_vec(1, units, vec![v; units]),
+                trainable,
+                false,
+            )
+        };
+        Dice {
+            alpha: add("alpha", 0.0, true),
+            one: add("bn.weight", 1.0, false),
+            zero: add("bn.bias", 0.0, false),
+            mean: add("bn.running_mean", 0.0, false),
+            var: add("bn.running_var", 1.0, false),
+        }
+    }
+
+    pub fn forward(&self, g: &mut Graph, x: NodeId) -> NodeId {
+        let stats = BatchNormStats {
+            running_mean: self.mean,
+            running_var: self.var,
+            eps: 1e-9,
+            momentum: 0.01,
+        };
+        let normalized = g.batch_norm_with(x, self.one, self.zero, stats);
+        let alpha = g.param(self.alpha);
+        g.dice(x, normalized, alpha)
     }
 }
 
@@ -105,6 +176,8 @@ struct HiddenLayer {
     linear: Linear,
     bn: Option<BatchNorm>,
     act: Activation,
+    /// Dice in place of `act`.
+    dice: Option<Dice>,
 }
 
 /// FuxiCTR's `MLP_Block`: per hidden layer Linear → BatchNorm (optional) → activation →
@@ -120,7 +193,7 @@ pub struct MlpBlock {
 #[derive(Clone, Debug)]
 pub struct MlpConfig {
     pub hidden: Vec<usize>,
-    pub activations: Vec<Activation>,
+    pub activations: Vec<HiddenActivation>,
     pub dropout: f32,
     pub batch_norm: bool,
     pub output_dim: Option<usize>,
@@ -164,7 +237,19 @@ impl MlpBlock {
                     false,
                 ),
             });
-            layers.push(HiddenLayer { linear, bn, act });
+            let (act, dice) = match act {
+                HiddenActivation::Plain(a) => (a, None),
+                HiddenActivation::Dice => (
+                    Activation::Linear,
+                    Some(Dice::new(ps, &format!("{name}.{i}.dice"), h)),
+                ),
+            };
+            layers.push(HiddenLayer {
+                linear,
+                bn,
+                act,
+                dice,
+            });
             dim = h;
         }
         let output = cfg
@@ -193,6 +278,9 @@ impl MlpBlock {
                 }
                 None => g.dense(x, l.linear.w, l.linear.b, l.act),
             };
+            if let Some(d) = &l.dice {
+                x = d.forward(g, x);
+            }
             x = g.dropout(x, self.dropout, rng);
         }
         x

@@ -22,7 +22,7 @@ pub mod transformer;
 pub use embedding::{EmbeddingOptimizer, EmbeddingTable, RowGrads, UpdateMode};
 pub use graph::{Activation, Graph, NodeId, StateUpdate};
 pub use ops::sparse::{CsrMatrix, SparseOperand};
-pub use ops::CustomOp;
+pub use ops::{BatchNormStats, CustomOp};
 pub use optim::{DenseOptimizer, OptimizerKind, ParamGroup};
 pub use params::{ParamId, ParamStore, Scope};
 pub use tensor::Tensor;

@@ -431,20 +431,11 @@ impl Pretrainer {
         let mut corrupted = Vec::new();
         for (e, &mask) in model.embeddings.iter().zip(&self.mask_emb) {
             let width = e.width();
-            let offsets: Vec<usize> = e
-                .dims
-                .iter()
-                .scan(0, |acc, &d| {
-                    let o = *acc;
-                    *acc += d;
-                    Some(o)
-                })
-                .collect();
             let mut drop = vec![0.0f32; batch.size * width];
             for (b, fs) in masked.iter().enumerate() {
                 for &j in fs {
-                    let f = self.fields[j];
-                    let span = b * width + offsets[f]..b * width + offsets[f] + e.dims[f];
+                    let cols = e.columns(self.fields[j]);
+                    let span = b * width + cols.start..b * width + cols.end;
                     drop[span].fill(1.0);
                 }
             }

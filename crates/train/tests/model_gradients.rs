@@ -39,12 +39,7 @@ fn every_model_gradient_matches_finite_differences() {
         let mut graph = fwd.graph;
         let l = graph.bce_with_logits(fwd.logits, &batch.labels);
         let mut grads = graph.backward(l);
-        let emb: Vec<_> = model
-            .embeddings
-            .iter()
-            .zip(&fwd.emb_nodes)
-            .map(|(e, &n)| e.backward(&batch, &grads.take(n).unwrap()))
-            .collect();
+        let emb = model.embedding_grads(&batch, &fwd.emb_nodes, &mut grads);
         let dense: Vec<_> = model
             .params
             .iter()

@@ -24,6 +24,7 @@ const WITH_ENCODER: &[&str] = &[
     "xDeepFM_t",
     "FiBiNET_t",
     "FinalMLP_t",
+    "DIN_t",
 ];
 
 fn pretrainer(dir: &std::path::Path, expid: &str, method: Method) -> (Model, Pretrainer, Batch) {

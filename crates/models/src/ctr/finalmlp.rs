@@ -4,7 +4,7 @@
 //! by multi-head bilinear aggregation `w_xᵀx + w_yᵀy + Σ_h x_hᵀ W_h y_h`.
 
 use super::{config_error, mlp_config_keyed, CtrBuild, CtrNet, EmbeddingUse, MlpKeys};
-use crate::layers::{Linear, MlpBlock, MlpConfig};
+use crate::layers::{HiddenActivation, Linear, MlpBlock, MlpConfig};
 use crate::Result;
 use rand::rngs::StdRng;
 use recforge_nn::{init, Activation, Graph, NodeId, ParamId, Tensor};
@@ -156,7 +156,7 @@ impl FinalMlp {
                     (GateContext::Fields(contexts.len()), width)
                 };
                 let cfg = MlpConfig {
-                    activations: vec![Activation::Relu; fs_hidden.len()],
+                    activations: vec![HiddenActivation::Plain(Activation::Relu); fs_hidden.len()],
                     hidden: fs_hidden.clone(),
                     dropout: 0.0,
                     batch_norm: false,

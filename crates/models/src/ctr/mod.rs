@@ -8,6 +8,7 @@ mod autoint;
 mod dcn;
 mod dcnv2;
 mod deepfm;
+mod din;
 mod dnn;
 mod fibinet;
 mod finalmlp;
@@ -24,6 +25,7 @@ pub use autoint::AutoInt;
 pub use dcn::Dcn;
 pub use dcnv2::{Dcnv2, Dcnv2Structure};
 pub use deepfm::DeepFm;
+pub use din::{Din, LocalActivationUnit};
 pub use dnn::Dnn;
 pub use fibinet::{BilinearInteraction, BilinearType, FiBiNet, SqueezeExcitation};
 pub use finalmlp::FinalMlp;
@@ -36,7 +38,7 @@ pub use wide_deep::WideDeep;
 pub use xdeepfm::{Cin, XDeepFm};
 
 use crate::embedding::FeatureEmbedding;
-use crate::layers::{Activation, ActivationExt, MlpBlock, MlpConfig};
+use crate::layers::{HiddenActivation, MlpBlock, MlpConfig};
 use crate::{ModelError, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -54,6 +56,11 @@ pub enum EmbeddingUse {
     /// A separate embedding of these fields only (by index), `[batch × Σ their dims]`:
     /// FinalMLP's gate contexts.
     Subset(Vec<usize>),
+    /// As `Factors`, with these sequence fields one row per position (`max_len · d` columns,
+    /// padding zero) instead of pooled: DIN's behaviour sequences.
+    Positions(Vec<usize>),
+    /// The padding mask of these sequence fields, `[batch × Σ max_len]` of 1 (an id) and 0.
+    PaddingMask(Vec<usize>),
 }
 
 /// The part of a model that runs on the tape.
@@ -168,7 +175,7 @@ pub(crate) fn mlp_config_keyed(
             keys.units
         )));
     }
-    let activations = Activation::parse_per_layer(cfg.get(keys.activations), hidden.len())
+    let activations = HiddenActivation::parse_per_layer(cfg.get(keys.activations), hidden.len())
         .map_err(|m| err(format!("`{}`: {m}", keys.activations)))?;
     let dropout = cfg
         .f64_or_first(keys.dropout, 0.0)
@@ -382,6 +389,12 @@ pub const REGISTRY: &[CtrEntry] = &[
         build: |b| Ok(Box::new(FiBiNet::new(b)?)),
     },
     CtrEntry {
+        name: "DIN",
+        keys: din::KEYS,
+        inner_products: false,
+        build: |b| Ok(Box::new(Din::new(b)?)),
+    },
+    CtrEntry {
         name: "FinalMLP",
         keys: finalmlp::KEYS,
         inner_products: false,
@@ -465,18 +478,26 @@ pub fn build(cfg: &ModelConfig, fmap: &FeatureMap) -> Result<Model> {
         .iter()
         .enumerate()
         .map(|(k, usage)| {
+            let name = format!("emb{k}");
             let dims = match usage {
                 EmbeddingUse::FirstOrder => vec![1; fields],
-                EmbeddingUse::Factors => field_dims.clone(),
+                EmbeddingUse::Factors | EmbeddingUse::Positions(_) => field_dims.clone(),
                 EmbeddingUse::Subset(keep) => (0..fields)
                     .map(|i| if keep.contains(&i) { field_dims[i] } else { 0 })
                     .collect(),
+                EmbeddingUse::PaddingMask(seqs) => {
+                    return FeatureEmbedding::padding_mask(&name, fmap, seqs)
+                        .map_err(|msg| config_error(cfg, msg))
+                }
             };
-            FeatureEmbedding::new(&format!("emb{k}"), fmap, &dims, common.optimizer, &mut rng)
-                .map_err(|msg| ModelError::Config {
-                    expid: cfg.expid.clone(),
-                    msg,
-                })
+            let e = FeatureEmbedding::new(&name, fmap, &dims, common.optimizer, &mut rng)
+                .map_err(|msg| config_error(cfg, msg))?;
+            match usage {
+                EmbeddingUse::Positions(seqs) => {
+                    e.with_positions(seqs).map_err(|msg| config_error(cfg, msg))
+                }
+                _ => Ok(e),
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Model {
@@ -502,7 +523,7 @@ impl Model {
         let emb_nodes: Vec<NodeId> = self
             .embeddings
             .iter()
-            .map(|e| graph.input(e.forward(batch), true))
+            .map(|e| graph.input(e.forward(batch), !e.is_padding_mask()))
             .collect();
         let logits = self.net.forward(&mut graph, &emb_nodes, rng);
         Forward {

@@ -1,6 +1,7 @@
 //! Elementwise and reduction ops: sums, products, activations, scaling (by a constant or per
-//! row), dropout, row sums and the sum of all entries, row stacking, and the Gaussian
-//! reparameterisation `mu + ε ⊙ exp(logvar / 2)` of variational models.
+//! row), dropout, row sums and the sum of all entries, row stacking, the Gaussian
+//! reparameterisation `mu + ε ⊙ exp(logvar / 2)` of variational models, and DIN's Dice
+//! activation.
 
 use super::{scalar_grad, CustomOp};
 use crate::graph::{accumulate, Graph, NodeId, Op};
@@ -394,6 +395,81 @@ impl Graph<'_> {
     }
 }
 
+/// DIN's Dice, `x · (α + (1 − α) σ(x̂))` with `x̂` the batch-normalised `x`: inputs `x`, `x̂`
+/// (`[N × H]`) and `α` (`[1 × H]`).
+struct Dice;
+
+impl CustomOp for Dice {
+    fn name(&self) -> &'static str {
+        "dice"
+    }
+    fn forward(&mut self, v: &[&Tensor]) -> Tensor {
+        let (x, xn, alpha) = (v[0], v[1], &v[2].data);
+        let mut out = Tensor::zeros(x.rows, x.cols);
+        for ((o, xr), nr) in out
+            .data
+            .chunks_exact_mut(x.cols)
+            .zip(x.data.chunks_exact(x.cols))
+            .zip(xn.data.chunks_exact(x.cols))
+        {
+            for j in 0..x.cols {
+                let p = sigmoid(nr[j]);
+                o[j] = xr[j] * (alpha[j] + (1.0 - alpha[j]) * p);
+            }
+        }
+        out
+    }
+    fn backward(
+        &self,
+        v: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let (x, xn, alpha) = (v[0], v[1], &v[2].data);
+        let c = x.cols;
+        let mut gx = Tensor::zeros(x.rows, c);
+        let mut gn = Tensor::zeros(x.rows, c);
+        let mut ga = vec![0.0f32; c];
+        for r in 0..x.rows {
+            let span = r * c..(r + 1) * c;
+            let (xr, nr, gr) = (
+                &x.data[span.clone()],
+                &xn.data[span.clone()],
+                &g.data[span.clone()],
+            );
+            let (gxr, gnr) = (&mut gx.data[span.clone()], &mut gn.data[span]);
+            for j in 0..c {
+                let p = sigmoid(nr[j]);
+                gxr[j] = gr[j] * (alpha[j] + (1.0 - alpha[j]) * p);
+                gnr[j] = gr[j] * xr[j] * (1.0 - alpha[j]) * p * (1.0 - p);
+                ga[j] += gr[j] * xr[j] * (1.0 - p);
+            }
+        }
+        vec![
+            needs[0].then_some(gx),
+            needs[1].then_some(gn),
+            needs[2].then(|| Tensor::from_vec(1, c, ga)),
+        ]
+    }
+}
+
+impl Graph<'_> {
+    /// Dice (Zhou et al. 2018, FuxiCTR's `Dice`): `x · (α + (1 − α) σ(x̂))`, where `x̂` is `x`
+    /// batch-normalised by the caller (no affine part) and `α` (`[1 × H]`) is learned.
+    pub fn dice(&mut self, x: NodeId, normalized: NodeId, alpha: NodeId) -> NodeId {
+        let (xv, nv, av) = (self.value(x), self.value(normalized), self.value(alpha));
+        assert!(
+            xv.shape() == nv.shape() && av.shape() == (1, xv.cols),
+            "dice: x {:?}, normalised {:?}, alpha {:?}",
+            xv.shape(),
+            nv.shape(),
+            av.shape()
+        );
+        self.custom(Dice, &[x, normalized, alpha])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::graph::Graph;
@@ -492,5 +568,33 @@ mod tests {
         assert_eq!(g.value(z).data, vec![0.5, -1.0]);
         let s = g.sum_all(z);
         assert_eq!(g.value(s).data, vec![-0.5]);
+    }
+
+    #[test]
+    fn dice_on_a_hand_case_and_against_finite_differences() {
+        // x = 2, x̂ = 0 (σ = ½), α = 0.2: 2 · (0.2 + 0.8 · 0.5) = 1.2; x = −1, x̂ = ln 3 (σ = ¾),
+        // α = 0.5: −1 · (0.5 + 0.5 · 0.75) = −0.875
+        let store = ParamStore::new();
+        let mut g = Graph::new(&store, false);
+        let x = g.input(Tensor::from_vec(1, 2, vec![2.0, -1.0]), false);
+        let n = g.input(Tensor::from_vec(1, 2, vec![0.0, 3f32.ln()]), false);
+        let a = g.input(Tensor::from_vec(1, 2, vec![0.2, 0.5]), false);
+        let y = g.dice(x, n, a);
+        let v = &g.value(y).data;
+        assert!(
+            (v[0] - 1.2).abs() < 1e-6 && (v[1] + 0.875).abs() < 1e-6,
+            "{v:?}"
+        );
+
+        let mut rng = StdRng::seed_from_u64(8);
+        let xs = init::normal(&mut rng, 4, 3, 1.0);
+        let ns = init::normal(&mut rng, 4, 3, 1.0);
+        let al = init::normal(&mut rng, 1, 3, 0.5);
+        check_gradients(&ParamStore::new(), &[xs, ns, al], |g, v| {
+            let d = g.dice(v[0], v[1], v[2]);
+            let t = g.tanh(d);
+            g.sum_all(t)
+        })
+        .unwrap();
     }
 }

@@ -268,6 +268,42 @@ impl CustomOp for RowOuter {
     }
 }
 
+/// Each row repeated `times` times in place: `[B × C] → [B·times × C]` (a target's embedding
+/// beside each position of its behaviour sequence).
+struct RepeatRows {
+    times: usize,
+}
+
+impl CustomOp for RepeatRows {
+    fn name(&self) -> &'static str {
+        "repeat_rows"
+    }
+    fn forward(&mut self, x: &[&Tensor]) -> Tensor {
+        let x = x[0];
+        let mut data = Vec::with_capacity(x.len() * self.times);
+        for row in x.data.chunks_exact(x.cols.max(1)) {
+            for _ in 0..self.times {
+                data.extend_from_slice(row);
+            }
+        }
+        Tensor::from_vec(x.rows * self.times, x.cols, data)
+    }
+    fn backward(&self, x: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Vec<Option<Tensor>> {
+        let c = x[0].cols;
+        let mut gx = Tensor::zeros(x[0].rows, c);
+        for (dst, block) in gx
+            .data
+            .chunks_exact_mut(c.max(1))
+            .zip(g.data.chunks_exact((c * self.times).max(1)))
+        {
+            for gr in block.chunks_exact(c.max(1)) {
+                dst.iter_mut().zip(gr).for_each(|(d, v)| *d += v);
+            }
+        }
+        vec![Some(gx)]
+    }
+}
+
 impl Graph<'_> {
     /// The same values read as `[rows × cols]` (row-major order kept): `[B × F·d]` is
     /// `[B·F × d]`, one field embedding a row.
@@ -332,6 +368,12 @@ impl Graph<'_> {
         let cols = self.value(x).cols;
         assert_eq!(cols, r * c, "transpose_blocks: {cols} columns as {r}x{c}");
         self.custom(TransposeBlocks { r, c }, &[x])
+    }
+
+    /// Each row repeated `times` times, the copies adjacent: `[B × C] → [B·times × C]`.
+    pub fn repeat_rows(&mut self, x: NodeId, times: usize) -> NodeId {
+        assert!(times > 0, "repeat_rows: zero copies");
+        self.custom(RepeatRows { times }, &[x])
     }
 
     /// Per row, the outer product `a ⊗ b` flattened: `[N × F], [N × H] → [N × F·H]`.
@@ -405,6 +447,10 @@ mod tests {
             g.row_outer(a, b)
         });
         assert_eq!(o.data, vec![3., 4., 5., 6., 8., 10.]);
+        let r = run(Tensor::from_vec(2, 2, vec![1., 2., 3., 4.]), |g, x| {
+            g.repeat_rows(x, 2)
+        });
+        assert_eq!((r.rows, r.data), (4, vec![1., 2., 1., 2., 3., 4., 3., 4.]));
     }
 
     #[test]
@@ -433,6 +479,12 @@ mod tests {
             let back = g.reshape(o, 3, d * f * f);
             let s = g.sum_blocks(back, f);
             g.sum_cols(s)
+        });
+        check(ParamStore::new(), rand_input(&mut rng, 3, 2), |g, x| {
+            let r = g.repeat_rows(x, 3);
+            let t = g.tanh(r);
+            let back = g.reshape(t, 3, 6);
+            g.sum_cols(back)
         });
     }
 }

@@ -26,6 +26,7 @@ mod interaction;
 mod linear;
 pub mod loss;
 mod norm;
+pub use norm::BatchNormStats;
 pub mod sparse;
 
 use crate::graph::{Graph, NodeId};

@@ -8,6 +8,16 @@ use crate::tensor::Tensor;
 use crate::transformer;
 use rayon::prelude::*;
 
+/// A batch norm's running statistics and their update rule.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormStats {
+    pub running_mean: ParamId,
+    pub running_var: ParamId,
+    pub eps: f32,
+    /// Weight of the batch's statistics in the running estimate.
+    pub momentum: f32,
+}
+
 impl Graph<'_> {
     /// Batch normalization followed by `act`. When scoring ([`Graph::inference`]) this is one
     /// parallel pass `act(x·scale + shift)` with the running statistics folded into
@@ -69,8 +79,30 @@ impl Graph<'_> {
         running_mean: ParamId,
         running_var: ParamId,
     ) -> NodeId {
-        const EPS: f32 = 1e-5;
-        const MOMENTUM: f32 = 0.1;
+        let stats = BatchNormStats {
+            running_mean,
+            running_var,
+            eps: 1e-5,
+            momentum: 0.1,
+        };
+        self.batch_norm_with(x, gamma, beta, stats)
+    }
+
+    /// [`Graph::batch_norm`] with its own eps and momentum (Dice's normalisation uses 1e-9 and
+    /// 0.01).
+    pub fn batch_norm_with(
+        &mut self,
+        x: NodeId,
+        gamma: ParamId,
+        beta: ParamId,
+        stats: BatchNormStats,
+    ) -> NodeId {
+        let BatchNormStats {
+            running_mean,
+            running_var,
+            eps,
+            momentum,
+        } = stats;
         let (b, c) = self.value(x).shape();
         let (mean, var) = if self.train {
             let xv = self.value(x);
@@ -95,12 +127,12 @@ impl Graph<'_> {
             self.state_updates.push(StateUpdate {
                 param: running_mean,
                 batch_value: mean.clone(),
-                momentum: MOMENTUM,
+                momentum,
             });
             self.state_updates.push(StateUpdate {
                 param: running_var,
                 batch_value: unbiased,
-                momentum: MOMENTUM,
+                momentum,
             });
             (mean, biased)
         } else {
@@ -109,7 +141,7 @@ impl Graph<'_> {
                 self.params.value(running_var).data.clone(),
             )
         };
-        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
+        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
         let g = self.param(gamma);
         let bt = self.param(beta);
         let xv = self.value(x);

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Writes a small mixed-type dataset (categorical, numeric, sequence, shared vocabulary) and
 /// configs for every model, returns the experiment config for `expid`.
 pub fn tiny_dataset(dir: &Path) {
-    let mut rows = String::from("label,user,item,price,tags,prev_item\n");
+    let mut rows = String::from("label,user,item,price,tags,prev_item,history,prev_history\n");
     for i in 0..400u32 {
         let user = i % 13;
         let item = (i * 7) % 17;
@@ -17,7 +17,16 @@ pub fn tiny_dataset(dir: &Path) {
         let price = (i % 10) as f32 / 4.0;
         let tags = ["a", "b^c", "", "c^a^b", "d"][(i % 5) as usize];
         let prev = (i * 3) % 17;
-        rows += &format!("{label},u{user},i{item},{price},{tags},i{prev}\n");
+        // behaviour sequences of 0 to 3 items (DIN's)
+        let seq = |step: u32| {
+            (0..i % 4)
+                .map(|k| format!("i{}", (i * step + k) % 17))
+                .collect::<Vec<_>>()
+                .join("^")
+        };
+        let (history, prev_history) = (seq(5), seq(11));
+        rows +=
+            &format!("{label},u{user},i{item},{price},{tags},i{prev},{history},{prev_history}\n");
     }
     for split in ["train", "valid", "test"] {
         std::fs::write(dir.join(format!("{split}.csv")), &rows).unwrap();
@@ -37,7 +46,19 @@ pub fn tiny_dataset(dir: &Path) {
                 active: true, dtype: str, type: categorical}}\n    - {{name: price, active: true, \
                 dtype: float, type: numeric, embedding_dim: 6}}\n    - {{name: tags, active: \
                 true, dtype: str, type: sequence, splitter: ^, max_len: 3, embedding_dim: 2}}\n  \
-                label_col: {{name: label, dtype: float}}\n",
+                label_col: {{name: label, dtype: float}}\ntiny_seq:\n  data_root: {}\n  \
+                data_format: csv\n  train_data: {}\n  valid_data: {}\n  test_data: {}\n  \
+                feature_cols:\n    - {{name: [user, item], active: true, dtype: str, type: \
+                categorical}}\n    - {{name: price, active: true, dtype: float, type: numeric}}\n    \
+                - {{name: tags, active: true, dtype: str, type: sequence, splitter: ^, max_len: \
+                3}}\n    - {{name: prev_item, active: true, dtype: str, type: categorical, \
+                share_embedding: item}}\n    - {{name: [history, prev_history], active: true, \
+                dtype: str, type: sequence, max_len: 3, padding: pre, share_embedding: item, \
+                feature_encoder: null}}\n  label_col: {{name: label, dtype: float}}\n",
+            p("processed"),
+            p("train.csv"),
+            p("valid.csv"),
+            p("test.csv"),
             p("processed"),
             p("train.csv"),
             p("valid.csv"),
@@ -107,6 +128,8 @@ pub const ALL_MODELS: &[&str] = &[
     "FinalMLP_t",
     "FinalMLPbias_t",
     "FinalMLPnofs_t",
+    "DIN_t",
+    "DINtuple_t",
 ];
 
 /// Tiny configs of the CTR zoo (every option that changes the graph at least once).
@@ -169,9 +192,32 @@ fn zoo_configs(common: &str) -> String {
             "mlp1_hidden_units: [4]\n  mlp2_hidden_units: [4]\n  use_fs: false",
         ),
     ];
+    // DIN reads the behaviour sequences of `tiny_seq`
+    let seq_common = common.replace("dataset_id: tiny\n", "dataset_id: tiny_seq\n");
+    let din: &[(&str, &str, &str)] = &[
+        (
+            "DIN_t",
+            "DIN",
+            "dnn_hidden_units: [8]\n  dnn_activations: tanh\n  batch_norm: true\n  \
+             attention_hidden_units: [6]\n  din_target_field: item\n  din_sequence_field: history",
+        ),
+        (
+            // a tuple of targets over a tuple of sequences, Dice in the DNN, softmax weights
+            "DINtuple_t",
+            "DIN",
+            "dnn_hidden_units: [6]\n  dnn_activations: Dice\n  attention_hidden_units: [5]\n  \
+             attention_hidden_activations: tanh\n  attention_output_activation: sigmoid\n  \
+             attention_dropout: 0.1\n  din_target_field: [[item, prev_item]]\n  \
+             din_sequence_field: [[history, prev_history]]\n  din_use_softmax: true",
+        ),
+    ];
+    let entry = |common: &str, (id, model, extra): &(&str, &str, &str)| {
+        format!("{id}:\n  model: {model}\n{common}  {extra}\n")
+    };
     entries
         .iter()
-        .map(|(id, model, extra)| format!("{id}:\n  model: {model}\n{common}  {extra}\n"))
+        .map(|e| entry(common, e))
+        .chain(din.iter().map(|e| entry(&seq_common, e)))
         .collect()
 }
 
