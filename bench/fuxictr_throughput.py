@@ -12,10 +12,16 @@ model zoo defines them: DeepFM = FeatureEmbedding + FactorizationMachine (own fi
 table) + MLP_Block on the flattened embeddings; DCNv2 (parallel) = FeatureEmbedding +
 CrossNetV2 ‖ MLP_Block, then one Linear.
 
+Any other model (the CTR zoo: AutoInt, xDeepFM, FiBiNET, ...) is FuxiCTR's own class from a
+checkout of reczoo/FuxiCTR (`--fuxictr-src`, its model_zoo/<MODEL>/src), built with the
+hyper-parameters of `--config FILE`'s entry `--expid` (bench/run.sh passes the entry recforge
+trains, so both sides run the same model).
+
 usage: fuxictr_throughput.py TRAIN_CSV MODEL [--batch 4096] [--dim 16] [--threads 2] [--limit N]
+                             [--fuxictr-src DIR --config MODEL_CONFIG.yaml --expid ID]
 prints one JSON line: {"model", "rows", "seconds", "samples_per_sec", "peak_rss_mb"}
 """
-import argparse, json, resource, time
+import argparse, json, os, resource, sys, time
 
 import numpy as np
 import polars as pl
@@ -27,11 +33,14 @@ from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block, FactorizationMac
 
 p = argparse.ArgumentParser()
 p.add_argument("train_csv")
-p.add_argument("model", choices=["DeepFM", "DCNv2"])
+p.add_argument("model")
 p.add_argument("--batch", type=int, default=4096)
 p.add_argument("--dim", type=int, default=16)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--limit", type=int, default=0)
+p.add_argument("--fuxictr-src")
+p.add_argument("--config")
+p.add_argument("--expid")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(2024)
@@ -97,8 +106,22 @@ class DCNv2(BaseModel):
 
 if a.model == "DeepFM":
     model = DeepFM(fmap, embedding_dim=a.dim, **common)
-else:
+elif a.model == "DCNv2":
     model = DCNv2(fmap, embedding_dim=a.dim, **common)
+else:
+    import yaml
+    if not (a.fuxictr_src and a.config and a.expid):
+        sys.exit(f"{a.model}: pass --fuxictr-src, --config and --expid for a model_zoo model")
+    zoo = os.path.join(a.fuxictr_src, "model_zoo", a.model)
+    sys.path.insert(0, next(d for d in [os.path.join(zoo, "src"), os.path.join(zoo, f"{a.model}_torch", "src")]
+                            if os.path.isdir(d)))
+    Zoo = getattr(__import__(a.model), a.model)
+    with open(a.config) as f:
+        params = yaml.safe_load(f)[a.expid]
+    params.update(common)
+    params["embedding_dim"] = a.dim
+    fmap.default_emb_dim = a.dim
+    model = Zoo(fmap, **params)
 model.train()
 model._max_gradient_norm = 10.0  # set by BaseModel.fit, which this loop replaces
 

@@ -961,3 +961,65 @@ async fn mcp_stdio_answers_bad_lines_as_json_rpc_says() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// DIN (two embeddings: the sequence per position and its padding mask) is served like the
+/// others: the HTTP scores of a behaviour-sequence row equal `recforge predict`'s, and a
+/// missing sequence (all padding) is scored, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn din_is_served_like_the_other_ctr_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rows = String::from("label,user_id,item_id,history\n");
+    for i in 0..600u32 {
+        let (user, item) = (i % 23, (i * 7) % 31);
+        let history: Vec<String> = (0..i % 5).map(|k| format!("m{}", (i + k) % 31)).collect();
+        let label = (history.len() % 2 == 0) as u8 ^ (item % 3 == 0) as u8;
+        rows += &format!("{label},u{user},m{item},{}\n", history.join("^"));
+    }
+    for split in ["train", "valid", "test"] {
+        std::fs::write(d.join(format!("{split}.csv")), &rows).unwrap();
+    }
+    std::fs::write(
+        d.join("dataset_config.yaml"),
+        "seq:\n  data_root: ./processed/\n  data_format: csv\n  train_data: train.csv\n  \
+         valid_data: valid.csv\n  test_data: test.csv\n  feature_cols:\n    - {name: [user_id, \
+         item_id], active: true, dtype: str, type: categorical}\n    - {name: history, active: \
+         true, dtype: str, type: sequence, max_len: 4, padding: pre, share_embedding: item_id, \
+         feature_encoder: null}\n  label_col: {name: label, dtype: float}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("model_config.yaml"),
+        "DIN_seq:\n  model: DIN\n  dataset_id: seq\n  embedding_dim: 4\n  batch_size: 64\n  \
+         epochs: 2\n  dnn_hidden_units: [8]\n  attention_hidden_units: [6]\n  \
+         din_target_field: item_id\n  din_sequence_field: history\n",
+    )
+    .unwrap();
+    let args = [
+        "--threads", "2", "train", "--config", ".", "--expid", "DIN_seq", "--run-dir", "run",
+    ];
+    let (ok, _, err) = recforge(&args, d);
+    assert!(ok, "{err}");
+    let model = d.join("run");
+    let expected = cli_scores(d, &model, "test.csv");
+    let server = start_server(d, &model, &[]);
+    let c = reqwest::Client::new();
+    let rows = instances(&d.join("test.csv"), 50);
+    let url = format!("{}/v1/predict", server.base);
+    let (status, body) = post(&c, &url, &json!({ "instances": rows })).await;
+    assert_eq!(status, 200, "{body}");
+    let got = scores(&body, "predictions");
+    assert_eq!(got.len(), 50);
+    for (g, e) in got.iter().zip(&expected) {
+        assert!((g - e).abs() < 1e-6, "{g} vs {e}");
+    }
+    let (status, body) = post(
+        &c,
+        &url,
+        &json!({ "instances": [{"user_id": "u1", "item_id": "m3"}] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let p = scores(&body, "predictions")[0];
+    assert!(p.is_finite() && (0.0..=1.0).contains(&p), "{p}");
+}

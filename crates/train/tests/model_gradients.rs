@@ -82,3 +82,40 @@ fn the_gradient_and_training_tests_cover_every_registered_ctr_model() {
         );
     }
 }
+
+#[test]
+fn din_refuses_fields_it_cannot_attend_with_a_named_error() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_dataset(dir.path());
+    let (exp, ds) = common::load(dir.path(), "DIN_t");
+    let with_all = |set: &[(&str, serde_json::Value)]| {
+        let mut values = exp.model.values.clone();
+        for (key, v) in set {
+            values.insert(key.to_string(), v.clone());
+        }
+        let cfg = recforge_data::ModelConfig::new("DIN_t", values);
+        match recforge_models::build(&cfg, &ds.feature_map) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    let with = |key: &str, v: serde_json::Value| with_all(&[(key, v)]);
+    let cases = [
+        ("din_sequence_field", serde_json::json!("prev_item"), "not a sequence field"),
+        ("din_target_field", serde_json::json!("tags"), "is a sequence field"),
+        ("din_target_field", serde_json::json!("nope"), "no field `nope`"),
+        ("din_target_field", serde_json::json!(["item", "user"]), "has 2 entries"),
+        ("attention_output_activation", serde_json::json!("swish"), "swish"),
+        ("dnn_activations", serde_json::json!("selu"), "relu, tanh, sigmoid, linear, dice"),
+    ];
+    for (key, v, want) in cases {
+        let err = with(key, v.clone());
+        assert!(err.contains(want), "{key} = {v}: {err:?}");
+    }
+    let twice = with_all(&[
+        ("din_target_field", serde_json::json!(["item", "prev_item"])),
+        ("din_sequence_field", serde_json::json!(["history", "history"])),
+    ]);
+    assert!(twice.contains("twice"), "{twice}");
+    assert_eq!(with("din_use_softmax", serde_json::json!(true)), "");
+}

@@ -5,6 +5,12 @@
 //! embedding tables grow; ids are Zipf(1.1) per field. Sparse row-wise updates should keep the
 //! step flat. Prints one JSON line per size.
 //!
+//! `recforge-bench roofline [--model DeepFM,DCNv2] [--vocab 1000000] [--batch 4096]`: the
+//! machine's own fp32 GEMM ceiling on a training step's shapes (every dense weight `[k×n]` is
+//! one forward product `[B×k]·[k×n]` and two backward ones, timed alone with the tape's
+//! `matmul`) beside the measured step: training throughput as a fraction of the GEMM-bound
+//! limit. Prints the CPU and one JSON line per model.
+//!
 //! `recforge-bench predict-latency --model DIR [--batch 500] [--seconds 20]`: the model alone
 //! (no HTTP) scoring batches of random ids, as `bench/serve_load.sh` compares with PyTorch.
 //!
@@ -104,6 +110,16 @@ fn main() -> anyhow::Result<()> {
     };
     match args.get(1).map(String::as_str) {
         Some("vocab-scaling") => {}
+        Some("roofline") => {
+            let batch: usize = get("--batch", "4096").parse()?;
+            let steps: usize = get("--steps", "20").parse()?;
+            let total: usize = get("--vocab", "1000000").parse()?;
+            println!("cpu: {}", cpu_name());
+            for m in get("--model", "DeepFM,DCNv2").split(',') {
+                roofline(m.trim(), total, batch, steps)?;
+            }
+            return Ok(());
+        }
         Some("predict-latency") => {
             return predict_latency(
                 std::path::Path::new(&get("--model", "")),
@@ -141,7 +157,9 @@ fn main() -> anyhow::Result<()> {
         }
         _ => anyhow::bail!(
             "usage: recforge-bench vocab-scaling [--vocab 100000,1000000,10000000] \
-            [--model DeepFM] [--steps 20] [--batch 4096]\n       recforge-bench predict-latency \
+            [--model DeepFM] [--steps 20] [--batch 4096]\n       recforge-bench roofline \
+            [--model DeepFM,DCNv2] [--vocab 1000000] [--batch 4096] [--steps 20]\n       \
+            recforge-bench predict-latency \
             --model DIR [--batch 500] [--seconds 20]\n       recforge-bench \
             text-encode|text-finetune --texts FILE [--column text] [--model DIR] [--n 256] \
             [--batch 32] [--reps 5] [--pairs 16] [--steps 10]"
@@ -153,32 +171,7 @@ fn main() -> anyhow::Result<()> {
     for total in get("--vocab", "100000,1000000,10000000").split(',') {
         let total: usize = total.trim().parse()?;
         let sizes = SyntheticSpec::criteo_like(0, total).vocab_sizes;
-        let fmap = feature_map(&sizes);
-        let cfg: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_value(serde_json::json!({
-                "model": model_name, "embedding_dim": 16, "hidden_units": [400, 400, 400],
-                "parallel_dnn_hidden_units": [400, 400, 400], "num_cross_layers": 3,
-                "batch_size": batch, "seed": 2024,
-            }))?;
-        let cfg = ModelConfig::new("bench", cfg);
-        let mut model = recforge_models::build(&cfg, &fmap)?;
-        let mut trainer = Trainer::new(TrainConfig::from_config(&cfg)?, &model);
-        let pool = batches(&sizes, 8, batch, 7);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        for b in pool.iter().take(3) {
-            trainer
-                .train_step(&mut model, b, &mut rng)
-                .map_err(|e| e.at(0, 0))?;
-        }
-        let mut times: Vec<f64> = (0..steps)
-            .map(|i| {
-                let t = Instant::now();
-                let finite = trainer.train_step(&mut model, &pool[i % pool.len()], &mut rng);
-                assert!(finite.is_ok(), "benchmark step {i}: {finite:?}");
-                t.elapsed().as_secs_f64()
-            })
-            .collect();
-        times.sort_by(|a, b| a.total_cmp(b));
+        let (_, times) = step_times(&model_name, &sizes, batch, steps)?;
         let med = times[times.len() / 2];
         let ms = |t: f64| (t * 1e4).round() / 10.0;
         println!(
@@ -238,6 +231,111 @@ fn predict_latency(model: &std::path::Path, batch: usize, seconds: f64) -> anyho
         serde_json::json!({
             "impl": "recforge (model only)", "batch": batch, "batches_per_sec": r(n as f64 / total),
             "p50_ms": r(times[n / 2]), "p99_ms": r(times[n * 99 / 100]),
+        })
+    );
+    Ok(())
+}
+
+/// Builds the benchmark's 39-field model (embedding 16, MLP 400×3, DCNv2 with 3 cross layers
+/// beside it) and returns it with its sorted training-step times over `steps` steps.
+fn step_times(
+    model_name: &str,
+    sizes: &[usize],
+    batch: usize,
+    steps: usize,
+) -> anyhow::Result<(recforge_models::Model, Vec<f64>)> {
+    let fmap = feature_map(sizes);
+    let cfg: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_value(serde_json::json!({
+            "model": model_name, "embedding_dim": 16, "hidden_units": [400, 400, 400],
+            "parallel_dnn_hidden_units": [400, 400, 400], "num_cross_layers": 3,
+            "batch_size": batch, "seed": 2024,
+        }))?;
+    let cfg = ModelConfig::new("bench", cfg);
+    let mut model = recforge_models::build(&cfg, &fmap)?;
+    let mut trainer = Trainer::new(TrainConfig::from_config(&cfg)?, &model);
+    let pool = batches(sizes, 8, batch, 7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for b in pool.iter().take(3) {
+        trainer
+            .train_step(&mut model, b, &mut rng)
+            .map_err(|e| e.at(0, 0))?;
+    }
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..steps {
+        let t = Instant::now();
+        trainer
+            .train_step(&mut model, &pool[i % pool.len()], &mut rng)
+            .map_err(|e| e.at(0, i as u64))?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok((model, times))
+}
+
+/// The CPU's model name from /proc/cpuinfo, and its vector unit.
+fn cpu_name() -> String {
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let simd = ["no AVX2", "AVX2", "AVX-512"][recforge_nn::kernels::simd_level().min(2) as usize];
+    format!("{name} ({simd}, {} threads)", rayon::current_num_threads())
+}
+
+/// Median seconds of `c = op(a)·op(b)` at `[m×n]`, inner size `k`, over `reps` runs.
+fn time_gemm(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool, reps: usize) -> f64 {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let mut c = vec![0.0f32; m * n];
+    let times = (0..reps + 2)
+        .map(|_| {
+            let t = Instant::now();
+            recforge_nn::kernels::matmul(&mut c, &a, &b, m, n, k, trans_a, trans_b, false);
+            t.elapsed().as_secs_f64()
+        })
+        .skip(2)
+        .collect();
+    median(times)
+}
+
+/// Prints `model`'s measured step beside the time its dense products alone take.
+fn roofline(model_name: &str, total: usize, batch: usize, steps: usize) -> anyhow::Result<()> {
+    let sizes = SyntheticSpec::criteo_like(0, total).vocab_sizes;
+    let (model, times) = step_times(model_name, &sizes, batch, steps)?;
+    let step = times[times.len() / 2];
+    let (mut gemm_s, mut flops) = (0.0, 0.0);
+    let mut shapes = Vec::new();
+    for (_, p) in model.params.iter().filter(|(_, p)| p.trainable) {
+        let (k, n) = (p.value.rows, p.value.cols);
+        if k < 2 || n < 1 {
+            continue; // biases, norms and scalars: no product
+        }
+        // forward x·W, then ∂W = xᵀ·∂z and ∂x = ∂z·Wᵀ, as the fused dense op runs them
+        gemm_s += time_gemm(batch, n, k, false, false, 5)
+            + time_gemm(k, n, batch, true, false, 5)
+            + time_gemm(batch, k, n, false, true, 5);
+        flops += 3.0 * 2.0 * (batch * k * n) as f64;
+        shapes.push(format!("{k}x{n}"));
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": model_name,
+            "batch": batch,
+            "dense_weights": shapes,
+            "step_ms_median": (step * 1e4).round() / 10.0,
+            "gemm_ms": (gemm_s * 1e4).round() / 10.0,
+            "gemm_gflops": (flops / gemm_s / 1e8).round() / 10.0,
+            "samples_per_sec": (batch as f64 / step).round(),
+            "gemm_bound_samples_per_sec": (batch as f64 / gemm_s).round(),
+            "fraction_of_gemm_bound": (gemm_s / step * 1000.0).round() / 1000.0,
         })
     );
     Ok(())
