@@ -973,7 +973,7 @@ async fn din_is_served_like_the_other_ctr_models() {
     for i in 0..600u32 {
         let (user, item) = (i % 23, (i * 7) % 31);
         let history: Vec<String> = (0..i % 5).map(|k| format!("m{}", (i + k) % 31)).collect();
-        let label = (history.len() % 2 == 0) as u8 ^ (item % 3 == 0) as u8;
+        let label = history.len().is_multiple_of(2) as u8 ^ item.is_multiple_of(3) as u8;
         rows += &format!("{label},u{user},m{item},{}\n", history.join("^"));
     }
     for split in ["train", "valid", "test"] {
@@ -996,7 +996,15 @@ async fn din_is_served_like_the_other_ctr_models() {
     )
     .unwrap();
     let args = [
-        "--threads", "2", "train", "--config", ".", "--expid", "DIN_seq", "--run-dir", "run",
+        "--threads",
+        "2",
+        "train",
+        "--config",
+        ".",
+        "--expid",
+        "DIN_seq",
+        "--run-dir",
+        "run",
     ];
     let (ok, _, err) = recforge(&args, d);
     assert!(ok, "{err}");

@@ -85,6 +85,7 @@ fn the_gradient_and_training_tests_cover_every_registered_ctr_model() {
 
 #[test]
 fn din_refuses_fields_it_cannot_attend_with_a_named_error() {
+    use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
     common::tiny_dataset(dir.path());
     let (exp, ds) = common::load(dir.path(), "DIN_t");
@@ -101,21 +102,25 @@ fn din_refuses_fields_it_cannot_attend_with_a_named_error() {
     };
     let with = |key: &str, v: serde_json::Value| with_all(&[(key, v)]);
     let cases = [
-        ("din_sequence_field", serde_json::json!("prev_item"), "not a sequence field"),
-        ("din_target_field", serde_json::json!("tags"), "is a sequence field"),
-        ("din_target_field", serde_json::json!("nope"), "no field `nope`"),
-        ("din_target_field", serde_json::json!(["item", "user"]), "has 2 entries"),
-        ("attention_output_activation", serde_json::json!("swish"), "swish"),
-        ("dnn_activations", serde_json::json!("selu"), "relu, tanh, sigmoid, linear, dice"),
+        (
+            "din_sequence_field",
+            json!("prev_item"),
+            "not a sequence field",
+        ),
+        ("din_target_field", json!("tags"), "is a sequence field"),
+        ("din_target_field", json!("nope"), "no field `nope`"),
+        ("din_target_field", json!(["item", "user"]), "has 2 entries"),
+        ("attention_output_activation", json!("swish"), "swish"),
+        ("dnn_activations", json!("selu"), "linear, dice"),
     ];
     for (key, v, want) in cases {
         let err = with(key, v.clone());
         assert!(err.contains(want), "{key} = {v}: {err:?}");
     }
     let twice = with_all(&[
-        ("din_target_field", serde_json::json!(["item", "prev_item"])),
-        ("din_sequence_field", serde_json::json!(["history", "history"])),
+        ("din_target_field", json!(["item", "prev_item"])),
+        ("din_sequence_field", json!(["history", "history"])),
     ]);
     assert!(twice.contains("twice"), "{twice}");
-    assert_eq!(with("din_use_softmax", serde_json::json!(true)), "");
+    assert_eq!(with("din_use_softmax", json!(true)), "");
 }

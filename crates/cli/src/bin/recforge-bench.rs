@@ -318,9 +318,9 @@ fn roofline(model_name: &str, total: usize, batch: usize, steps: usize) -> anyho
             continue; // biases, norms and scalars: no product
         }
         // forward x·W, then ∂W = xᵀ·∂z and ∂x = ∂z·Wᵀ, as the fused dense op runs them
-        gemm_s += time_gemm(batch, n, k, false, false, 5)
-            + time_gemm(k, n, batch, true, false, 5)
-            + time_gemm(batch, k, n, false, true, 5);
+        gemm_s += time_gemm(batch, n, k, false, false, 11)
+            + time_gemm(k, n, batch, true, false, 11)
+            + time_gemm(batch, k, n, false, true, 11);
         flops += 3.0 * 2.0 * (batch * k * n) as f64;
         shapes.push(format!("{k}x{n}"));
     }
