@@ -5,7 +5,7 @@
 #   usage: bench/accuracy.sh [OUT_DIR]      (env: RECFORGE_DATA, SEEDS, EXPIDS)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=$(readlink -f "${1:-$ROOT/bench/out/accuracy}")
+OUT=$(realpath -m "${1:-$ROOT/bench/out/accuracy}")
 DATA=${RECFORGE_DATA:-$ROOT/../shared/data}
 SEEDS=${SEEDS:-"2024 2025 2026"}
 EXPIDS=${EXPIDS:-"LR_frappe FM_frappe DeepFM_frappe DCNv2_frappe LR_ml100k FM_ml100k DeepFM_ml100k DCNv2_ml100k LR_criteo FM_criteo DeepFM_criteo DCNv2_criteo"}

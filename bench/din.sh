@@ -7,7 +7,7 @@
 #                                     FUXICTR_SRC: a checkout of reczoo/FuxiCTR, required)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=$(readlink -f "${1:-$ROOT/bench/out/din}")
+OUT=$(realpath -m "${1:-$ROOT/bench/out/din}")
 DATA=${RECFORGE_DATA:-$ROOT/../shared/data}
 SEEDS=${SEEDS:-"2024 2025 2026"}
 THREADS=${THREADS:-2}
@@ -38,7 +38,7 @@ print(json.dumps({'impl': 'recforge', 'expid': '$e', 'seed': $s, **m, 'epochs': 
   done
   for e in DIN_ml100k_behaviour DeepFM_ml100k; do
     split=${e#*_}
-    "$VENV/bin/python" "$ROOT/bench/fuxictr_din.py" "$OUT/config" "$OUT/data/$split" "$FUXICTR_SRC" \
+    "$VENV/bin/python" "$ROOT/bench/fuxictr_run.py" "$OUT/config" "$OUT/data/$split" "$FUXICTR_SRC" \
       --expid "$e" --seed "$s" --threads "$THREADS" 2>/dev/null | tee -a "$OUT/results.jsonl"
   done
 done

@@ -5,7 +5,7 @@
 //! moving rows a batch did not touch, and an L2 term decays every row every step).
 
 use crate::init;
-use crate::optim::OptimizerKind;
+use crate::optim::{sum_sq, OptimizerKind};
 use rand::Rng;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -172,24 +172,42 @@ impl EmbeddingTable {
     /// gradient plus the L2 term on the rows the mode updates.
     pub fn grad_norm_sq(&self, g: &RowGrads, opt: &EmbeddingOptimizer) -> f64 {
         let d = self.dim;
-        let mut touched = 0.0f64;
-        let mut touched_l2_only = 0.0f64;
-        for (i, &r) in g.rows.iter().enumerate() {
-            let w = self.row(r);
-            for k in 0..d {
-                let v = g.grads[i * d + k] + opt.l2 * w[k];
-                touched += (v as f64) * (v as f64);
-                touched_l2_only += ((opt.l2 * w[k]) as f64).powi(2);
-            }
+        if d == 0 {
+            return 0.0;
         }
+        // blocks of rows in parallel, summed in their order (deterministic)
+        const BLOCK: usize = 2048;
+        let block_sums = |l2: f32| -> f64 {
+            g.rows
+                .par_chunks(BLOCK)
+                .zip(g.grads.par_chunks(BLOCK * d))
+                .map(|(rows, grads)| {
+                    rows.iter()
+                        .zip(grads.chunks_exact(d))
+                        .map(|(&r, gr)| sum_sq(gr, self.row(r), l2))
+                        .sum::<f64>()
+                })
+                .collect::<Vec<f64>>()
+                .iter()
+                .sum()
+        };
+        let touched = block_sums(opt.l2);
         match opt.mode {
             UpdateMode::Sparse => touched,
             UpdateMode::Dense if opt.l2 > 0.0 => {
+                // every row's L2 term, with the touched rows' replaced by their full entries
+                let l2_only = |w: &[f32]| {
+                    let zeros = vec![0.0; w.len()];
+                    sum_sq(&zeros, w, opt.l2)
+                };
                 let all: f64 = self
                     .weight
+                    .par_chunks(1 << 16)
+                    .map(l2_only)
+                    .collect::<Vec<f64>>()
                     .iter()
-                    .map(|&w| ((opt.l2 * w) as f64).powi(2))
                     .sum();
+                let touched_l2_only: f64 = g.rows.iter().map(|&r| l2_only(self.row(r))).sum();
                 all - touched_l2_only + touched
             }
             UpdateMode::Dense => touched,
@@ -220,18 +238,41 @@ impl EmbeddingTable {
     ) {
         let d = self.dim;
         match opt.mode {
+            UpdateMode::Sparse if d == 0 || g.rows.is_empty() => {}
             UpdateMode::Sparse => {
-                let mut buf = vec![0.0f32; d];
-                for (i, &r) in g.rows.iter().enumerate() {
-                    let r = r as usize;
-                    let span = r * d..(r + 1) * d;
-                    for k in 0..d {
-                        buf[k] = (g.grads[i * d + k] + opt.l2 * self.weight[r * d + k]) * scale;
-                    }
-                    let (s1, s2) = state_slices(&mut self.state1, &mut self.state2, span.clone());
-                    opt.kind
-                        .update(&mut self.weight[span], &buf, s1, s2, lr, step);
+                // The table split into contiguous row ranges, one task each: a task updates
+                // the batch's rows that fall in its range, in the batch's order, so the
+                // result is the serial one whatever the split.
+                let ranges = (rayon::current_num_threads() * 4).clamp(1, self.rows.max(1));
+                let per = self.rows.div_ceil(ranges).max(1) * d;
+                let (l2, kind) = (opt.l2, opt.kind);
+                fn parts(v: &mut [f32], per: usize, ranges: usize) -> Vec<&mut [f32]> {
+                    let mut p: Vec<&mut [f32]> = v.chunks_mut(per).collect();
+                    p.resize_with(ranges, Default::default);
+                    p
                 }
+                let (w, s1, s2) = (
+                    parts(&mut self.weight, per, ranges),
+                    parts(&mut self.state1, per, ranges),
+                    parts(&mut self.state2, per, ranges),
+                );
+                w.into_par_iter()
+                    .zip(s1.into_par_iter().zip(s2.into_par_iter()))
+                    .enumerate()
+                    .for_each(|(part, (w, (s1, s2)))| {
+                        let lo = part * per;
+                        for (gr, &r) in g.grads.chunks_exact(d).zip(&g.rows) {
+                            let at = r as usize * d;
+                            if at < lo || at >= lo + w.len() {
+                                continue;
+                            }
+                            let span = at - lo..at - lo + d;
+                            let (a, b) = state_slices(s1, s2, span.clone());
+                            kind.update_with(&mut w[span], gr, a, b, lr, step, &|g, w| {
+                                (g + l2 * w) * scale
+                            });
+                        }
+                    });
             }
             UpdateMode::Dense => {
                 let mut full = vec![0.0f32; self.weight.len()];
@@ -293,6 +334,51 @@ mod tests {
             g.add(5, &[0.5, 0.5], 2.0);
             assert_eq!(g.rows, vec![5, 3]);
             assert_eq!(g.grads, vec![2.0, 3.0, 1.0, 1.0]);
+        }
+    }
+
+    /// The row-range split of the sparse step against the rule applied row by row, with rows
+    /// in every range (the first and the last included), L2 and clipping scale, over steps.
+    #[test]
+    fn sparse_update_in_row_ranges_equals_the_serial_rule_and_norm_the_plain_sum() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let (rows, d) = (997, 3);
+        for kind in [OptimizerKind::adam(), OptimizerKind::adagrad(), OptimizerKind::Sgd] {
+            let mut table = EmbeddingTable::new(rows, d, 0.1, kind, &mut rng);
+            let mut expect = table.clone();
+            let opt = EmbeddingOptimizer {
+                kind,
+                mode: UpdateMode::Sparse,
+                l2: 0.01,
+            };
+            for step in 1..=3u64 {
+                let mut g = RowGrads::new(d);
+                for &r in &[996u32, 0, 500, 13, 250, 751, 499, 1] {
+                    let v = [r as f32 * 1e-3, -0.5, step as f32];
+                    g.add(r, &v, 1.0);
+                }
+                let mut norm = 0.0f64;
+                for (i, &r) in g.rows.iter().enumerate() {
+                    for k in 0..d {
+                        let x = g.grads[i * d + k] + 0.01 * table.row(r)[k];
+                        norm += (x as f64) * (x as f64);
+                    }
+                }
+                let got = table.grad_norm_sq(&g, &opt);
+                assert!((got - norm).abs() <= 1e-12 * norm, "{got} vs {norm}");
+                table.apply(&g, &opt, 0.01, 0.5, step);
+                for (i, &r) in g.rows.iter().enumerate() {
+                    let span = r as usize * d..(r as usize + 1) * d;
+                    let gi: Vec<f32> = (0..d)
+                        .map(|k| (g.grads[i * d + k] + 0.01 * expect.weight[span.start + k]) * 0.5)
+                        .collect();
+                    let (a, b) = state_slices(&mut expect.state1, &mut expect.state2, span.clone());
+                    kind.update(&mut expect.weight[span], &gi, a, b, 0.01, step);
+                }
+                assert_eq!(table.weight, expect.weight);
+                assert_eq!(table.state1, expect.state1);
+                assert_eq!(table.state2, expect.state2);
+            }
         }
     }
 

@@ -67,6 +67,23 @@ impl OptimizerKind {
     ) {
         update_rule(*self, w, g, s1, s2, lr, step, &|g, _| g)
     }
+
+    /// [`OptimizerKind::update`] with the gradient entry formed on the fly as `grad(g, w)`
+    /// from the raw gradient and the weight (e.g. `(g + l2·w)·scale`), so no copy is written.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_with(
+        &self,
+        w: &mut [f32],
+        g: &[f32],
+        s1: &mut [f32],
+        s2: &mut [f32],
+        lr: f32,
+        step: u64,
+        grad: &impl Fn(f32, f32) -> f32,
+    ) {
+        update_rule(*self, w, g, s1, s2, lr, step, grad)
+    }
 }
 
 simd_fn! {
@@ -283,7 +300,7 @@ pub fn grad_norm_sq(store: &ParamStore, grads: &[Option<Tensor>], l2: f32) -> f6
 simd_fn! {
     /// `Σ (g + l2·w)²` in f64 with eight running sums, so the loop vectorizes (one running
     /// sum would wait on every add).
-    fn sum_sq(g: &[f32], w: &[f32], l2: f32) -> f64 {
+    pub(crate) fn sum_sq(g: &[f32], w: &[f32], l2: f32) -> f64 {
         if l2 == 0.0 {
             // the same sum without reading the weights (finite, so 0·w adds nothing): half
             // the memory traffic for the common case

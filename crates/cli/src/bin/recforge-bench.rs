@@ -5,11 +5,12 @@
 //! embedding tables grow; ids are Zipf(1.1) per field. Sparse row-wise updates should keep the
 //! step flat. Prints one JSON line per size.
 //!
-//! `recforge-bench roofline [--model DeepFM,DCNv2] [--vocab 1000000] [--batch 4096]`: the
+//! `recforge-bench roofline [--model DeepFM,DCNv2] [--vocab 1000000] [--batch 4096] [--rounds 5]`: the
 //! machine's own fp32 GEMM ceiling on a training step's shapes (every dense weight `[k×n]` is
 //! one forward product `[B×k]·[k×n]` and two backward ones, timed alone with the tape's
 //! `matmul`) beside the measured step: training throughput as a fraction of the GEMM-bound
-//! limit. Prints the CPU and one JSON line per model.
+//! limit, with the step's phases timed apart; the median of `--rounds` alternating rounds.
+//! Prints the CPU and one JSON line per model.
 //!
 //! `recforge-bench predict-latency --model DIR [--batch 500] [--seconds 20]`: the model alone
 //! (no HTTP) scoring batches of random ids, as `bench/serve_load.sh` compares with PyTorch.
@@ -114,9 +115,10 @@ fn main() -> anyhow::Result<()> {
             let batch: usize = get("--batch", "4096").parse()?;
             let steps: usize = get("--steps", "20").parse()?;
             let total: usize = get("--vocab", "1000000").parse()?;
+            let rounds: usize = get("--rounds", "5").parse()?;
             println!("cpu: {}", cpu_name());
             for m in get("--model", "DeepFM,DCNv2").split(',') {
-                roofline(m.trim(), total, batch, steps)?;
+                roofline(m.trim(), total, batch, steps, rounds)?;
             }
             return Ok(());
         }
@@ -171,7 +173,7 @@ fn main() -> anyhow::Result<()> {
     for total in get("--vocab", "100000,1000000,10000000").split(',') {
         let total: usize = total.trim().parse()?;
         let sizes = SyntheticSpec::criteo_like(0, total).vocab_sizes;
-        let (_, times) = step_times(&model_name, &sizes, batch, steps)?;
+        let (_, times, _) = step_times(&model_name, &sizes, batch, steps)?;
         let med = times[times.len() / 2];
         let ms = |t: f64| (t * 1e4).round() / 10.0;
         println!(
@@ -243,7 +245,11 @@ fn step_times(
     sizes: &[usize],
     batch: usize,
     steps: usize,
-) -> anyhow::Result<(recforge_models::Model, Vec<f64>)> {
+) -> anyhow::Result<(
+    recforge_models::Model,
+    Vec<f64>,
+    serde_json::Map<String, serde_json::Value>,
+)> {
     let fmap = feature_map(sizes);
     let cfg: serde_json::Map<String, serde_json::Value> =
         serde_json::from_value(serde_json::json!({
@@ -262,16 +268,47 @@ fn step_times(
             .map_err(|e| e.at(0, 0))?;
     }
     let mut times = Vec::with_capacity(steps);
+    let mut phases = vec![Vec::with_capacity(steps); PHASES.len()];
     for i in 0..steps {
+        // `Trainer::train_step`'s pieces, timed one by one (these models keep no batch-norm
+        // statistics, the only part of the step left out)
+        let batch = &pool[i % pool.len()];
+        let lr = trainer.learning_rate();
+        let mut clock = Instant::now();
+        let mut lap = |k: usize, clock: &mut Instant| {
+            phases[k].push(clock.elapsed().as_secs_f64());
+            *clock = Instant::now();
+        };
         let t = Instant::now();
+        let fwd = model.forward(batch, true, &mut rng);
+        let mut graph = fwd.graph;
+        let loss = graph.bce_with_logits(fwd.logits, &batch.labels);
+        lap(0, &mut clock);
+        let mut grads = graph.backward(loss);
+        drop(graph);
+        lap(1, &mut clock);
+        let emb_grads = model.embedding_grads(batch, &fwd.emb_nodes, &mut grads);
+        lap(2, &mut clock);
         trainer
-            .train_step(&mut model, &pool[i % pool.len()], &mut rng)
+            .apply_step(&mut model, &grads.params, &emb_grads, &mut [], lr, 0.0)
             .map_err(|e| e.at(0, i as u64))?;
+        drop((grads, emb_grads));
+        lap(3, &mut clock);
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    Ok((model, times))
+    let phase_ms = PHASES
+        .iter()
+        .zip(phases)
+        .map(|(name, ts)| (name.to_string(), ((median(ts) * 1e4).round() / 10.0).into()))
+        .collect();
+    Ok((model, times, phase_ms))
 }
+
+/// The parts of a training step `step_times` reports: forward (embedding gather, network and
+/// loss), backward through the network, the embedding rows' gradients, and the optimizer
+/// (gradient norm, clipping, dense and row-wise updates).
+const PHASES: [&str; 4] = ["forward", "backward", "embedding_grads", "optimizer"];
 
 /// The CPU's model name from /proc/cpuinfo, and its vector unit.
 fn cpu_name() -> String {
@@ -305,25 +342,43 @@ fn time_gemm(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool, reps: u
     median(times)
 }
 
-/// Prints `model`'s measured step beside the time its dense products alone take.
-fn roofline(model_name: &str, total: usize, batch: usize, steps: usize) -> anyhow::Result<()> {
+/// Prints `model`'s measured step beside the time its dense products alone take, over `rounds`
+/// rounds of (steps, then the products alone), so that both sides of each round's ratio see the
+/// same state of a shared machine; the fraction reported is the median round's.
+fn roofline(
+    model_name: &str,
+    total: usize,
+    batch: usize,
+    steps: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
     let sizes = SyntheticSpec::criteo_like(0, total).vocab_sizes;
-    let (model, times) = step_times(model_name, &sizes, batch, steps)?;
-    let step = times[times.len() / 2];
-    let (mut gemm_s, mut flops) = (0.0, 0.0);
-    let mut shapes = Vec::new();
-    for (_, p) in model.params.iter().filter(|(_, p)| p.trainable) {
-        let (k, n) = (p.value.rows, p.value.cols);
-        if k < 2 || n < 1 {
-            continue; // biases, norms and scalars: no product
+    let mut per_round = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let (model, times, phases) = step_times(model_name, &sizes, batch, steps)?;
+        let step = times[times.len() / 2];
+        let (mut gemm_s, mut flops) = (0.0, 0.0);
+        let mut shapes = Vec::new();
+        for (_, p) in model.params.iter().filter(|(_, p)| p.trainable) {
+            let (k, n) = (p.value.rows, p.value.cols);
+            if k < 2 || n < 1 {
+                continue; // biases, norms and scalars: no product
+            }
+            // forward x·W, then ∂W = xᵀ·∂z and ∂x = ∂z·Wᵀ, as the fused dense op runs them
+            gemm_s += time_gemm(batch, n, k, false, false, 11)
+                + time_gemm(k, n, batch, true, false, 11)
+                + time_gemm(batch, k, n, false, true, 11);
+            flops += 3.0 * 2.0 * (batch * k * n) as f64;
+            shapes.push(format!("{k}x{n}"));
         }
-        // forward x·W, then ∂W = xᵀ·∂z and ∂x = ∂z·Wᵀ, as the fused dense op runs them
-        gemm_s += time_gemm(batch, n, k, false, false, 11)
-            + time_gemm(k, n, batch, true, false, 11)
-            + time_gemm(batch, k, n, false, true, 11);
-        flops += 3.0 * 2.0 * (batch * k * n) as f64;
-        shapes.push(format!("{k}x{n}"));
+        per_round.push((gemm_s / step, step, gemm_s, flops, shapes, phases));
     }
+    per_round.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let fractions: Vec<f64> = per_round
+        .iter()
+        .map(|r| (r.0 * 1000.0).round() / 1000.0)
+        .collect();
+    let (fraction, step, gemm_s, flops, shapes, phases) = &per_round[per_round.len() / 2];
     println!(
         "{}",
         serde_json::json!({
@@ -331,11 +386,13 @@ fn roofline(model_name: &str, total: usize, batch: usize, steps: usize) -> anyho
             "batch": batch,
             "dense_weights": shapes,
             "step_ms_median": (step * 1e4).round() / 10.0,
+            "step_phases_ms": phases,
             "gemm_ms": (gemm_s * 1e4).round() / 10.0,
             "gemm_gflops": (flops / gemm_s / 1e8).round() / 10.0,
             "samples_per_sec": (batch as f64 / step).round(),
             "gemm_bound_samples_per_sec": (batch as f64 / gemm_s).round(),
-            "fraction_of_gemm_bound": (gemm_s / step * 1000.0).round() / 1000.0,
+            "fraction_of_gemm_bound": (fraction * 1000.0).round() / 1000.0,
+            "fraction_each_round": fractions,
         })
     );
     Ok(())

@@ -2,6 +2,10 @@
 
 use crate::graph::{accumulate, Graph, NodeId, Op};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Rows per parallel task: enough work per task to outweigh scheduling at FM's few flops a value.
+const ROW_BLOCK: usize = 256;
 
 impl Graph<'_> {
     /// Factorization-machine second-order term over `fields` embeddings of size `dim` laid out
@@ -9,19 +13,24 @@ impl Graph<'_> {
     pub fn fm_interaction(&mut self, x: NodeId, fields: usize, dim: usize) -> NodeId {
         let xv = self.value(x);
         assert_eq!(xv.cols, fields * dim, "fm_interaction: width");
-        let mut data = Vec::with_capacity(xv.rows);
-        let mut sum = vec![0.0f32; dim];
-        for row in xv.data.chunks_exact(fields * dim) {
-            sum.fill(0.0);
-            let mut sq = 0.0f32;
-            for e in row.chunks_exact(dim) {
-                for d in 0..dim {
-                    sum[d] += e[d];
-                    sq += e[d] * e[d];
+        // rows in parallel blocks; per-dimension running sums of squares so the loop vectorizes
+        let mut data = vec![0.0f32; xv.rows];
+        data.par_chunks_mut(ROW_BLOCK)
+            .zip(xv.data.par_chunks(ROW_BLOCK * fields * dim))
+            .for_each(|(out, rows)| {
+                let (mut sum, mut sq) = (vec![0.0f32; dim], vec![0.0f32; dim]);
+                for (o, row) in out.iter_mut().zip(rows.chunks_exact(fields * dim)) {
+                    sum.fill(0.0);
+                    sq.fill(0.0);
+                    for e in row.chunks_exact(dim) {
+                        for d in 0..dim {
+                            sum[d] += e[d];
+                            sq[d] += e[d] * e[d];
+                        }
+                    }
+                    *o = 0.5 * sum.iter().zip(&sq).map(|(s, q)| s * s - q).sum::<f32>();
                 }
-            }
-            data.push(0.5 * (sum.iter().map(|s| s * s).sum::<f32>() - sq));
-        }
+            });
         let out = Tensor::from_vec(xv.rows, 1, data);
         let rg = self.rg(x);
         self.push(Op::FmInteraction { x, fields, dim }, out, rg)
@@ -38,23 +47,28 @@ impl Graph<'_> {
         let xv = self.value(x);
         let (f, d) = (fields, dim);
         let mut gx = Tensor::zeros(xv.rows, f * d);
-        let mut sum = vec![0.0f32; d];
-        for ((row, grow), &gr) in xv
-            .data
-            .chunks_exact(f * d)
-            .zip(gx.data.chunks_exact_mut(f * d))
-            .zip(&gy.data)
-        {
-            sum.fill(0.0);
-            for e in row.chunks_exact(d) {
-                sum.iter_mut().zip(e).for_each(|(s, v)| *s += v);
-            }
-            for (ge, e) in grow.chunks_exact_mut(d).zip(row.chunks_exact(d)) {
-                for k in 0..d {
-                    ge[k] = gr * (sum[k] - e[k]);
+        gx.data
+            .par_chunks_mut(ROW_BLOCK * f * d)
+            .zip(xv.data.par_chunks(ROW_BLOCK * f * d))
+            .zip(gy.data.par_chunks(ROW_BLOCK))
+            .for_each(|((gblock, xblock), gyblock)| {
+                let mut sum = vec![0.0f32; d];
+                for ((row, grow), &gr) in xblock
+                    .chunks_exact(f * d)
+                    .zip(gblock.chunks_exact_mut(f * d))
+                    .zip(gyblock)
+                {
+                    sum.fill(0.0);
+                    for e in row.chunks_exact(d) {
+                        sum.iter_mut().zip(e).for_each(|(s, v)| *s += v);
+                    }
+                    for (ge, e) in grow.chunks_exact_mut(d).zip(row.chunks_exact(d)) {
+                        for k in 0..d {
+                            ge[k] = gr * (sum[k] - e[k]);
+                        }
+                    }
                 }
-            }
-        }
+            });
         accumulate(&mut g[x.0], gx);
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""FuxiCTR 2.3.10's DIN (its model_zoo, from a checkout of reczoo/FuxiCTR) on the ML-100K
-behaviour split, with the same configs recforge reads (configs/fuxictr, experiment
-DIN_ml100k_behaviour by default).
+"""One FuxiCTR 2.3.10 model (its model_zoo, from a checkout of reczoo/FuxiCTR) on one of our
+splits, with the same configs recforge reads (configs/fuxictr; experiment DIN_ml100k_behaviour
+by default, any `<Model>_<dataset>` of that file works).
 
 FuxiCTR's own FeatureProcessor fits and encodes the CSVs (its tokenizer, padding, truncation and
 share_embedding vocabulary); batches come from an in-memory loader with a seeded shuffle, as
@@ -9,8 +9,9 @@ for ../shared/anchors (FuxiCTR's Ray loader is slow on 2 cores and unseeded); tr
 FuxiCTR's BaseModel.fit (BCE, gradient clipping at 10, Adam, reduce-LR-on-plateau, early
 stopping), and the best-valid checkpoint is restored before the test.
 
-usage: fuxictr_din.py CONFIG_DIR DATA_DIR FUXICTR_SRC [--expid ID] [--seed S] [--threads 2]
-prints one JSON line: {"expid", "seed", "valid": {...}, "test": {...}, "epochs", "seconds"}
+usage: fuxictr_run.py CONFIG_DIR DATA_DIR FUXICTR_SRC [--expid ID] [--seed S] [--threads 2]
+prints one JSON line: {"expid", "seed", "valid": {...}, "test": {...}, "epochs", "seconds",
+"curve": [validation AUC after each epoch], "lr": [learning rate after each epoch]}
 """
 import argparse, json, logging, os, sys, tempfile, time
 
@@ -49,7 +50,7 @@ sys.path.insert(0, next(d for d in [os.path.join(zoo, "src"), os.path.join(zoo, 
                         if os.path.isdir(d)))
 Model = getattr(__import__(model_name), model_name)
 
-work = tempfile.mkdtemp(prefix="fuxictr_din_")
+work = tempfile.mkdtemp(prefix="fuxictr_run_")
 fp = FeatureProcessor(feature_cols=ds["feature_cols"], label_col=ds["label_col"],
                       dataset_id=params["dataset_id"], data_root=work)
 
@@ -120,6 +121,19 @@ def counted(gen):
 
 
 model.train_epoch = counted
+# the monitor's validation metrics after every epoch, and the learning rate its plateau rule left
+curve, lrs = [], []
+checkpoint_and_earlystop = model.checkpoint_and_earlystop
+
+
+def recorded(logs, **kw):
+    curve.append(float(logs.get("AUC", float("nan"))))
+    out = checkpoint_and_earlystop(logs, **kw)
+    lrs.append(model.optimizer.param_groups[0]["lr"])
+    return out
+
+
+model.checkpoint_and_earlystop = recorded
 t0 = time.time()
 model.fit(train, validation_data=valid, epochs=params["epochs"])
 seconds = time.time() - t0
@@ -127,4 +141,4 @@ model.load_weights(model.checkpoint)
 lower = lambda d: {k.lower(): float(v) for k, v in d.items()}
 print(json.dumps({"impl": "FuxiCTR", "expid": a.expid, "seed": a.seed,
                   "valid": lower(model.evaluate(valid)), "test": lower(model.evaluate(test)),
-                  "epochs": epochs_run[0], "seconds": round(seconds, 1)}))
+                  "epochs": epochs_run[0], "seconds": round(seconds, 1), "curve": curve, "lr": lrs}))
