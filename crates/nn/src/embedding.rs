@@ -343,7 +343,11 @@ mod tests {
     fn sparse_update_in_row_ranges_equals_the_serial_rule_and_norm_the_plain_sum() {
         let mut rng = StdRng::seed_from_u64(3);
         let (rows, d) = (997, 3);
-        for kind in [OptimizerKind::adam(), OptimizerKind::adagrad(), OptimizerKind::Sgd] {
+        for kind in [
+            OptimizerKind::adam(),
+            OptimizerKind::adagrad(),
+            OptimizerKind::Sgd,
+        ] {
             let mut table = EmbeddingTable::new(rows, d, 0.1, kind, &mut rng);
             let mut expect = table.clone();
             let opt = EmbeddingOptimizer {
