@@ -5,7 +5,7 @@
 //! moving rows a batch did not touch, and an L2 term decays every row every step).
 
 use crate::init;
-use crate::optim::{sum_sq, OptimizerKind};
+use crate::optim::{sum_sq, sum_sq_of, update_rule, OptimizerKind};
 use rand::Rng;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -177,37 +177,35 @@ impl EmbeddingTable {
         }
         // blocks of rows in parallel, summed in their order (deterministic)
         const BLOCK: usize = 2048;
-        let block_sums = |l2: f32| -> f64 {
-            g.rows
-                .par_chunks(BLOCK)
-                .zip(g.grads.par_chunks(BLOCK * d))
-                .map(|(rows, grads)| {
-                    rows.iter()
-                        .zip(grads.chunks_exact(d))
-                        .map(|(&r, gr)| sum_sq(gr, self.row(r), l2))
-                        .sum::<f64>()
-                })
-                .collect::<Vec<f64>>()
-                .iter()
-                .sum()
-        };
-        let touched = block_sums(opt.l2);
+        let touched: f64 = g
+            .rows
+            .par_chunks(BLOCK)
+            .zip(g.grads.par_chunks(BLOCK * d))
+            .map(|(rows, grads)| {
+                rows.iter()
+                    .zip(grads.chunks_exact(d))
+                    .map(|(&r, gr)| sum_sq(gr, self.row(r), opt.l2))
+                    .sum::<f64>()
+            })
+            .collect::<Vec<f64>>()
+            .iter()
+            .sum();
         match opt.mode {
             UpdateMode::Sparse => touched,
             UpdateMode::Dense if opt.l2 > 0.0 => {
-                // every row's L2 term, with the touched rows' replaced by their full entries
-                let l2_only = |w: &[f32]| {
-                    let zeros = vec![0.0; w.len()];
-                    sum_sq(&zeros, w, opt.l2)
-                };
+                // every row's L2 term `Σ (λ·w)²`, with the touched rows' replaced by their
+                // full entries
+                let l2_sq = (opt.l2 as f64).powi(2);
                 let all: f64 = self
                     .weight
                     .par_chunks(1 << 16)
-                    .map(l2_only)
+                    .map(sum_sq_of)
                     .collect::<Vec<f64>>()
                     .iter()
-                    .sum();
-                let touched_l2_only: f64 = g.rows.iter().map(|&r| l2_only(self.row(r))).sum();
+                    .sum::<f64>()
+                    * l2_sq;
+                let touched_l2_only: f64 =
+                    g.rows.iter().map(|&r| sum_sq_of(self.row(r))).sum::<f64>() * l2_sq;
                 all - touched_l2_only + touched
             }
             UpdateMode::Dense => touched,
@@ -268,7 +266,7 @@ impl EmbeddingTable {
                             }
                             let span = at - lo..at - lo + d;
                             let (a, b) = state_slices(s1, s2, span.clone());
-                            kind.update_with(&mut w[span], gr, a, b, lr, step, &|g, w| {
+                            update_rule(kind, &mut w[span], gr, a, b, lr, step, &|g, w| {
                                 (g + l2 * w) * scale
                             });
                         }

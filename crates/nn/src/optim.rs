@@ -67,23 +67,6 @@ impl OptimizerKind {
     ) {
         update_rule(*self, w, g, s1, s2, lr, step, &|g, _| g)
     }
-
-    /// [`OptimizerKind::update`] with the gradient entry formed on the fly as `grad(g, w)`
-    /// from the raw gradient and the weight (e.g. `(g + l2·w)·scale`), so no copy is written.
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    pub fn update_with(
-        &self,
-        w: &mut [f32],
-        g: &[f32],
-        s1: &mut [f32],
-        s2: &mut [f32],
-        lr: f32,
-        step: u64,
-        grad: &impl Fn(f32, f32) -> f32,
-    ) {
-        update_rule(*self, w, g, s1, s2, lr, step, grad)
-    }
 }
 
 simd_fn! {
@@ -91,7 +74,7 @@ simd_fn! {
     /// formed on the fly (the dense step's `(g + l2·w)·scale`, so no gradient copy is
     /// written), vectorized at the CPU's width.
     #[allow(clippy::too_many_arguments)]
-    fn update_rule(
+    pub(crate) fn update_rule(
         kind: OptimizerKind,
         w: &mut [f32],
         g: &[f32],
@@ -326,7 +309,7 @@ simd_fn! {
 
 /// `Σ g²` in f64, in the lane order of [`sum_sq`].
 #[inline(always)]
-fn sum_sq_of(g: &[f32]) -> f64 {
+pub(crate) fn sum_sq_of(g: &[f32]) -> f64 {
     let mut acc = [0f64; 8];
     let gc = g.chunks_exact(8);
     let tail: f64 = gc.remainder().iter().map(|&g| (g as f64).powi(2)).sum();
