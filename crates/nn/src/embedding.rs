@@ -5,7 +5,8 @@
 //! moving rows a batch did not touch, and an L2 term decays every row every step).
 
 use crate::init;
-use crate::optim::{sum_sq, sum_sq_of, update_rule, OptimizerKind};
+use crate::kernels::simd_fn;
+use crate::optim::{apply_rule, sum_sq, sum_sq_of, OptimizerKind, RuleScalars};
 use rand::Rng;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -240,10 +241,16 @@ impl EmbeddingTable {
             UpdateMode::Sparse => {
                 // The table split into contiguous row ranges, one task each: a task updates
                 // the batch's rows that fall in its range, in the batch's order, so the
-                // result is the serial one whatever the split.
-                let ranges = (rayon::current_num_threads() * 4).clamp(1, self.rows.max(1));
+                // result is the serial one whatever the split. A small batch of rows stays on
+                // one thread (one range): spreading it costs more than its update.
+                let ranges = if g.grads.len() < SPARSE_PARALLEL_MIN_VALUES {
+                    1
+                } else {
+                    (rayon::current_num_threads() * 4).clamp(1, self.rows.max(1))
+                };
                 let per = self.rows.div_ceil(ranges).max(1) * d;
                 let (l2, kind) = (opt.l2, opt.kind);
+                let rule = RuleScalars::new(kind, lr, step);
                 fn parts(v: &mut [f32], per: usize, ranges: usize) -> Vec<&mut [f32]> {
                     let mut p: Vec<&mut [f32]> = v.chunks_mut(per).collect();
                     p.resize_with(ranges, Default::default);
@@ -254,23 +261,21 @@ impl EmbeddingTable {
                     parts(&mut self.state1, per, ranges),
                     parts(&mut self.state2, per, ranges),
                 );
-                w.into_par_iter()
-                    .zip(s1.into_par_iter().zip(s2.into_par_iter()))
-                    .enumerate()
-                    .for_each(|(part, (w, (s1, s2)))| {
-                        let lo = part * per;
-                        for (gr, &r) in g.grads.chunks_exact(d).zip(&g.rows) {
-                            let at = r as usize * d;
-                            if at < lo || at >= lo + w.len() {
-                                continue;
-                            }
-                            let span = at - lo..at - lo + d;
-                            let (a, b) = state_slices(s1, s2, span.clone());
-                            update_rule(kind, &mut w[span], gr, a, b, lr, step, &|g, w| {
-                                (g + l2 * w) * scale
-                            });
-                        }
-                    });
+                let update =
+                    |part: usize, (w, (s1, s2)): (&mut [f32], (&mut [f32], &mut [f32]))| {
+                        update_range(kind, rule, w, s1, s2, part * per, g, l2, scale)
+                    };
+                if ranges == 1 {
+                    w.into_iter()
+                        .zip(s1.into_iter().zip(s2))
+                        .enumerate()
+                        .for_each(|(part, t)| update(part, t));
+                } else {
+                    w.into_par_iter()
+                        .zip(s1.into_par_iter().zip(s2.into_par_iter()))
+                        .enumerate()
+                        .for_each(|(part, t)| update(part, t));
+                }
             }
             UpdateMode::Dense => {
                 let mut full = vec![0.0f32; self.weight.len()];
@@ -296,6 +301,37 @@ impl EmbeddingTable {
                     .zip(s1.into_par_iter().zip(s2.into_par_iter()))
                     .for_each(|((w, gch), (a, b))| kind.update(w, gch, a, b, lr, step));
             }
+        }
+    }
+}
+
+/// Below this many gradient values a sparse step runs on one thread.
+const SPARSE_PARALLEL_MIN_VALUES: usize = 1 << 14;
+
+simd_fn! {
+    /// The sparse step on one contiguous range of a table (`w`, `s1`, `s2` start at value
+    /// `lo`): the batch's rows inside it, in the batch's order.
+    #[allow(clippy::too_many_arguments)]
+    fn update_range(
+        kind: OptimizerKind,
+        rule: RuleScalars,
+        w: &mut [f32],
+        s1: &mut [f32],
+        s2: &mut [f32],
+        lo: usize,
+        g: &RowGrads,
+        l2: f32,
+        scale: f32,
+    ) {
+        let d = g.dim;
+        for (gr, &r) in g.grads.chunks_exact(d).zip(&g.rows) {
+            let at = r as usize * d;
+            if at < lo || at >= lo + w.len() {
+                continue;
+            }
+            let span = at - lo..at - lo + d;
+            let (a, b) = state_slices(s1, s2, span.clone());
+            apply_rule(kind, rule, &mut w[span], gr, a, b, &|g, w| (g + l2 * w) * scale);
         }
     }
 }
@@ -340,11 +376,18 @@ mod tests {
     #[test]
     fn sparse_update_in_row_ranges_equals_the_serial_rule_and_norm_the_plain_sum() {
         let mut rng = StdRng::seed_from_u64(3);
-        let (rows, d) = (997, 3);
-        for kind in [
-            OptimizerKind::adam(),
-            OptimizerKind::adagrad(),
-            OptimizerKind::Sgd,
+        let d = 3;
+        // a batch small enough for one thread, and one large enough to be split into ranges
+        let few: Vec<u32> = vec![996, 0, 500, 13, 250, 751, 499, 1];
+        let many: Vec<u32> = (0..7000u32).map(|i| (i * 7919) % 20011).collect();
+        assert!(many.len() * d > SPARSE_PARALLEL_MIN_VALUES);
+        for (rows, ids, kind) in [
+            (997, &few, OptimizerKind::adam()),
+            (997, &few, OptimizerKind::adagrad()),
+            (997, &few, OptimizerKind::Sgd),
+            (20011, &many, OptimizerKind::adam()),
+            (20011, &many, OptimizerKind::adagrad()),
+            (20011, &many, OptimizerKind::Sgd),
         ] {
             let mut table = EmbeddingTable::new(rows, d, 0.1, kind, &mut rng);
             let mut expect = table.clone();
@@ -355,7 +398,7 @@ mod tests {
             };
             for step in 1..=3u64 {
                 let mut g = RowGrads::new(d);
-                for &r in &[996u32, 0, 500, 13, 250, 751, 499, 1] {
+                for &r in ids.iter() {
                     let v = [r as f32 * 1e-3, -0.5, step as f32];
                     g.add(r, &v, 1.0);
                 }
@@ -443,4 +486,19 @@ mod tests {
         t2.apply(&g, &opt, 1.0, 1.0, 1);
         assert!((t2.weight[1] - 1.3).abs() < 1e-6 && (t2.weight[2] + 0.9).abs() < 1e-6);
     }
+}
+
+/// Asks the CPU to start loading the cache line at the start of `values` (a hint: no effect on
+/// results).
+#[inline(always)]
+pub fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and reads nothing into the program; the pointer is the
+    // start of a live slice.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
 }

@@ -25,15 +25,51 @@ pub fn matmul(
     accumulate: bool,
 ) {
     assert_eq!(c.len(), m * n, "matmul: output length");
+    // SAFETY: `c` holds the m·n values the product writes (and reads, when accumulating).
+    unsafe { gemm_into(c.as_mut_ptr(), a, b, m, n, k, trans_a, trans_b, accumulate) }
+}
+
+/// `op(a) · op(b)` in a new `[m×n]` buffer (as [`matmul`]) that the product writes once: no
+/// zero-filling pass first, which on the training step's activation-sized gradients costs as
+/// much as a ReLU pass.
+pub fn matmul_new(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+) -> Vec<f32> {
+    let mut c = Vec::with_capacity(m * n);
+    // SAFETY: with `accumulate` off the product only writes the destination, every one of its
+    // m·n values (gemm sets them to zero when k is 0), so the buffer is initialised after it.
+    unsafe {
+        gemm_into(c.as_mut_ptr(), a, b, m, n, k, trans_a, trans_b, false);
+        c.set_len(m * n);
+    }
+    c
+}
+
+/// The product behind [`matmul`] and [`matmul_new`].
+///
+/// # Safety
+/// `c` must be valid for writes of `m·n` values, and initialised when `accumulate` is set.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    c: *mut f32,
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+    accumulate: bool,
+) {
     assert_eq!(a.len(), m * k, "matmul: lhs length");
     assert_eq!(b.len(), k * n, "matmul: rhs length");
     if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c.fill(0.0);
-        }
         return;
     }
     let (a_rs, a_cs) = if trans_a {
@@ -51,13 +87,15 @@ pub fn matmul(
     } else {
         Parallelism::None
     };
-    // SAFETY: the asserts above guarantee every strided access stays inside the slices.
+    // SAFETY: the asserts above keep every strided read of `a` and `b` inside the slices, and
+    // the caller vouches for `c`; without `accumulate` gemm never reads the destination (and
+    // zero-fills it when k is 0).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             n as isize,
             accumulate,
@@ -297,6 +335,12 @@ mod tests {
             for (x, y) in c.iter().zip(&want) {
                 assert!((x - 2.0 * y).abs() < 1e-3);
             }
+            // a new buffer holds what the product writes over a zeroed one, bit for bit
+            let mut zeroed = vec![0.0; m * n];
+            matmul(&mut zeroed, aa, bb, m, n, k, ta, tb, false);
+            assert_eq!(matmul_new(aa, bb, m, n, k, ta, tb), zeroed, "{ta} {tb}");
         }
+        // an empty inner size gives zeros, not whatever the new buffer held
+        assert_eq!(matmul_new(&[], &[], 3, 4, 0, false, false), vec![0.0; 12]);
     }
 }

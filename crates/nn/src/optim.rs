@@ -84,32 +84,72 @@ simd_fn! {
         step: u64,
         grad: &impl Fn(f32, f32) -> f32,
     ) {
-        let g = &g[..w.len()];
+        apply_rule(kind, RuleScalars::new(kind, lr, step), w, g, s1, s2, grad)
+    }
+}
+
+/// What a step of the rule shares across all values: the learning rate and, for Adam, the
+/// bias corrections of step `step`.
+#[derive(Clone, Copy)]
+pub(crate) struct RuleScalars {
+    lr: f32,
+    /// Adam's `lr / (1 − β₁ᵗ)`.
+    step_size: f32,
+    /// Adam's `√(1 − β₂ᵗ)`.
+    bc2_sqrt: f32,
+}
+
+impl RuleScalars {
+    pub(crate) fn new(kind: OptimizerKind, lr: f32, step: u64) -> Self {
         match kind {
-            OptimizerKind::Adam { beta1, beta2, eps } => {
-                let bc1 = 1.0 - beta1.powi(step as i32);
-                let bc2_sqrt = (1.0 - beta2.powi(step as i32)).sqrt();
-                let step_size = lr / bc1;
-                let (s1, s2) = (&mut s1[..w.len()], &mut s2[..w.len()]);
-                for (((w, &g), m), v) in w.iter_mut().zip(g).zip(s1).zip(s2) {
-                    let gi = grad(g, *w);
-                    *m = beta1 * *m + (1.0 - beta1) * gi;
-                    *v = beta2 * *v + (1.0 - beta2) * gi * gi;
-                    *w -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
-                }
+            OptimizerKind::Adam { beta1, beta2, .. } => RuleScalars {
+                lr,
+                step_size: lr / (1.0 - beta1.powi(step as i32)),
+                bc2_sqrt: (1.0 - beta2.powi(step as i32)).sqrt(),
+            },
+            _ => RuleScalars {
+                lr,
+                step_size: lr,
+                bc2_sqrt: 1.0,
+            },
+        }
+    }
+}
+
+/// The body of [`update_rule`], inlined into callers that loop over many short slices (the
+/// sparse step's rows), so that each row costs neither a dispatch nor the bias corrections.
+#[inline(always)]
+pub(crate) fn apply_rule(
+    kind: OptimizerKind,
+    c: RuleScalars,
+    w: &mut [f32],
+    g: &[f32],
+    s1: &mut [f32],
+    s2: &mut [f32],
+    grad: &impl Fn(f32, f32) -> f32,
+) {
+    let g = &g[..w.len()];
+    match kind {
+        OptimizerKind::Adam { beta1, beta2, eps } => {
+            let (s1, s2) = (&mut s1[..w.len()], &mut s2[..w.len()]);
+            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(s1).zip(s2) {
+                let gi = grad(g, *w);
+                *m = beta1 * *m + (1.0 - beta1) * gi;
+                *v = beta2 * *v + (1.0 - beta2) * gi * gi;
+                *w -= c.step_size * *m / (v.sqrt() / c.bc2_sqrt + eps);
             }
-            OptimizerKind::Adagrad { eps } => {
-                let s1 = &mut s1[..w.len()];
-                for ((w, &g), acc) in w.iter_mut().zip(g).zip(s1) {
-                    let gi = grad(g, *w);
-                    *acc += gi * gi;
-                    *w -= lr * gi / (acc.sqrt() + eps);
-                }
+        }
+        OptimizerKind::Adagrad { eps } => {
+            let s1 = &mut s1[..w.len()];
+            for ((w, &g), acc) in w.iter_mut().zip(g).zip(s1) {
+                let gi = grad(g, *w);
+                *acc += gi * gi;
+                *w -= c.lr * gi / (acc.sqrt() + eps);
             }
-            OptimizerKind::Sgd => {
-                for (w, &g) in w.iter_mut().zip(g) {
-                    *w -= lr * grad(g, *w);
-                }
+        }
+        OptimizerKind::Sgd => {
+            for (w, &g) in w.iter_mut().zip(g) {
+                *w -= c.lr * grad(g, *w);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The factorization machine's second-order interaction term.
 
-use crate::graph::{accumulate, Graph, NodeId, Op};
+use crate::graph::{Graph, NodeId, Op};
+use crate::kernels::simd_fn;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -17,20 +18,7 @@ impl Graph<'_> {
         let mut data = vec![0.0f32; xv.rows];
         data.par_chunks_mut(ROW_BLOCK)
             .zip(xv.data.par_chunks(ROW_BLOCK * fields * dim))
-            .for_each(|(out, rows)| {
-                let (mut sum, mut sq) = (vec![0.0f32; dim], vec![0.0f32; dim]);
-                for (o, row) in out.iter_mut().zip(rows.chunks_exact(fields * dim)) {
-                    sum.fill(0.0);
-                    sq.fill(0.0);
-                    for e in row.chunks_exact(dim) {
-                        for d in 0..dim {
-                            sum[d] += e[d];
-                            sq[d] += e[d] * e[d];
-                        }
-                    }
-                    *o = 0.5 * sum.iter().zip(&sq).map(|(s, q)| s * s - q).sum::<f32>();
-                }
-            });
+            .for_each(|(out, rows)| fm_forward_block(out, rows, fields, dim));
         let out = Tensor::from_vec(xv.rows, 1, data);
         let rg = self.rg(x);
         self.push(Op::FmInteraction { x, fields, dim }, out, rg)
@@ -46,30 +34,60 @@ impl Graph<'_> {
     ) {
         let xv = self.value(x);
         let (f, d) = (fields, dim);
-        let mut gx = Tensor::zeros(xv.rows, f * d);
+        // added straight into the gradient already there (DeepFM's MLP leaves one): no second
+        // buffer of the embeddings' size, no separate addition pass
+        let mut gx = g[x.0]
+            .take()
+            .unwrap_or_else(|| Tensor::zeros(xv.rows, f * d));
+        assert_eq!(gx.shape(), xv.shape(), "fm_interaction: gradient shape");
         gx.data
             .par_chunks_mut(ROW_BLOCK * f * d)
             .zip(xv.data.par_chunks(ROW_BLOCK * f * d))
             .zip(gy.data.par_chunks(ROW_BLOCK))
             .for_each(|((gblock, xblock), gyblock)| {
-                let mut sum = vec![0.0f32; d];
-                for ((row, grow), &gr) in xblock
-                    .chunks_exact(f * d)
-                    .zip(gblock.chunks_exact_mut(f * d))
-                    .zip(gyblock)
-                {
-                    sum.fill(0.0);
-                    for e in row.chunks_exact(d) {
-                        sum.iter_mut().zip(e).for_each(|(s, v)| *s += v);
-                    }
-                    for (ge, e) in grow.chunks_exact_mut(d).zip(row.chunks_exact(d)) {
-                        for k in 0..d {
-                            ge[k] = gr * (sum[k] - e[k]);
-                        }
-                    }
-                }
+                fm_backward_block(gblock, xblock, gyblock, f * d, d)
             });
-        accumulate(&mut g[x.0], gx);
+        g[x.0] = Some(gx);
+    }
+}
+
+simd_fn! {
+    /// The FM term of each row of `rows` (`fields` embeddings of `dim` each) into `out`.
+    fn fm_forward_block(out: &mut [f32], rows: &[f32], fields: usize, dim: usize) {
+        let (mut sum, mut sq) = (vec![0.0f32; dim], vec![0.0f32; dim]);
+        for (o, row) in out.iter_mut().zip(rows.chunks_exact(fields * dim)) {
+            sum.fill(0.0);
+            sq.fill(0.0);
+            for e in row.chunks_exact(dim) {
+                for d in 0..dim {
+                    sum[d] += e[d];
+                    sq[d] += e[d] * e[d];
+                }
+            }
+            *o = 0.5 * sum.iter().zip(&sq).map(|(s, q)| s * s - q).sum::<f32>();
+        }
+    }
+}
+
+simd_fn! {
+    /// Adds each row's `gy · (Σ_f e_f − e)` into its gradient row.
+    fn fm_backward_block(grads: &mut [f32], rows: &[f32], gy: &[f32], width: usize, dim: usize) {
+        let mut sum = vec![0.0f32; dim];
+        for ((row, grow), &gr) in rows
+            .chunks_exact(width)
+            .zip(grads.chunks_exact_mut(width))
+            .zip(gy)
+        {
+            sum.fill(0.0);
+            for e in row.chunks_exact(dim) {
+                sum.iter_mut().zip(e).for_each(|(s, v)| *s += v);
+            }
+            for (ge, e) in grow.chunks_exact_mut(dim).zip(row.chunks_exact(dim)) {
+                for k in 0..dim {
+                    ge[k] += gr * (sum[k] - e[k]);
+                }
+            }
+        }
     }
 }
 

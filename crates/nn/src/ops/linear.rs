@@ -2,7 +2,10 @@
 //! and the product `a · bᵀ` of two nodes.
 
 use crate::graph::{accumulate, Activation, Graph, NodeId, Op};
-use crate::kernels::{col_sums_into, map_inplace, matmul, zip_map, zip_map_inplace};
+use crate::kernels::{
+    col_sums_into, map_inplace, matmul, matmul_new, simd_fn, zip_map, zip_map_inplace,
+    PARALLEL_MIN_LEN,
+};
 use crate::params::ParamId;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -73,19 +76,7 @@ impl Graph<'_> {
         let mut gz = Tensor::zeros(m, k);
         zip_map(&mut gz.data, &gy.data, &x0v.data, |g, x| g * x);
         if self.rg(w) {
-            let mut gw = Tensor::zeros(k, k);
-            matmul(
-                &mut gw.data,
-                &xlv.data,
-                &gz.data,
-                k,
-                k,
-                m,
-                true,
-                false,
-                false,
-            );
-            accumulate(&mut g[w.0], gw);
+            add_product(&mut g[w.0], (k, k), &xlv.data, &gz.data, m, true, false);
         }
         if self.rg(b) {
             let mut gb = Tensor::zeros(1, k);
@@ -149,31 +140,13 @@ impl Graph<'_> {
             xv.rows, xv.cols, wv.rows, wv.cols
         );
         let (m, k, n) = (xv.rows, xv.cols, wv.cols);
-        let mut out = match bn {
-            Some(bn) => {
-                // the bias rows initialise the output, so it needs no zeroing first
-                let bv = self.value(bn);
-                assert_eq!((bv.rows, bv.cols), (1, n), "dense: bias shape");
-                let mut data = Vec::with_capacity(m * n);
-                (0..m).for_each(|_| data.extend_from_slice(&bv.data));
-                Tensor::from_vec(m, n, data)
-            }
-            None => Tensor::zeros(m, n),
-        };
-        matmul(
-            &mut out.data,
-            &xv.data,
-            &wv.data,
-            m,
-            n,
-            k,
-            false,
-            false,
-            bn.is_some(),
-        );
-        if act != Activation::Linear {
-            map_inplace(&mut out.data, move |v| act.apply(v));
-        }
+        let mut out = Tensor::from_vec(m, n, matmul_new(&xv.data, &wv.data, m, n, k, false, false));
+        let bias = bn.map(|bn| {
+            let bv = self.value(bn);
+            assert_eq!((bv.rows, bv.cols), (1, n), "dense: bias shape");
+            bv.data.as_slice()
+        });
+        bias_act_rows(&mut out.data, bias, n, act);
         let rg = self.rg(x) || self.rg(wn) || bn.is_some_and(|b| self.rg(b));
         self.push(
             Op::Dense {
@@ -199,47 +172,20 @@ impl Graph<'_> {
         act: Activation,
     ) {
         let mut gz = gy;
-        if act != Activation::Linear {
-            zip_map_inplace(&mut gz.data, &out.data, move |g, y| {
-                act.grad_from_output(g, y)
-            });
-        }
+        let want_bias = b.filter(|b| self.rg(*b));
+        // the activation's derivative and the bias gradient in one pass over the output
+        let bias_grad =
+            act_grad_col_sums(&mut gz.data, &out.data, out.cols, act, want_bias.is_some());
         let (xv, wv) = (self.value(x), self.value(w));
         let (m, k, n) = (xv.rows, xv.cols, wv.cols);
         if self.rg(w) {
-            let mut gw = Tensor::zeros(k, n);
-            matmul(
-                &mut gw.data,
-                &xv.data,
-                &gz.data,
-                k,
-                n,
-                m,
-                true,
-                false,
-                false,
-            );
-            accumulate(&mut g[w.0], gw);
+            add_product(&mut g[w.0], (k, n), &xv.data, &gz.data, m, true, false);
         }
-        if let Some(b) = b.filter(|b| self.rg(*b)) {
-            let mut gb = Tensor::zeros(1, n);
-            col_sums_into(&mut gb.data, &gz.data, n);
-            accumulate(&mut g[b.0], gb);
+        if let (Some(b), Some(gb)) = (want_bias, bias_grad) {
+            accumulate(&mut g[b.0], Tensor::from_vec(1, n, gb));
         }
         if self.rg(x) {
-            let mut gx = Tensor::zeros(m, k);
-            matmul(
-                &mut gx.data,
-                &gz.data,
-                &wv.data,
-                m,
-                k,
-                n,
-                false,
-                true,
-                false,
-            );
-            accumulate(&mut g[x.0], gx);
+            add_product(&mut g[x.0], (m, k), &gz.data, &wv.data, n, false, true);
         }
     }
 
@@ -274,41 +220,136 @@ impl Graph<'_> {
         let (av, bv) = (self.value(a), self.value(b));
         let (m, n, k) = (av.rows, bv.rows, av.cols);
         if self.rg(a) {
-            let mut ga = Tensor::zeros(m, k);
-            matmul(
-                &mut ga.data,
-                &gy.data,
-                &bv.data,
-                m,
-                k,
-                n,
-                false,
-                false,
-                false,
-            );
-            accumulate(&mut g[a.0], ga);
+            add_product(&mut g[a.0], (m, k), &gy.data, &bv.data, n, false, false);
         }
         if self.rg(b) {
-            let mut gb = Tensor::zeros(n, k);
+            add_product(&mut g[b.0], (n, k), &gy.data, &av.data, m, true, false);
+        }
+    }
+}
+
+/// Adds the product `op(a) · op(b)` (`shape` = `[rows × cols]`, inner size `inner`) into a
+/// gradient slot: in place when the slot already holds a gradient, so neither a new buffer nor
+/// a separate addition pass is needed (the sum is rounded as `accumulate` rounds it), and into
+/// a buffer the product writes once otherwise.
+#[allow(clippy::too_many_arguments)]
+fn add_product(
+    slot: &mut Option<Tensor>,
+    (rows, cols): (usize, usize),
+    a: &[f32],
+    b: &[f32],
+    inner: usize,
+    trans_a: bool,
+    trans_b: bool,
+) {
+    match slot {
+        Some(acc) => {
+            assert_eq!(acc.shape(), (rows, cols), "gradient shape");
             matmul(
-                &mut gb.data,
-                &gy.data,
-                &av.data,
-                n,
-                k,
-                m,
+                &mut acc.data,
+                a,
+                b,
+                rows,
+                cols,
+                inner,
+                trans_a,
+                trans_b,
                 true,
-                false,
-                false,
             );
-            accumulate(&mut g[b.0], gb);
+        }
+        None => {
+            let data = matmul_new(a, b, rows, cols, inner, trans_a, trans_b);
+            *slot = Some(Tensor::from_vec(rows, cols, data));
+        }
+    }
+}
+
+/// Turns the output gradient `g` into the pre-activation gradient in place (through the outputs
+/// `y`), and returns its column sums when `col_sums` is set, in one pass. The rows go in blocks
+/// fixed by the width alone, each block's sums added in block order: the same result on any
+/// number of threads.
+fn act_grad_col_sums(
+    g: &mut [f32],
+    y: &[f32],
+    cols: usize,
+    act: Activation,
+    col_sums: bool,
+) -> Option<Vec<f32>> {
+    assert_eq!(g.len(), y.len(), "dense: gradient shape");
+    if act == Activation::Linear && !col_sums {
+        return None;
+    }
+    let block = (PARALLEL_MIN_LEN / cols.max(1)).max(1) * cols.max(1);
+    let partials: Vec<Vec<f32>> = g
+        .par_chunks_mut(block)
+        .zip(y.par_chunks(block))
+        .map(|(g, y)| {
+            let mut sums = vec![0.0f32; if col_sums { cols } else { 0 }];
+            act_grad_block(g, y, &mut sums, cols, act);
+            sums
+        })
+        .collect();
+    col_sums.then(|| {
+        let mut total = vec![0.0f32; cols];
+        for p in &partials {
+            total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+        }
+        total
+    })
+}
+
+simd_fn! {
+    /// [`act_grad_col_sums`] on one block of rows; `sums` is empty when no sums are wanted.
+    fn act_grad_block(g: &mut [f32], y: &[f32], sums: &mut [f32], cols: usize, act: Activation) {
+        for (grow, yrow) in g.chunks_exact_mut(cols).zip(y.chunks_exact(cols)) {
+            match act {
+                Activation::Linear => {}
+                Activation::Relu => grow
+                    .iter_mut()
+                    .zip(yrow)
+                    .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 }),
+                act => grow
+                    .iter_mut()
+                    .zip(yrow)
+                    .for_each(|(g, &y)| *g = act.grad_from_output(*g, y)),
+            }
+            if !sums.is_empty() {
+                sums.iter_mut().zip(grow.iter()).for_each(|(s, v)| *s += v);
+            }
+        }
+    }
+}
+
+/// `x[r][j] = act(x[r][j] + bias[j])` over row-major `x` with `cols` columns, in one pass (rows
+/// split across threads when long).
+fn bias_act_rows(x: &mut [f32], bias: Option<&[f32]>, cols: usize, act: Activation) {
+    match (bias, act) {
+        (None, Activation::Linear) => {}
+        (None, act) => map_inplace(x, move |v| act.apply(v)),
+        (Some(bias), act) => {
+            let rows_per_task = (PARALLEL_MIN_LEN / cols.max(1)).max(1);
+            x.par_chunks_mut(rows_per_task * cols).for_each(|block| {
+                add_bias_act_block(block, bias, act);
+            });
+        }
+    }
+}
+
+simd_fn! {
+    fn add_bias_act_block(block: &mut [f32], bias: &[f32], act: Activation) {
+        for row in block.chunks_exact_mut(bias.len()) {
+            match act {
+                Activation::Linear => row.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
+                Activation::Relu => row.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).max(0.0)),
+                act => row.iter_mut().zip(bias).for_each(|(v, b)| *v = act.apply(*v + b)),
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::graph::Activation;
+    use crate::graph::{Activation, Graph};
     use crate::init;
     use crate::ops::test_support::{check, rand_input};
     use crate::params::ParamStore;
@@ -333,6 +374,53 @@ mod tests {
                 g.dense(h, v, None, Activation::Linear)
             });
         }
+    }
+
+    #[test]
+    fn an_input_read_by_several_ops_sums_their_gradients() {
+        // the products add into the input's gradient slot in place when it is already filled
+        let mut rng = StdRng::seed_from_u64(13);
+        let mut s = ParamStore::new();
+        let w1 = s.add("w1", init::xavier_normal(&mut rng, 6, 4), true, true);
+        let b1 = s.add("b1", init::normal(&mut rng, 1, 4, 0.5), true, false);
+        let w2 = s.add("w2", init::xavier_normal(&mut rng, 6, 1), true, true);
+        let v = s.add("v", init::xavier_normal(&mut rng, 4, 1), true, true);
+        check(s, rand_input(&mut rng, 5, 6), |g, x| {
+            let fm = g.fm_interaction(x, 3, 2);
+            let h = g.dense(x, w1, Some(b1), Activation::Relu);
+            let deep = g.dense(h, v, None, Activation::Linear);
+            let wide = g.linear(x, w2, None);
+            let y = g.add(deep, wide);
+            g.add(y, fm)
+        });
+    }
+
+    #[test]
+    fn dense_gradients_do_not_depend_on_the_thread_count() {
+        // enough rows for several blocks of the activation and bias-gradient pass
+        let mut rng = StdRng::seed_from_u64(14);
+        let mut s = ParamStore::new();
+        let w = s.add("w", init::xavier_normal(&mut rng, 8, 40), true, true);
+        let b = s.add("b", init::normal(&mut rng, 1, 40, 0.5), true, false);
+        let v = s.add("v", init::xavier_normal(&mut rng, 40, 1), true, true);
+        let x = rand_input(&mut rng, 3000, 8);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut g = Graph::new(&s, true);
+                let xn = g.input(x.clone(), true);
+                let h = g.dense(xn, w, Some(b), Activation::Tanh);
+                let y = g.dense(h, v, None, Activation::Linear);
+                let labels: Vec<f32> = (0..3000).map(|i| (i % 3 == 0) as u8 as f32).collect();
+                let loss = g.bce_with_logits(y, &labels);
+                let grads = g.backward(loss);
+                [w, b, v].map(|p| grads.param(p).unwrap().data.clone())
+            })
+        };
+        assert_eq!(run(1), run(3));
     }
 
     #[test]
