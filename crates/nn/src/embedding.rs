@@ -354,6 +354,21 @@ fn state_slices<'a>(
     (a, b)
 }
 
+/// Asks the CPU to start loading the cache line at the start of `values` (a hint: no effect on
+/// results).
+#[inline(always)]
+pub fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and reads nothing into the program; the pointer is the
+    // start of a live slice.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,19 +501,4 @@ mod tests {
         t2.apply(&g, &opt, 1.0, 1.0, 1);
         assert!((t2.weight[1] - 1.3).abs() < 1e-6 && (t2.weight[2] + 0.9).abs() < 1e-6);
     }
-}
-
-/// Asks the CPU to start loading the cache line at the start of `values` (a hint: no effect on
-/// results).
-#[inline(always)]
-pub fn prefetch(values: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and reads nothing into the program; the pointer is the
-    // start of a live slice.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = values;
 }
