@@ -4,6 +4,7 @@ pub use crate::fit::{Monitor, Silent, TrainObserver};
 use crate::run::RunDir;
 use crate::{Result, TrainError};
 use rand::rngs::StdRng;
+use rayon::prelude::*;
 use rand::SeedableRng;
 use recforge_data::{Batch, BatchIter, EncodedDataset, EncodedSplit, FeatureMap, ModelConfig};
 use recforge_models::Model;
@@ -562,18 +563,20 @@ impl Trainer {
                     .for_each(|w| *w *= decay);
             }
         }
-        for (e, (eg, opts)) in model
+        // tables in parallel (each table's step is its own; a large one also splits its rows):
+        // a CTR model has dozens of small tables, each too small to split
+        let tables: Vec<_> = model
             .embeddings
             .iter_mut()
             .zip(emb_grads.iter().zip(&self.emb_opts))
-        {
-            for ((t, g), o) in e.tables.iter_mut().zip(eg).zip(opts) {
-                t.apply(g, o, lr, scale, step);
-                if weight_decay > 0.0 {
-                    t.decay_rows(g, decay);
-                }
+            .flat_map(|(e, (eg, opts))| e.tables.iter_mut().zip(eg).zip(opts))
+            .collect();
+        tables.into_par_iter().for_each(|((t, g), o)| {
+            t.apply(g, o, lr, scale, step);
+            if weight_decay > 0.0 {
+                t.decay_rows(g, decay);
             }
-        }
+        });
         for (t, g) in extra.iter_mut() {
             t.apply(g, &extra_opt, lr, scale, step);
             if weight_decay > 0.0 {
