@@ -5,7 +5,7 @@
 //! `elementwise`, `norm`, `attention`, `gather`, `interaction`, `loss`), each builder beside
 //! its backward function and its finite-difference tests.
 
-use crate::kernels::{add_assign, sigmoid};
+use crate::kernels::{add_assign, sigmoid, zip2_map_inplace, zip_map};
 use crate::ops::CustomOp;
 use crate::params::{ParamId, ParamStore};
 use crate::tensor::Tensor;
@@ -421,6 +421,29 @@ impl<'p> Graph<'p> {
         Grads {
             nodes: g,
             params: pg,
+        }
+    }
+}
+
+/// Adds `f(a[i], b[i])` into a gradient slot of shape `shape`: in place when the slot holds a
+/// gradient (one pass, no buffer for the term, the sum rounded as [`accumulate`] rounds it),
+/// into a new buffer otherwise.
+pub(crate) fn accumulate_zip(
+    slot: &mut Option<Tensor>,
+    (rows, cols): (usize, usize),
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
+    match slot {
+        Some(acc) => {
+            assert_eq!(acc.shape(), (rows, cols), "gradient shape");
+            zip2_map_inplace(&mut acc.data, a, b, |x, a, b| x + f(a, b));
+        }
+        None => {
+            let mut t = Tensor::zeros(rows, cols);
+            zip_map(&mut t.data, a, b, f);
+            *slot = Some(t);
         }
     }
 }

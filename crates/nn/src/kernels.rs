@@ -239,6 +239,69 @@ pub(crate) fn zip_map_inplace(x: &mut [f32], y: &[f32], f: impl Fn(f32, f32) -> 
     }
 }
 
+simd_fn! {
+    fn zip2_map_inplace_chunk(
+        x: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        f: &(impl Fn(f32, f32, f32) -> f32 + Sync),
+    ) {
+        for ((x, &a), &b) in x.iter_mut().zip(a).zip(b) {
+            *x = f(*x, a, b);
+        }
+    }
+}
+
+/// `x[i] = f(x[i], a[i], b[i])`.
+pub(crate) fn zip2_map_inplace(
+    x: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32 + Sync,
+) {
+    assert!(x.len() == a.len() && a.len() == b.len());
+    if x.len() >= PARALLEL_MIN_LEN {
+        x.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(
+                a.par_chunks(ELEMENTWISE_CHUNK)
+                    .zip(b.par_chunks(ELEMENTWISE_CHUNK)),
+            )
+            .for_each(|(x, (a, b))| zip2_map_inplace_chunk(x, a, b, &f));
+    } else {
+        zip2_map_inplace_chunk(x, a, b, &f);
+    }
+}
+
+/// Column sums of a row-major `[rows×cols]` matrix, over blocks of rows in parallel
+/// ([`col_sum_block`] values a block, their sums added in block order by [`add_in_order`]):
+/// the same result on any number of threads.
+pub fn par_col_sums(x: &[f32], cols: usize) -> Vec<f32> {
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(col_sum_block(cols))
+        .map(|rows| {
+            let mut sums = vec![0.0f32; cols];
+            col_sums_into(&mut sums, rows, cols);
+            sums
+        })
+        .collect();
+    add_in_order(&partials, cols)
+}
+
+/// Values in a block of whole rows for a blocked column sum: fixed by the width alone, so the
+/// blocks (and the rounding of their sum) do not depend on the thread count.
+pub(crate) fn col_sum_block(cols: usize) -> usize {
+    (PARALLEL_MIN_LEN / cols.max(1)).max(1) * cols.max(1)
+}
+
+/// The blocks' partial column sums added in block order.
+pub(crate) fn add_in_order(partials: &[Vec<f32>], cols: usize) -> Vec<f32> {
+    let mut total = vec![0.0f32; cols];
+    for p in partials {
+        total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+    }
+    total
+}
+
 /// `acc[i] += x[i]`.
 pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     zip_map_inplace(acc, x, |a, x| a + x);

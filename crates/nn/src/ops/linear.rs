@@ -1,9 +1,9 @@
 //! Linear layers: `x · w + b` with a fused activation, a broadcast bias, DCNv2's cross layer
 //! and the product `a · bᵀ` of two nodes.
 
-use crate::graph::{accumulate, Activation, Graph, NodeId, Op};
+use crate::graph::{accumulate, accumulate_zip, Activation, Graph, NodeId, Op};
 use crate::kernels::{
-    col_sums_into, map_inplace, matmul, matmul_new, simd_fn, zip_map, zip_map_inplace,
+    add_in_order, col_sum_block, map_inplace, matmul, matmul_new, par_col_sums, simd_fn, zip_map,
     PARALLEL_MIN_LEN,
 };
 use crate::params::ParamId;
@@ -28,24 +28,19 @@ impl Graph<'_> {
             (m, k),
             "cross: x0 and xl shapes differ"
         );
-        let mut h = vec![0.0f32; m * n];
-        h.chunks_exact_mut(n)
-            .for_each(|row| row.copy_from_slice(&bv.data));
-        matmul(&mut h, &xv.data, &wv.data, m, n, k, false, false, true);
+        let mut h = matmul_new(&xv.data, &wv.data, m, n, k, false, false);
         let mut out = Tensor::zeros(m, n);
-        let (x0v, xlv) = (&self.value(x0).data, &self.value(xl).data);
-        {
-            out.data
-                .par_chunks_mut(4096)
-                .zip(h.par_chunks(4096))
-                .enumerate()
-                .for_each(|(c, (o, hc))| {
-                    let base = c * 4096;
-                    for i in 0..o.len() {
-                        o[i] = x0v[base + i] * hc[i] + xlv[base + i];
-                    }
-                });
-        }
+        let (x0v, xlv, bias) = (&self.value(x0).data, &self.value(xl).data, &bv.data);
+        // one pass: the bias into `h` (kept for the backward pass), and the layer's output
+        let rows_per_task = (PARALLEL_MIN_LEN / n.max(1)).max(1);
+        out.data
+            .par_chunks_mut(rows_per_task * n)
+            .zip(h.par_chunks_mut(rows_per_task * n))
+            .zip(
+                x0v.par_chunks(rows_per_task * n)
+                    .zip(xlv.par_chunks(rows_per_task * n)),
+            )
+            .for_each(|((o, h), (x0, xl))| cross_output_block(o, h, x0, xl, bias));
         let rg = self.rg(x0) || self.rg(xl) || self.rg(wn) || self.rg(bn);
         self.push(
             Op::Cross {
@@ -79,19 +74,19 @@ impl Graph<'_> {
             add_product(&mut g[w.0], (k, k), &xlv.data, &gz.data, m, true, false);
         }
         if self.rg(b) {
-            let mut gb = Tensor::zeros(1, k);
-            col_sums_into(&mut gb.data, &gz.data, k);
-            accumulate(&mut g[b.0], gb);
-        }
-        if self.rg(xl) {
-            let mut gx = gy.clone();
-            matmul(&mut gx.data, &gz.data, &wv.data, m, k, k, false, true, true);
-            accumulate(&mut g[xl.0], gx);
+            accumulate(
+                &mut g[b.0],
+                Tensor::from_vec(1, k, par_col_sums(&gz.data, k)),
+            );
         }
         if self.rg(x0) {
-            let mut g0 = gy;
-            zip_map_inplace(&mut g0.data, h, |g, hv| g * hv);
-            accumulate(&mut g[x0.0], g0);
+            accumulate_zip(&mut g[x0.0], (m, k), &gy.data, h, |g, hv| g * hv);
+        }
+        if self.rg(xl) {
+            // the residual's gradient is `gy` itself: the product is added onto it in place
+            let mut gx = gy;
+            matmul(&mut gx.data, &gz.data, &wv.data, m, k, k, false, true, true);
+            accumulate(&mut g[xl.0], gx);
         }
     }
 
@@ -115,9 +110,8 @@ impl Graph<'_> {
         bias: NodeId,
     ) {
         if self.rg(bias) {
-            let mut gb = Tensor::zeros(1, gy.cols);
-            col_sums_into(&mut gb.data, &gy.data, gy.cols);
-            accumulate(&mut g[bias.0], gb);
+            let gb = par_col_sums(&gy.data, gy.cols);
+            accumulate(&mut g[bias.0], Tensor::from_vec(1, gy.cols, gb));
         }
         if self.rg(x) {
             accumulate(&mut g[x.0], gy);
@@ -228,6 +222,24 @@ impl Graph<'_> {
     }
 }
 
+simd_fn! {
+    /// DCNv2's cross output on a block of rows: `h += b`, then `out = x0 ⊙ h + xl`.
+    fn cross_output_block(out: &mut [f32], h: &mut [f32], x0: &[f32], xl: &[f32], bias: &[f32]) {
+        let n = bias.len();
+        for (((o, h), x0), xl) in out
+            .chunks_exact_mut(n)
+            .zip(h.chunks_exact_mut(n))
+            .zip(x0.chunks_exact(n))
+            .zip(xl.chunks_exact(n))
+        {
+            for j in 0..n {
+                h[j] += bias[j];
+                o[j] = x0[j] * h[j] + xl[j];
+            }
+        }
+    }
+}
+
 /// Adds the product `op(a) · op(b)` (`shape` = `[rows × cols]`, inner size `inner`) into a
 /// gradient slot: in place when the slot already holds a gradient, so neither a new buffer nor
 /// a separate addition pass is needed (the sum is rounded as `accumulate` rounds it), and into
@@ -279,7 +291,7 @@ fn act_grad_col_sums(
     if act == Activation::Linear && !col_sums {
         return None;
     }
-    let block = (PARALLEL_MIN_LEN / cols.max(1)).max(1) * cols.max(1);
+    let block = col_sum_block(cols);
     let partials: Vec<Vec<f32>> = g
         .par_chunks_mut(block)
         .zip(y.par_chunks(block))
@@ -289,13 +301,7 @@ fn act_grad_col_sums(
             sums
         })
         .collect();
-    col_sums.then(|| {
-        let mut total = vec![0.0f32; cols];
-        for p in &partials {
-            total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
-        }
-        total
-    })
+    col_sums.then(|| add_in_order(&partials, cols))
 }
 
 simd_fn! {
@@ -396,14 +402,17 @@ mod tests {
     }
 
     #[test]
-    fn dense_gradients_do_not_depend_on_the_thread_count() {
-        // enough rows for several blocks of the activation and bias-gradient pass
+    fn dense_and_cross_gradients_do_not_depend_on_the_thread_count() {
+        // enough rows for several blocks of the activation and bias-gradient passes
+        let rows = 5000;
         let mut rng = StdRng::seed_from_u64(14);
         let mut s = ParamStore::new();
+        let wc = s.add("wc", init::xavier_normal(&mut rng, 8, 8), true, true);
+        let bc = s.add("bc", init::normal(&mut rng, 1, 8, 0.5), true, false);
         let w = s.add("w", init::xavier_normal(&mut rng, 8, 40), true, true);
         let b = s.add("b", init::normal(&mut rng, 1, 40, 0.5), true, false);
         let v = s.add("v", init::xavier_normal(&mut rng, 40, 1), true, true);
-        let x = rand_input(&mut rng, 3000, 8);
+        let x = rand_input(&mut rng, rows, 8);
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -412,12 +421,17 @@ mod tests {
             pool.install(|| {
                 let mut g = Graph::new(&s, true);
                 let xn = g.input(x.clone(), true);
-                let h = g.dense(xn, w, Some(b), Activation::Tanh);
+                let c = g.cross(xn, xn, wc, bc);
+                let h = g.dense(c, w, Some(b), Activation::Tanh);
                 let y = g.dense(h, v, None, Activation::Linear);
-                let labels: Vec<f32> = (0..3000).map(|i| (i % 3 == 0) as u8 as f32).collect();
+                let labels: Vec<f32> = (0..rows).map(|i| (i % 3 == 0) as u8 as f32).collect();
                 let loss = g.bce_with_logits(y, &labels);
-                let grads = g.backward(loss);
-                [w, b, v].map(|p| grads.param(p).unwrap().data.clone())
+                let mut grads = g.backward(loss);
+                let gx = grads.take(xn).unwrap().data;
+                (
+                    [wc, bc, w, b, v].map(|p| grads.param(p).unwrap().data.clone()),
+                    gx,
+                )
             })
         };
         assert_eq!(run(1), run(3));
