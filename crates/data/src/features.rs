@@ -218,6 +218,39 @@ pub fn field_indices(fields: &[FieldSpec], reader: &dyn RecordReader) -> Result<
 }
 
 impl FeatureMap {
+    /// A map of categorical fields `f0, f1, …` whose vocabularies are the numbers below each
+    /// size (benchmarks and tests that make up their batches).
+    pub fn numbered_categorical(dataset_id: &str, vocab_sizes: &[usize]) -> Self {
+        let fields = (0..vocab_sizes.len())
+            .map(|i| FieldInfo {
+                spec: FieldSpec {
+                    name: format!("f{i}"),
+                    kind: FieldKind::Categorical,
+                    numeric_dtype: false,
+                    preprocess: None,
+                    preprocess_arg: None,
+                    fill_na: String::new(),
+                    min_count: 1,
+                    embedding_dim: None,
+                    share_embedding: None,
+                    text: false,
+                    text_model: None,
+                },
+                vocab_owner: i,
+                offset: i,
+                width: 1,
+                text_dim: None,
+            })
+            .collect();
+        FeatureMap {
+            dataset_id: dataset_id.into(),
+            label: "label".into(),
+            fields,
+            vocabs: vocab_sizes.iter().map(|&n| Vocab::numbered(n)).collect(),
+            width: vocab_sizes.len(),
+        }
+    }
+
     /// Adds the texts of `reader`'s rows (another split) to the vocabularies of text fields.
     /// A text's vector is encoded, not learned, so a text first seen in validation or test
     /// still gets its own row — what lets text help items the training split never had.

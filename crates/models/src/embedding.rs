@@ -484,39 +484,6 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
-    use recforge_data::features::Vocab;
-    use recforge_data::{FieldInfo, FieldSpec};
-
-    fn categorical_map(vocab_sizes: &[usize]) -> FeatureMap {
-        let fields = (0..vocab_sizes.len())
-            .map(|i| FieldInfo {
-                spec: FieldSpec {
-                    name: format!("f{i}"),
-                    kind: FieldKind::Categorical,
-                    numeric_dtype: false,
-                    preprocess: None,
-                    preprocess_arg: None,
-                    fill_na: String::new(),
-                    min_count: 1,
-                    embedding_dim: None,
-                    share_embedding: None,
-                    text: false,
-                    text_model: None,
-                },
-                vocab_owner: i,
-                offset: i,
-                width: 1,
-                text_dim: None,
-            })
-            .collect();
-        FeatureMap {
-            dataset_id: "t".into(),
-            label: "label".into(),
-            fields,
-            vocabs: vocab_sizes.iter().map(|&n| Vocab::numbered(n)).collect(),
-            width: vocab_sizes.len(),
-        }
-    }
 
     #[test]
     fn the_lookup_path_copies_each_fields_row_as_the_general_path_does() {
@@ -526,7 +493,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let e = FeatureEmbedding::new(
             "e",
-            &categorical_map(&sizes),
+            &FeatureMap::numbered_categorical("t", &sizes),
             &dims,
             OptimizerKind::adam(),
             &mut rng,

@@ -21,8 +21,6 @@
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use recforge_data::config::{FieldKind, FieldSpec};
-use recforge_data::features::{FieldInfo, Vocab};
 use recforge_data::synthetic::SyntheticSpec;
 use recforge_data::{Batch, FeatureMap, ModelConfig};
 use recforge_train::{TrainConfig, Trainer};
@@ -43,36 +41,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn feature_map(vocab_sizes: &[usize]) -> FeatureMap {
-    let fields = vocab_sizes
-        .iter()
-        .enumerate()
-        .map(|(i, _)| FieldInfo {
-            spec: FieldSpec {
-                name: format!("f{i}"),
-                kind: FieldKind::Categorical,
-                numeric_dtype: false,
-                preprocess: None,
-                preprocess_arg: None,
-                fill_na: String::new(),
-                min_count: 1,
-                embedding_dim: None,
-                share_embedding: None,
-                text: false,
-                text_model: None,
-            },
-            vocab_owner: i,
-            offset: i,
-            width: 1,
-            text_dim: None,
-        })
-        .collect();
-    FeatureMap {
-        dataset_id: "bench".into(),
-        label: "label".into(),
-        fields,
-        vocabs: vocab_sizes.iter().map(|&n| Vocab::numbered(n)).collect(),
-        width: vocab_sizes.len(),
-    }
+    FeatureMap::numbered_categorical("bench", vocab_sizes)
 }
 
 fn batches(vocab_sizes: &[usize], n: usize, batch: usize, seed: u64) -> Vec<Batch> {
