@@ -152,6 +152,9 @@ pub struct AttentionOptions {
     /// Dropout on the attention probabilities in training (RecBole's and FuxiCTR's
     /// `attn_dropout_prob` / AutoInt's `net_dropout`).
     pub dropout: f32,
+    /// Each token attends only to itself and the tokens before it in its segment (SASRec's
+    /// left-to-right mask; with segments instead of padding, no key-padding mask is needed).
+    pub causal: bool,
 }
 
 impl Default for AttentionOptions {
@@ -159,6 +162,7 @@ impl Default for AttentionOptions {
         AttentionOptions {
             scaled: true,
             dropout: 0.0,
+            causal: false,
         }
     }
 }
@@ -177,7 +181,9 @@ impl AttentionOptions {
 /// Multi-head self-attention `softmax(Q Kᵀ·scale) V` of every segment over its own tokens, with
 /// `q`, `k`, `v` and `out` packed `[tokens × width]`, head `h` in columns `h·d..(h+1)·d`.
 /// `drop`, when given, holds per segment an inverted-dropout mask (`0` or `1/(1−p)`) over its
-/// probabilities, applied before they weight `V`. Returns the attention probabilities before
+/// probabilities, applied before they weight `V`. With `causal`, token `i` of a segment attends
+/// to tokens `0..=i` only: the later ones get probability 0 (so the backward pass, which works
+/// from the probabilities, needs nothing more). Returns the attention probabilities before
 /// dropout (per segment: `heads × len × len`) for the backward pass.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
@@ -190,6 +196,7 @@ pub fn attention_forward(
     segs: &[Segment],
     scale: f32,
     drop: Option<&[Vec<f32>]>,
+    causal: bool,
 ) -> Vec<Vec<f32>> {
     assert!(
         width.is_multiple_of(heads),
@@ -219,7 +226,15 @@ pub fn attention_forward(
                     scale,
                     false,
                 );
-                p.chunks_exact_mut(n).for_each(softmax_in_place);
+                if causal {
+                    for (i, row) in p.chunks_exact_mut(n).enumerate() {
+                        let (seen, later) = row.split_at_mut(i + 1);
+                        softmax_in_place(seen);
+                        later.fill(0.0);
+                    }
+                } else {
+                    p.chunks_exact_mut(n).for_each(softmax_in_place);
+                }
                 let mask = drop.map(|m| &m[i][h * n * n..(h + 1) * n * n]);
                 let weights = after_dropout(p, mask, &mut dropped);
                 gemm_view(
@@ -494,6 +509,7 @@ mod tests {
             &segs,
             1.0 / 2f32.sqrt(),
             None,
+            false,
         );
         let d = 2;
         for s in &segs {

@@ -68,6 +68,7 @@ impl AutoInt {
         let options = AttentionOptions {
             scaled: b.cfg.bool_or("use_scale", false).map_err(err)?,
             dropout: super::dropout_at(b.cfg, "net_dropout", 0)?,
+            causal: false,
         };
         let use_wide = b.cfg.bool_or("use_wide", false).map_err(err)?;
         let keys = MlpKeys::shared("dnn_hidden_units", "dnn_activations");

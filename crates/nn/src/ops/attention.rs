@@ -81,6 +81,7 @@ impl Graph<'_> {
             segs,
             scale,
             drop.as_deref(),
+            opts.causal,
         );
         let probs = if self.no_grad { Vec::new() } else { probs };
         let rg = self.rg(q) || self.rg(k) || self.rg(v);
@@ -201,6 +202,7 @@ mod tests {
         let opts = AttentionOptions {
             scaled: false,
             dropout: 0.3,
+            causal: false,
         };
         check(s, x, |g, x| {
             let mut drop_rng = StdRng::seed_from_u64(9);
@@ -221,6 +223,7 @@ mod tests {
         let opts = AttentionOptions {
             scaled: true,
             dropout: 0.5,
+            causal: false,
         };
         let out = |train: bool| {
             let mut g = Graph::new(&store, train);
@@ -234,5 +237,83 @@ mod tests {
         let (train_drop, train_plain) = out(true);
         assert_eq!(train_plain, eval_plain);
         assert_ne!(train_drop, train_plain);
+    }
+
+    #[test]
+    fn causal_attention_matches_finite_differences() {
+        use crate::transformer::AttentionOptions;
+        let mut rng = StdRng::seed_from_u64(6);
+        let segs = crate::segments_from_lengths(&[5, 1, 3]);
+        let x = rand_input(&mut rng, 9, 4);
+        let mut s = ParamStore::new();
+        let wq = s.add("q", init::normal(&mut rng, 4, 4, 0.5), true, true);
+        let wv = s.add("v", init::normal(&mut rng, 4, 4, 0.5), true, true);
+        let opts = AttentionOptions {
+            causal: true,
+            dropout: 0.2,
+            ..AttentionOptions::default()
+        };
+        check(s, x, |g, x| {
+            let mut drop_rng = StdRng::seed_from_u64(4);
+            let q = g.linear(x, wq, None);
+            let v = g.linear(x, wv, None);
+            let a = g.attention_with(q, x, v, 2, &segs, opts, &mut drop_rng);
+            g.sum_cols(a)
+        });
+    }
+
+    /// Causal attention of packed `x` (q = k = v) over segments of `lengths`, one head.
+    fn causal_self_attention(x: &Tensor, lengths: &[usize], causal: bool) -> Tensor {
+        use crate::graph::Graph;
+        use crate::transformer::AttentionOptions;
+        let store = ParamStore::new();
+        let mut g = Graph::new(&store, false);
+        let xi = g.input(x.clone(), false);
+        let opts = AttentionOptions {
+            causal,
+            ..AttentionOptions::default()
+        };
+        let segs = crate::segments_from_lengths(lengths);
+        let a = g.attention_with(xi, xi, xi, 2, &segs, opts, &mut StdRng::seed_from_u64(0));
+        g.value(a).clone()
+    }
+
+    #[test]
+    fn causal_attention_does_not_see_later_tokens() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let x = rand_input(&mut rng, 8, 4);
+        let before = causal_self_attention(&x, &[5, 3], true);
+        // change tokens 3 and 4 of the first sequence: its tokens 0..=2 must not move
+        let mut changed = x.clone();
+        for v in &mut changed.data[3 * 4..5 * 4] {
+            *v += 3.0;
+        }
+        let after = causal_self_attention(&changed, &[5, 3], true);
+        assert_eq!(&before.data[..3 * 4], &after.data[..3 * 4]);
+        assert_ne!(&before.data[3 * 4..5 * 4], &after.data[3 * 4..5 * 4]);
+        // the second sequence does not see the first at all
+        assert_eq!(&before.data[5 * 4..], &after.data[5 * 4..]);
+        // and without the mask the early tokens do see the change
+        let (plain, plain_changed) = (
+            causal_self_attention(&x, &[5, 3], false),
+            causal_self_attention(&changed, &[5, 3], false),
+        );
+        assert_ne!(&plain.data[..3 * 4], &plain_changed.data[..3 * 4]);
+    }
+
+    #[test]
+    fn causal_attention_at_each_token_is_attention_over_its_prefix() {
+        // what lets SASRec train on every position of a sequence at once: the output at token
+        // t equals unmasked attention over the prefix 0..=t
+        let mut rng = StdRng::seed_from_u64(8);
+        let x = rand_input(&mut rng, 6, 4);
+        let all = causal_self_attention(&x, &[6], true);
+        for t in 0..6 {
+            let prefix = Tensor::from_vec(t + 1, 4, x.data[..(t + 1) * 4].to_vec());
+            let alone = causal_self_attention(&prefix, &[t + 1], false);
+            for (a, b) in all.row(t).iter().zip(alone.row(t)) {
+                assert!((a - b).abs() < 1e-6, "token {t}: {a} vs {b}");
+            }
+        }
     }
 }
