@@ -172,3 +172,24 @@ fn ml1m_pop_matches_recbole_and_bpr_and_multivae_beat_it() {
         assert!(r > pop + 0.02, "{name} recall@20 {r} vs Pop {pop}");
     }
 }
+
+#[test]
+fn beauty_sequences_have_the_documented_sizes() {
+    // ../shared/design/topk.md and RecBole's Beauty: 22,363 users, 12,101 items, and 131,413
+    // training prefixes under leave-one-out
+    use recforge_data::features::OnBadRow;
+    use recforge_data::sequences::read_user_sequences;
+    let path = data_dir().join("amazon_seq_gram/Beauty/user_sequence.txt");
+    let mut skipped = 0;
+    let data = read_user_sequences(&path, OnBadRow::Error, &mut skipped).unwrap();
+    assert_eq!((data.users.len(), data.num_items()), (22_363, 12_101));
+    assert_eq!(data.num_interactions(), 198_502);
+    let split = data.leave_one_out();
+    assert_eq!(split.short_users, 0);
+    assert_eq!(split.prefix_instances(50).len(), 131_413);
+    // the same pairs scored by causal windows, in far fewer sequences
+    let windows = split.windows(50);
+    let scored: usize = windows.iter().map(|w| w.input.len() - w.scored).sum();
+    assert_eq!(scored, 131_413);
+    assert!(windows.len() * 5 < scored, "{} windows", windows.len());
+}

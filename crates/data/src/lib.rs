@@ -18,6 +18,7 @@ pub mod features;
 pub mod interactions;
 pub mod preprocess;
 pub mod reader;
+pub mod sequences;
 pub mod splits;
 pub mod synthetic;
 
