@@ -189,14 +189,6 @@ simd_fn! {
 }
 
 simd_fn! {
-    fn zip_map_chunk(out: &mut [f32], a: &[f32], b: &[f32], f: &(impl Fn(f32, f32) -> f32 + Sync)) {
-        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-            *o = f(a, b);
-        }
-    }
-}
-
-simd_fn! {
     fn zip_map_inplace_chunk(x: &mut [f32], y: &[f32], f: &(impl Fn(f32, f32) -> f32 + Sync)) {
         x.iter_mut().zip(y).for_each(|(a, b)| *a = f(*a, *b))
     }
@@ -214,17 +206,8 @@ pub fn map_inplace(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
 
 /// `out[i] = f(a[i], b[i])`.
 pub fn zip_map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
-    assert!(out.len() == a.len() && a.len() == b.len());
-    if out.len() >= PARALLEL_MIN_LEN {
-        out.par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(
-                a.par_chunks(ELEMENTWISE_CHUNK)
-                    .zip(b.par_chunks(ELEMENTWISE_CHUNK)),
-            )
-            .for_each(|(o, (a, b))| zip_map_chunk(o, a, b, &f));
-    } else {
-        zip_map_chunk(out, a, b, &f);
-    }
+    // the output's old values go unread (the closure ignores them)
+    zip2_map_inplace(out, a, b, |_, a, b| f(a, b));
 }
 
 /// `x[i] = f(x[i], y[i])`.
