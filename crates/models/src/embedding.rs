@@ -14,7 +14,7 @@
 use rand::Rng;
 use rayon::prelude::*;
 use recforge_data::{Batch, FeatureMap, FieldKind};
-use recforge_nn::embedding::prefetch;
+use recforge_nn::kernels::prefetch;
 use recforge_nn::{EmbeddingTable, OptimizerKind, RowGrads, Tensor};
 
 /// FuxiCTR's default embedding initializer: N(0, 1e-4).
@@ -218,19 +218,20 @@ impl FeatureEmbedding {
     pub fn forward(&self, batch: &Batch) -> Tensor {
         let w = self.width;
         let mut out = Tensor::zeros(batch.size, w);
-        if let Some(plan) = self.lookup_plan() {
-            out.data
-                .par_chunks_mut(w * 256)
-                .enumerate()
-                .for_each(|(chunk, rows)| self.lookup_rows(&plan, batch, chunk * 256, rows));
-            return out;
-        }
+        const ROWS_PER_TASK: usize = 256;
+        let plan = self.lookup_plan();
         out.data
-            .par_chunks_mut(w * 256)
+            .par_chunks_mut(w * ROWS_PER_TASK)
             .enumerate()
             .for_each(|(chunk, rows)| {
-                for (k, orow) in rows.chunks_exact_mut(w).enumerate() {
-                    self.embed_row(batch.row(chunk * 256 + k), orow);
+                let first = chunk * ROWS_PER_TASK;
+                match &plan {
+                    Some(plan) => self.lookup_rows(plan, batch, first, rows),
+                    None => {
+                        for (k, orow) in rows.chunks_exact_mut(w).enumerate() {
+                            self.embed_row(batch.row(first + k), orow);
+                        }
+                    }
                 }
             });
         out

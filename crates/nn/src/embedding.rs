@@ -261,21 +261,13 @@ impl EmbeddingTable {
                     parts(&mut self.state1, per, ranges),
                     parts(&mut self.state2, per, ranges),
                 );
-                let update =
-                    |part: usize, (w, (s1, s2)): (&mut [f32], (&mut [f32], &mut [f32]))| {
+                // (one range runs on the calling thread: the trainer steps tables from its pool)
+                w.into_par_iter()
+                    .zip(s1.into_par_iter().zip(s2.into_par_iter()))
+                    .enumerate()
+                    .for_each(|(part, (w, (s1, s2)))| {
                         update_range(kind, rule, w, s1, s2, part * per, g, l2, scale)
-                    };
-                if ranges == 1 {
-                    w.into_iter()
-                        .zip(s1.into_iter().zip(s2))
-                        .enumerate()
-                        .for_each(|(part, t)| update(part, t));
-                } else {
-                    w.into_par_iter()
-                        .zip(s1.into_par_iter().zip(s2.into_par_iter()))
-                        .enumerate()
-                        .for_each(|(part, t)| update(part, t));
-                }
+                    });
             }
             UpdateMode::Dense => {
                 let mut full = vec![0.0f32; self.weight.len()];
@@ -352,21 +344,6 @@ fn state_slices<'a>(
         &mut s2[span]
     };
     (a, b)
-}
-
-/// Asks the CPU to start loading the cache line at the start of `values` (a hint: no effect on
-/// results).
-#[inline(always)]
-pub fn prefetch(values: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and reads nothing into the program; the pointer is the
-    // start of a live slice.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = values;
 }
 
 #[cfg(test)]

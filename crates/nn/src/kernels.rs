@@ -256,11 +256,11 @@ pub(crate) fn zip2_map_inplace(
 }
 
 /// Column sums of a row-major `[rows×cols]` matrix, over blocks of rows in parallel
-/// ([`col_sum_block`] values a block, their sums added in block order by [`add_in_order`]):
+/// ([`row_block_len`] values a block, their sums added in block order by [`add_in_order`]):
 /// the same result on any number of threads.
 pub fn par_col_sums(x: &[f32], cols: usize) -> Vec<f32> {
     let partials: Vec<Vec<f32>> = x
-        .par_chunks(col_sum_block(cols))
+        .par_chunks(row_block_len(cols))
         .map(|rows| {
             let mut sums = vec![0.0f32; cols];
             col_sums_into(&mut sums, rows, cols);
@@ -270,9 +270,10 @@ pub fn par_col_sums(x: &[f32], cols: usize) -> Vec<f32> {
     add_in_order(&partials, cols)
 }
 
-/// Values in a block of whole rows for a blocked column sum: fixed by the width alone, so the
-/// blocks (and the rounding of their sum) do not depend on the thread count.
-pub(crate) fn col_sum_block(cols: usize) -> usize {
+/// Values in a block of whole `cols`-wide rows for a row-blocked parallel pass: at least
+/// [`PARALLEL_MIN_LEN`] values, fixed by the width alone, so the blocks (and the rounding of a
+/// blocked sum) do not depend on the thread count.
+pub(crate) fn row_block_len(cols: usize) -> usize {
     (PARALLEL_MIN_LEN / cols.max(1)).max(1) * cols.max(1)
 }
 
@@ -283,6 +284,21 @@ pub(crate) fn add_in_order(partials: &[Vec<f32>], cols: usize) -> Vec<f32> {
         total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
     }
     total
+}
+
+/// Asks the CPU to start loading the cache line at the start of `values` (a hint: no effect on
+/// results).
+#[inline(always)]
+pub fn prefetch(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and reads nothing into the program; the pointer is the
+    // start of a live slice.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
 }
 
 /// `acc[i] += x[i]`.

@@ -3,8 +3,7 @@
 
 use crate::graph::{accumulate, accumulate_zip, Activation, Graph, NodeId, Op};
 use crate::kernels::{
-    add_in_order, col_sum_block, map_inplace, matmul, matmul_new, par_col_sums, simd_fn, zip_map,
-    PARALLEL_MIN_LEN,
+    add_in_order, map_inplace, matmul, matmul_new, par_col_sums, row_block_len, simd_fn, zip_map,
 };
 use crate::params::ParamId;
 use crate::tensor::Tensor;
@@ -32,14 +31,11 @@ impl Graph<'_> {
         let mut out = Tensor::zeros(m, n);
         let (x0v, xlv, bias) = (&self.value(x0).data, &self.value(xl).data, &bv.data);
         // one pass: the bias into `h` (kept for the backward pass), and the layer's output
-        let rows_per_task = (PARALLEL_MIN_LEN / n.max(1)).max(1);
+        let block = row_block_len(n);
         out.data
-            .par_chunks_mut(rows_per_task * n)
-            .zip(h.par_chunks_mut(rows_per_task * n))
-            .zip(
-                x0v.par_chunks(rows_per_task * n)
-                    .zip(xlv.par_chunks(rows_per_task * n)),
-            )
+            .par_chunks_mut(block)
+            .zip(h.par_chunks_mut(block))
+            .zip(x0v.par_chunks(block).zip(xlv.par_chunks(block)))
             .for_each(|((o, h), (x0, xl))| cross_output_block(o, h, x0, xl, bias));
         let rg = self.rg(x0) || self.rg(xl) || self.rg(wn) || self.rg(bn);
         self.push(
@@ -291,7 +287,7 @@ fn act_grad_col_sums(
     if act == Activation::Linear && !col_sums {
         return None;
     }
-    let block = col_sum_block(cols);
+    let block = row_block_len(cols);
     let partials: Vec<Vec<f32>> = g
         .par_chunks_mut(block)
         .zip(y.par_chunks(block))
@@ -333,8 +329,7 @@ fn bias_act_rows(x: &mut [f32], bias: Option<&[f32]>, cols: usize, act: Activati
         (None, Activation::Linear) => {}
         (None, act) => map_inplace(x, move |v| act.apply(v)),
         (Some(bias), act) => {
-            let rows_per_task = (PARALLEL_MIN_LEN / cols.max(1)).max(1);
-            x.par_chunks_mut(rows_per_task * cols).for_each(|block| {
+            x.par_chunks_mut(row_block_len(cols)).for_each(|block| {
                 add_bias_act_block(block, bias, act);
             });
         }
