@@ -762,7 +762,8 @@ pub fn load_model_config(dir: &Path, expid: &str) -> Result<(ModelConfig, String
     Ok((model, dataset_id))
 }
 
-/// A dataset entry of either family: CTR rows, or interactions (`task: topk`).
+/// A dataset entry of any family: CTR rows, interactions (`task: topk`) or users' item
+/// sequences (`task: seq`).
 #[derive(Clone, Debug)]
 pub enum DatasetEntry {
     Ctr(DatasetConfig),
@@ -770,6 +771,11 @@ pub enum DatasetEntry {
         dataset_id: String,
         config: crate::interactions::InteractionConfig,
         /// the YAML file it came from
+        source: PathBuf,
+    },
+    Seq {
+        dataset_id: String,
+        config: crate::sequences::SequenceConfig,
         source: PathBuf,
     },
 }
@@ -793,9 +799,22 @@ pub fn load_dataset_entry(dir: &Path, dataset_id: &str) -> Result<DatasetEntry> 
                     source: file,
                 })
             }
+            Some("seq") => {
+                let config: crate::sequences::SequenceConfig = serde_json::from_value(v.clone())
+                    .map_err(|e| {
+                        DataError::config(&file, format!("dataset `{dataset_id}`: {e}"))
+                    })?;
+                Ok(DatasetEntry::Seq {
+                    dataset_id: dataset_id.to_string(),
+                    config,
+                    source: file,
+                })
+            }
             Some(other) => Err(DataError::config(
                 &file,
-                format!("dataset `{dataset_id}`: unknown task `{other}` (topk, or none for CTR)"),
+                format!(
+                    "dataset `{dataset_id}`: unknown task `{other}` (topk, seq, or none for CTR)"
+                ),
             )),
             None => load_dataset_config(dir, dataset_id).map(DatasetEntry::Ctr),
         };
@@ -815,6 +834,12 @@ pub fn load_experiment(dir: &Path, expid: &str) -> Result<ExperimentConfig> {
             return Err(DataError::config(
                 source,
                 format!("dataset `{dataset_id}` is a top-K dataset (task: topk), not CTR rows"),
+            ))
+        }
+        DatasetEntry::Seq { source, .. } => {
+            return Err(DataError::config(
+                source,
+                format!("dataset `{dataset_id}` holds item sequences (task: seq), not CTR rows"),
             ))
         }
     };

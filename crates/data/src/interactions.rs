@@ -144,16 +144,18 @@ impl InteractionConfig {
         }
     }
 
-    fn root(&self) -> PathBuf {
-        let root = self.data_root.clone().unwrap_or_else(|| ".".into());
-        match root.strip_prefix("$RECFORGE_DATA") {
-            Some(rest) => crate::shared_data_dir().join(rest.trim_start_matches('/')),
-            None => PathBuf::from(root),
-        }
-    }
-
     pub fn path(&self, file: &str) -> PathBuf {
-        self.root().join(file)
+        data_root(self.data_root.as_deref()).join(file)
+    }
+}
+
+/// A dataset's `data_root` (`.` when absent), `$RECFORGE_DATA` at its start expanded to the
+/// shared data folder.
+pub(crate) fn data_root(root: Option<&str>) -> PathBuf {
+    let root = root.unwrap_or(".");
+    match root.strip_prefix("$RECFORGE_DATA") {
+        Some(rest) => crate::shared_data_dir().join(rest.trim_start_matches('/')),
+        None => PathBuf::from(root),
     }
 }
 

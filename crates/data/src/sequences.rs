@@ -4,13 +4,55 @@
 //! order the user met them (amazon_seq_gram's `user_sequence.txt`). Items get ids from 1 in
 //! order of first appearance (id 0 is padding, as in RecBole). The split is RecBole's
 //! leave-one-out for sequential models: a user's last item is the test target, the one before
-//! it the validation target, and the rest is training history.
+//! it the validation target, and the rest is training history. MovieLens' `u.data` becomes
+//! sequences too: each user's ratings (all of them, as RecBole keeps them) in time order.
 
 use crate::error::{DataError, Result};
 use crate::features::OnBadRow;
+use crate::interactions::{read_interaction_file, InteractionConfig, InteractionFormat};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The file formats sequences are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SequenceFormat {
+    /// `user item item …` per line, in order (amazon_seq_gram's `user_sequence.txt`).
+    UserSequence,
+    /// MovieLens-100K `u.data` (`user item rating timestamp`): each user's items by time.
+    Udata,
+}
+
+/// A `task: seq` entry of `dataset_config.yaml`. The split is always leave-one-out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceConfig {
+    pub task: String,
+    pub data_format: SequenceFormat,
+    /// Folder `train_data` is relative to; `$RECFORGE_DATA` at its start expands to the
+    /// shared data folder.
+    #[serde(default)]
+    pub data_root: Option<String>,
+    /// The one file holding every user's sequence.
+    pub train_data: String,
+}
+
+impl SequenceConfig {
+    pub fn path(&self) -> PathBuf {
+        crate::interactions::data_root(self.data_root.as_deref()).join(&self.train_data)
+    }
+
+    /// Reads the configured file.
+    pub fn load(&self, on_bad: OnBadRow, skipped: &mut u64) -> Result<UserSequences> {
+        let path = self.path();
+        match self.data_format {
+            SequenceFormat::UserSequence => read_user_sequences(&path, on_bad, skipped),
+            SequenceFormat::Udata => read_udata_sequences(&path, on_bad, skipped),
+        }
+    }
+}
 
 /// Every user's item ids in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,11 +125,28 @@ impl<'a> LeaveOneOut<'a> {
     /// RecBole's training instances for sequential models: every prefix of each training
     /// history that has a next item, as (the prefix's last `max_len` items, the next item).
     pub fn prefix_instances(&self, max_len: usize) -> Vec<(&'a [u32], u32)> {
+        self.prefix_windows(max_len)
+            .into_iter()
+            .map(|w| (w.input, w.targets[w.input.len() - 1]))
+            .collect()
+    }
+
+    /// [`LeaveOneOut::prefix_instances`] as windows scored at their last position only (the
+    /// targets before it are the history's own next items), so one model path serves both.
+    pub fn prefix_windows(&self, max_len: usize) -> Vec<Window<'a>> {
         let mut out = Vec::new();
+        if max_len == 0 {
+            return out;
+        }
         for &u in &self.users {
             let t = self.train(u);
             for end in 1..t.len() {
-                out.push((last(&t[..end], max_len), t[end]));
+                let start = end.saturating_sub(max_len);
+                out.push(Window {
+                    input: &t[start..end],
+                    targets: &t[start + 1..=end],
+                    scored: end - start - 1,
+                });
             }
         }
         out
@@ -203,6 +262,47 @@ pub fn read_user_sequences(
     Ok(data)
 }
 
+/// Reads MovieLens `u.data` as sequences: users and items numbered in order of first
+/// appearance in the file, each user's items ordered by timestamp (file order among equal
+/// times). Malformed rows are errors naming file, line and field, or counted skips.
+pub fn read_udata_sequences(
+    path: &Path,
+    on_bad: OnBadRow,
+    skipped: &mut u64,
+) -> Result<UserSequences> {
+    let mut cfg = InteractionConfig::for_file(path);
+    cfg.data_format = InteractionFormat::Udata;
+    let rows = read_interaction_file(path, &cfg, on_bad, skipped)?;
+    let mut data = UserSequences {
+        users: Vec::new(),
+        items: vec![String::new()],
+        sequences: Vec::new(),
+    };
+    let (mut user_ids, mut item_ids) = (HashMap::new(), HashMap::new());
+    let mut timed: Vec<Vec<(f64, u32)>> = Vec::new();
+    for r in rows {
+        let u = *user_ids.entry(r.user.clone()).or_insert_with(|| {
+            data.users.push(r.user.clone());
+            timed.push(Vec::new());
+            timed.len() - 1
+        });
+        let next = data.items.len() as u32;
+        let i = *item_ids.entry(r.item.clone()).or_insert_with(|| {
+            data.items.push(r.item.clone());
+            next
+        });
+        timed[u].push((r.time.unwrap_or(0.0), i));
+    }
+    data.sequences = timed
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(|a, b| a.0.total_cmp(&b.0));
+            s.into_iter().map(|(_, i)| i).collect()
+        })
+        .collect();
+    Ok(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +366,47 @@ mod tests {
             }
             assert_eq!(pairs, split.prefix_instances(max_len), "max_len {max_len}");
         }
+    }
+
+    #[test]
+    fn prefix_windows_are_scored_at_their_end_only() {
+        let data = read("u1 a b c d e f\n", OnBadRow::Error).0.unwrap();
+        let split = data.leave_one_out();
+        // history [1, 2, 3, 4]
+        let w = split.prefix_windows(2);
+        assert_eq!(w.len(), 3);
+        assert_eq!(
+            (w[0].input, w[0].targets, w[0].scored),
+            (&[1][..], &[2][..], 0)
+        );
+        assert_eq!(
+            (w[2].input, w[2].targets, w[2].scored),
+            (&[2, 3][..], &[3, 4][..], 1)
+        );
+    }
+
+    #[test]
+    fn udata_users_are_ordered_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.data");
+        // user 7 rates 30 late, 10 early, 20 in between; user 8 has equal times (file order)
+        std::fs::write(
+            &path,
+            "7\t30\t5\t300\n8\t10\t3\t5\n7\t10\t4\t100\n7\t20\t1\t200\n8\t40\t2\t5\n",
+        )
+        .unwrap();
+        let data = read_udata_sequences(&path, OnBadRow::Error, &mut 0).unwrap();
+        assert_eq!(data.users, ["7", "8"]);
+        assert_eq!(data.items, ["", "30", "10", "20", "40"]);
+        assert_eq!(data.sequences, vec![vec![2, 3, 1], vec![2, 4]]);
+        // a timestamp that is not a number is named by line and field, or skipped
+        std::fs::write(&path, "7\t30\t5\t300\n8\t10\t3\tlate\n").unwrap();
+        let err = read_udata_sequences(&path, OnBadRow::Error, &mut 0).unwrap_err();
+        assert!(err.to_string().contains("u.data:2"), "{err}");
+        assert!(err.to_string().contains("timestamp"), "{err}");
+        let mut skipped = 0;
+        let data = read_udata_sequences(&path, OnBadRow::Skip, &mut skipped).unwrap();
+        assert_eq!((data.users.len(), skipped), (1, 1));
     }
 
     #[test]

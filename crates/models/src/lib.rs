@@ -1,4 +1,4 @@
-//! The model zoo. Models are grouped by family (`ctr/`, `topk/`), one file per model, each a
+//! The model zoo. Models are grouped by family (`ctr/`, `topk/`, `seq/`), one file per model, each a
 //! config struct read from the FuxiCTR-style model config plus a `forward` on the tape.
 //! [`FeatureEmbedding`] turns a batch of ids into the dense `[batch × Σ dims]` matrix every
 //! CTR model starts from; [`layers`] holds the blocks models share.
@@ -6,6 +6,7 @@
 pub mod ctr;
 pub mod embedding;
 pub mod layers;
+pub mod seq;
 pub mod topk;
 
 pub use ctr::{build, CtrNet, Model};
@@ -26,16 +27,18 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 pub enum Family {
     Ctr,
     Topk,
+    Seq,
 }
 
 impl Family {
-    pub const ALL: [Family; 2] = [Family::Ctr, Family::Topk];
+    pub const ALL: [Family; 3] = [Family::Ctr, Family::Topk, Family::Seq];
 
     /// How the family is named in messages.
     pub fn describe(self) -> &'static str {
         match self {
             Family::Ctr => "a CTR model (its dataset lists feature columns)",
             Family::Topk => "a top-K model (its dataset has `task: topk`)",
+            Family::Seq => "a sequential model (its dataset has `task: seq`)",
         }
     }
 
@@ -43,6 +46,7 @@ impl Family {
         match self {
             Family::Ctr => ctr::model_names(),
             Family::Topk => topk::model_names(),
+            Family::Seq => seq::model_names(),
         }
     }
 }
