@@ -3,31 +3,14 @@ prints one JSON line per model: test metrics, epochs, median seconds per trainin
 
 usage: recbole_run.py DATA_DIR WORK_DIR MODEL [EPOCHS]
 RecBole 1.2.1 needs shims for numpy 2, scipy >= 1.15, torch >= 2.6 and a missing tensorboard
-(../shared/anchors/RECBOLE.md, "RecBole behaviours", item 8); they change no computation.
+(bench/recbole_shims.py); they change no computation.
 """
-import functools, json, logging, os, re, statistics, sys, time, types
+import json, os, statistics, sys, time
 
 import numpy as np
 
-for name, value in [("float_", np.float64), ("int_", np.int64), ("bool8", np.bool_), ("unicode_", np.str_), ("complex_", np.complex128)]:
-    if not hasattr(np, name):
-        setattr(np, name, value)
-tb = types.ModuleType("torch.utils.tensorboard")
-tb.SummaryWriter = lambda *a, **k: types.SimpleNamespace(add_scalar=lambda *a, **k: None, close=lambda: None, add_hparams=lambda *a, **k: None)
-sys.modules["torch.utils.tensorboard"] = tb
-# ray is imported for hyper-parameter search only, which this script does not use
-ray = types.ModuleType("ray")
-ray.tune = types.ModuleType("ray.tune")
-sys.modules["ray"], sys.modules["ray.tune"] = ray, ray.tune
-import torch  # noqa: E402
-
-torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-torch.load = functools.partial(torch.load, weights_only=False)
-import scipy.sparse as sp  # noqa: E402
-
-if not hasattr(sp.dok_matrix, "_update"):
-    sp.dok_matrix._update = lambda self, data: [self.__setitem__(k, v) for k, v in data.items()]
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from recbole_shims import epoch_times as times  # noqa: E402
 from recbole.quick_start import run_recbole  # noqa: E402
 
 data_dir, work, model = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -60,19 +43,6 @@ per_model = {
                  "anneal_cap": 0.2, "total_anneal_steps": 200000, "eval_step": 5, "stopping_step": 4, "train_neg_sample_args": None},
     "EASE": {"reg_weight": 250.0, "train_neg_sample_args": None},
 }
-times = []
-
-
-class EpochTimes(logging.Handler):
-    def emit(self, record):
-        text = re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage())
-        m = re.search(r"epoch \d+ training \[time: ([0-9.]+)s", text)
-        if m:
-            times.append(float(m.group(1)))
-
-
-logging.getLogger().addHandler(EpochTimes())
-logging.getLogger().setLevel(logging.INFO)
 t0 = time.time()
 result = run_recbole(model=model, dataset="ml1m", config_dict={**common, **per_model[model]})
 print(json.dumps({

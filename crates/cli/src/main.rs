@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod alloc;
+mod seq_cmd;
 mod serve_cmd;
 mod text_cmd;
 mod topk_cmd;
@@ -394,6 +395,9 @@ fn train(a: TrainArgs) -> Result<()> {
     match recforge_data::config::load_dataset_entry(&a.config, &dataset_id)? {
         recforge_data::config::DatasetEntry::Topk { config, source, .. } => {
             topk_cmd::train(&a, model, &dataset_id, &config, &source)
+        }
+        recforge_data::config::DatasetEntry::Seq { config, source, .. } => {
+            seq_cmd::train(&a, model, &dataset_id, &config, &source)
         }
         recforge_data::config::DatasetEntry::Ctr(_) => train_ctr(a).map(|_| ()),
     }

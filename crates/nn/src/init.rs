@@ -22,9 +22,19 @@ pub fn xavier_normal(rng: &mut impl Rng, fan_in: usize, fan_out: usize) -> Tenso
 
 /// Xavier (Glorot) uniform for a `[fan_in, fan_out]` weight: U(−b, b), b = √(6 / (in + out)).
 pub fn xavier_uniform(rng: &mut impl Rng, fan_in: usize, fan_out: usize) -> Tensor {
-    let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
-    let data = (0..fan_in * fan_out)
+    uniform(
+        rng,
+        fan_in,
+        fan_out,
+        (6.0 / (fan_in + fan_out) as f32).sqrt(),
+    )
+}
+
+/// U(−bound, bound); PyTorch's default for `nn.Linear` and `nn.GRU` weights is
+/// bound = 1/√fan_in (for a GRU, 1/√hidden).
+pub fn uniform(rng: &mut impl Rng, rows: usize, cols: usize, bound: f32) -> Tensor {
+    let data = (0..rows * cols)
         .map(|_| rng.gen_range(-bound..bound))
         .collect();
-    Tensor::from_vec(fan_in, fan_out, data)
+    Tensor::from_vec(rows, cols, data)
 }

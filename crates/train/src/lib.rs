@@ -13,6 +13,7 @@ pub mod fit;
 pub mod pretrain;
 pub mod run;
 pub mod score;
+pub mod seq;
 pub mod text_features;
 pub mod topk;
 pub mod trainer;

@@ -21,7 +21,7 @@ use recforge_metrics::{
 };
 use recforge_models::topk::{self, history_rows, TopkBatch, TopkInput, TopkModel, TopkShape};
 use recforge_nn::optim::grad_norm_sq;
-use recforge_nn::{DenseOptimizer, Graph, OptimizerKind};
+use recforge_nn::{DenseOptimizer, Graph, OptimizerKind, ParamStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
@@ -355,8 +355,20 @@ fn write_topk(
     opt: Option<&DenseOptimizer>,
 ) -> Result<()> {
     let json = serde_json::to_string(meta).map_err(|e| TrainError::Config(e.to_string()))?;
+    let tensors = param_tensors(model.params(), opt);
+    write_tensor_file(path, TOPK_FORMAT, model.name(), json, &tensors, &mut |_| {
+        Ok(())
+    })
+}
+
+/// Every parameter of `params` as a named tensor (`param.<name>`), with the optimizer's
+/// moments (`opt1.…`, `opt2.…`) when given: what a dense-parameter checkpoint holds.
+pub(crate) fn param_tensors<'p>(
+    params: &'p ParamStore,
+    opt: Option<&'p DenseOptimizer>,
+) -> Vec<(String, Vec<usize>, &'p [f32])> {
     let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
-    for (id, p) in model.params().iter() {
+    for (id, p) in params.iter() {
         let shape = vec![p.value.rows, p.value.cols];
         tensors.push((format!("param.{}", p.name), shape.clone(), &p.value.data));
         if let Some(o) = opt {
@@ -369,20 +381,18 @@ fn write_topk(
             }
         }
     }
-    write_tensor_file(path, TOPK_FORMAT, model.name(), json, &tensors, &mut |_| {
-        Ok(())
-    })
+    tensors
 }
 
-/// Reads every parameter of `model` (and the optimizer's moments, when asked) from `file`;
-/// refuses tensors the model has no place for. Nothing changes on error.
-fn read_params(
+/// Reads every parameter of `params` (and the optimizer's moments, when asked) from `file`;
+/// refuses tensors `model` has no place for. Nothing changes on error.
+pub(crate) fn read_params(
     file: &TensorFile,
-    model: &mut dyn TopkModel,
+    params: &mut ParamStore,
+    model: &str,
     opt: Option<&mut DenseOptimizer>,
 ) -> Result<()> {
-    let names: Vec<(String, [usize; 2])> = model
-        .params()
+    let names: Vec<(String, [usize; 2])> = params
         .iter()
         .map(|(_, p)| (p.name.clone(), [p.value.rows, p.value.cols]))
         .collect();
@@ -404,11 +414,7 @@ fn read_params(
         unused.sort();
         return Err(TrainError::Checkpoint {
             path: file.path.clone(),
-            msg: format!(
-                "tensor(s) not used by model {}: {}",
-                model.name(),
-                unused.join(", ")
-            ),
+            msg: format!("tensor(s) not used by model {model}: {}", unused.join(", ")),
         });
     }
     let mut values = Vec::new();
@@ -430,8 +436,7 @@ fn read_params(
         values.push((v, moments));
     }
     let mut opt = opt;
-    let ids: Vec<_> = model.params().iter().map(|(id, _)| id).collect();
-    let params = model.params_mut();
+    let ids: Vec<_> = params.iter().map(|(id, _)| id).collect();
     for (id, (v, (s1, s2))) in ids.into_iter().zip(values) {
         params.value_mut(id).data = v;
         if let Some(o) = opt.as_deref_mut() {
@@ -441,6 +446,40 @@ fn read_params(
             if let Some(s2) = s2 {
                 o.state[id.0].1 = s2;
             }
+        }
+    }
+    Ok(())
+}
+
+/// One optimizer step of `opt` on `params` from `grads`, with weight decay `wd` and the global
+/// gradient norm clipped to `clip`; a non-finite gradient norm changes nothing.
+pub(crate) fn dense_step(
+    params: &mut ParamStore,
+    opt: &mut DenseOptimizer,
+    grads: &[Option<recforge_nn::Tensor>],
+    lr: f32,
+    wd: f32,
+    clip: Option<f32>,
+) -> std::result::Result<(), NonFiniteStep> {
+    let norm_sq = grad_norm_sq(params, grads, wd);
+    NonFiniteStep::check("gradient norm", norm_sq)?;
+    let norm = norm_sq.sqrt() as f32;
+    let scale = match clip {
+        Some(max) if norm > max => max / (norm + 1e-6),
+        _ => 1.0,
+    };
+    opt.step(params, grads, lr, scale, wd);
+    Ok(())
+}
+
+/// The first NaN or infinite value of `params`.
+pub(crate) fn check_finite(params: &ParamStore) -> std::result::Result<(), NonFiniteStep> {
+    for (_, p) in params.iter() {
+        if let Some(&x) = p.value.data.iter().find(|x| !x.is_finite()) {
+            return Err(NonFiniteStep {
+                what: "a weight",
+                value: x as f64,
+            });
         }
     }
     Ok(())
@@ -472,7 +511,8 @@ pub fn load_topk(path: &Path) -> Result<LoadedTopk> {
         });
     }
     let mut model = topk::build(&meta.model_config, meta.shape, &meta.history)?;
-    read_params(&file, model.as_mut(), None)?;
+    let name = model.name();
+    read_params(&file, model.params_mut(), name, None)?;
     model.prepare_scoring();
     Ok(LoadedTopk {
         user_index: IdIndex::new(&meta.user_tokens, meta.shape.n_users),
@@ -539,16 +579,14 @@ impl<'a> TopkTask<'a> {
             NonFiniteStep::check("loss", v)?;
             (v, g.backward(l).params)
         };
-        let wd = self.cfg.weight_decay;
-        let norm_sq = grad_norm_sq(self.model.params(), &grads, wd);
-        NonFiniteStep::check("gradient norm", norm_sq)?;
-        let norm = norm_sq.sqrt() as f32;
-        let scale = match self.cfg.clip_grad_norm {
-            Some(max) if norm > max => max / (norm + 1e-6),
-            _ => 1.0,
-        };
-        self.opt
-            .step(self.model.params_mut(), &grads, lr, scale, wd);
+        dense_step(
+            self.model.params_mut(),
+            &mut self.opt,
+            &grads,
+            lr,
+            self.cfg.weight_decay,
+            self.cfg.clip_grad_norm,
+        )?;
         self.step = self.opt.step;
         Ok(loss)
     }
@@ -704,21 +742,14 @@ impl TrainTask for TopkTask<'_> {
             });
         }
         let opt = with_optimizer.then_some(&mut self.opt);
-        read_params(&file, self.model.as_mut(), opt)?;
+        let name = self.model.name();
+        read_params(&file, self.model.params_mut(), name, opt)?;
         self.model.prepare_scoring();
         Ok(meta.resume)
     }
 
     fn check_weights(&self) -> std::result::Result<(), NonFiniteStep> {
-        for (_, p) in self.model.params().iter() {
-            if let Some(&x) = p.value.data.iter().find(|x| !x.is_finite()) {
-                return Err(NonFiniteStep {
-                    what: "a weight",
-                    value: x as f64,
-                });
-            }
-        }
-        Ok(())
+        check_finite(self.model.params())
     }
 
     fn steps(&self) -> u64 {

@@ -8,8 +8,10 @@
 //! logits have `n_items + 1` columns, the padding item's included (RecBole's softmax runs
 //! over it too; the evaluator never ranks it).
 
+mod gru4rec;
 mod sasrec;
 
+pub use gru4rec::Gru4Rec;
 pub use sasrec::SasRec;
 
 use crate::{ModelError, Result};
@@ -56,11 +58,18 @@ pub struct SeqEntry {
 }
 
 /// The sequential model registry.
-pub const REGISTRY: &[SeqEntry] = &[SeqEntry {
-    name: "SASRec",
-    keys: sasrec::KEYS,
-    build: |cfg, shape, seed| Ok(Box::new(SasRec::new(cfg, shape, seed)?)),
-}];
+pub const REGISTRY: &[SeqEntry] = &[
+    SeqEntry {
+        name: "SASRec",
+        keys: sasrec::KEYS,
+        build: |cfg, shape, seed| Ok(Box::new(SasRec::new(cfg, shape, seed)?)),
+    },
+    SeqEntry {
+        name: "GRU4Rec",
+        keys: gru4rec::KEYS,
+        build: |cfg, shape, seed| Ok(Box::new(Gru4Rec::new(cfg, shape, seed)?)),
+    },
+];
 
 /// Model-config keys every sequential model reads.
 pub const COMMON_KEYS: &[&str] = &["model", "seed", "MAX_ITEM_LIST_LENGTH"];

@@ -30,6 +30,18 @@ fn small_sasrec(dropout: f64, max_len: usize) -> SasRec {
     SasRec::new(&c, SeqShape { n_items: 9 }, 5).unwrap()
 }
 
+/// A small GRU4Rec over 9 items: embeddings of 4, two GRU layers of 3.
+fn small_gru4rec(dropout: f64, max_len: usize) -> Gru4Rec {
+    let c = cfg(&[
+        ("embedding_size", 4.into()),
+        ("hidden_size", 3.into()),
+        ("num_layers", 2.into()),
+        ("dropout_prob", dropout.into()),
+        ("MAX_ITEM_LIST_LENGTH", max_len.into()),
+    ]);
+    Gru4Rec::new(&c, SeqShape { n_items: 9 }, 5).unwrap()
+}
+
 fn sequences(seqs: &[&[u32]]) -> UserSequences {
     UserSequences {
         users: (0..seqs.len()).map(|u| format!("u{u}")).collect(),
@@ -73,8 +85,8 @@ fn the_output_at_a_position_ignores_the_items_after_it() {
     assert!(out.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-5));
 }
 
-#[test]
-fn all_positions_training_equals_the_prefix_instances_without_dropout() {
+/// Mean loss and gradients of all-positions windows against RecBole's prefix instances.
+fn assert_all_positions_equal_prefixes(m: &dyn SeqModel) {
     // histories shorter than, equal to and longer than the window (max_len 3)
     let data = sequences(&[
         &[1, 2, 3, 4, 5, 6, 7, 8, 9, 1],
@@ -83,24 +95,55 @@ fn all_positions_training_equals_the_prefix_instances_without_dropout() {
         &[5, 6, 7, 8, 9, 1, 2],
     ]);
     let split = data.leave_one_out();
-    let m = small_sasrec(0.0, 3);
     let (windows, prefixes) = (split.windows(3), split.prefix_windows(3));
     assert!(windows.len() < prefixes.len());
-    let (la, ga) = loss_and_grads(&m, &windows);
-    let (lb, gb) = loss_and_grads(&m, &prefixes);
-    assert!((la - lb).abs() < 1e-5, "{la} vs {lb}");
+    let (la, ga) = loss_and_grads(m, &windows);
+    let (lb, gb) = loss_and_grads(m, &prefixes);
+    assert!((la - lb).abs() < 1e-5, "{}: {la} vs {lb}", m.name());
     for ((x, y), (_, p)) in ga.iter().zip(&gb).zip(m.params().iter()) {
         let (x, y) = (x.as_ref().unwrap(), y.as_ref().unwrap());
         for (a, b) in x.data.iter().zip(&y.data) {
-            assert!((a - b).abs() < 1e-5, "{}: {a} vs {b}", p.name);
+            assert!((a - b).abs() < 1e-5, "{} {}: {a} vs {b}", m.name(), p.name);
         }
     }
+}
+
+#[test]
+fn all_positions_training_equals_the_prefix_instances_without_dropout() {
+    assert_all_positions_equal_prefixes(&small_sasrec(0.0, 3));
+    assert_all_positions_equal_prefixes(&small_gru4rec(0.0, 3));
 }
 
 #[test]
 fn sasrec_loss_matches_finite_differences() {
     // with both dropouts on: the masks come from the seeded generator, the same at each call
     let m = small_sasrec(0.2, 4);
+    let windows = [
+        Window {
+            input: &[3, 1, 4, 1],
+            targets: &[1, 4, 1, 5],
+            scored: 1,
+        },
+        Window {
+            input: &[2, 7],
+            targets: &[7, 9],
+            scored: 0,
+        },
+    ];
+    GradCheck {
+        step: 1e-2,
+        atol: 2e-3,
+        rtol: 3e-2,
+    }
+    .run(m.params(), &[], |g, _| {
+        m.loss(g, &windows, &mut StdRng::seed_from_u64(3))
+    })
+    .unwrap();
+}
+
+#[test]
+fn gru4rec_loss_matches_finite_differences() {
+    let m = small_gru4rec(0.3, 4);
     let windows = [
         Window {
             input: &[3, 1, 4, 1],

@@ -64,21 +64,19 @@ impl Graph<'_> {
             targets.len(),
             "softmax_cross_entropy: target count"
         );
+        let cols = lv.cols;
         let mut probs = lv.data.clone();
-        let mut loss = 0.0f64;
-        for (row, &t) in probs.chunks_exact_mut(lv.cols).zip(targets) {
-            assert!((t as usize) < lv.cols, "softmax_cross_entropy: class {t}");
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let lse = m as f64
-                + row
-                    .iter()
-                    .map(|&v| ((v - m) as f64).exp())
-                    .sum::<f64>()
-                    .ln();
-            loss += lse - row[t as usize] as f64;
-            row.iter_mut()
-                .for_each(|v| *v = ((*v as f64) - lse).exp() as f32);
-        }
+        // rows in parallel, with the tape's vectorised exp: over a full item catalogue
+        // (SASRec's softmax over every item) this pass is a large share of a step
+        let loss: f64 = probs
+            .par_chunks_mut(cols.max(1))
+            .zip(targets.par_iter())
+            .map(|(row, &t)| {
+                assert!((t as usize) < cols, "softmax_cross_entropy: class {t}");
+                let target = row[t as usize];
+                softmax_row_lse(row) - target as f64
+            })
+            .sum();
         let loss = (loss / targets.len().max(1) as f64) as f32;
         let rg = self.rg(logits);
         self.push(
@@ -103,10 +101,13 @@ impl Graph<'_> {
         let lv = self.value(logits);
         let scale = gy.data[0] / targets.len().max(1) as f32;
         let mut gl = Tensor::from_vec(lv.rows, lv.cols, probs.to_vec());
-        for (row, &t) in gl.data.chunks_exact_mut(lv.cols).zip(targets) {
-            row[t as usize] -= 1.0;
-            row.iter_mut().for_each(|v| *v *= scale);
-        }
+        gl.data
+            .par_chunks_mut(lv.cols.max(1))
+            .zip(targets.par_iter())
+            .for_each(|(row, &t)| {
+                row[t as usize] -= 1.0;
+                row.iter_mut().for_each(|v| *v *= scale);
+            });
         accumulate(&mut g[logits.0], gl);
     }
 }
@@ -249,6 +250,32 @@ impl CustomOp for MultinomialNll {
             .zip(self.targets.par_chunks_exact(n))
             .for_each(|((gr, pr), xr)| multinomial_grad_row(gr, pr, xr, k));
         vec![Some(gz)]
+    }
+}
+
+simd_fn! {
+    /// The softmax of `row` in place, returning its log-normaliser `ln Σ exp`: the tape's
+    /// vectorised `exp` after subtracting the row's maximum, summed in 16 lanes.
+    fn softmax_row_lse(row: &mut [f32]) -> f64 {
+        let max = row
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        let mut lanes = [0f32; 16];
+        let mut chunks = row.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for (l, v) in lanes.iter_mut().zip(c.iter_mut()) {
+                *v = crate::transformer::exp(*v - max);
+                *l += *v;
+            }
+        }
+        let mut sum: f64 = lanes.iter().map(|&l| l as f64).sum();
+        for v in chunks.into_remainder() {
+            *v = crate::transformer::exp(*v - max);
+            sum += *v as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        row.iter_mut().for_each(|v| *v *= inv);
+        max as f64 + sum.ln()
     }
 }
 

@@ -8,8 +8,8 @@
 //! layer norm, row softmax, L2 normalisation), `attention`, `gather` (row and segment
 //! lookups, concatenation, slices, NCE and pair scoring), `interaction` (the FM term), [`fields`] (pairing, pooling and transposing the field
 //! blocks of a row, for the field-interaction models),
-//! [`loss`] and [`sparse`] (a CSR matrix times a dense one, and LightGCN's layer mean, for
-//! graph convolution). Adding a built-in op takes one variant, one match arm and the family
+//! [`loss`], [`sparse`] (a CSR matrix times a dense one, and LightGCN's layer mean, for
+//! graph convolution) and `recurrent` (a GRU fused over time, for GRU4Rec). Adding a built-in op takes one variant, one match arm and the family
 //! file's builder and backward method.
 //!
 //! An op can instead implement [`CustomOp`], with no change to the tape: `forward` computes
@@ -27,6 +27,7 @@ mod linear;
 pub mod loss;
 mod norm;
 pub use norm::BatchNormStats;
+mod recurrent;
 pub mod sparse;
 
 use crate::graph::{Graph, NodeId};

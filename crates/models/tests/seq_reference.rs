@@ -1,5 +1,5 @@
-//! recforge's SASRec against RecBole 1.2.1's own `SASRec` class on a tiny case: the same
-//! weights (`fixtures/sasrec_recbole.json`, written by `make_sasrec_reference.py`), a batch of
+//! recforge's SASRec and GRU4Rec against RecBole 1.2.1's own classes on a tiny case: the same
+//! weights (`fixtures/<model>_recbole.json`, written by `make_seq_reference.py`), a batch of
 //! right-padded histories of different lengths, dropout off. The loss, every weight's gradient
 //! and the full-sort scores must agree (RecBole ran in f64).
 
@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use recforge_data::sequences::Window;
 use recforge_data::ModelConfig;
-use recforge_models::seq::{SasRec, SeqModel, SeqShape};
+use recforge_models::seq::{self, SeqShape};
 use recforge_nn::Graph;
 use serde_json::Value;
 
@@ -25,17 +25,24 @@ fn close(a: f32, b: f32) -> bool {
 
 #[test]
 fn sasrec_matches_recbole_on_its_own_weights() {
-    let text = include_str!("fixtures/sasrec_recbole.json");
+    matches_recbole("SASRec", include_str!("fixtures/sasrec_recbole.json"));
+}
+
+#[test]
+fn gru4rec_matches_recbole_on_its_own_weights() {
+    matches_recbole("GRU4Rec", include_str!("fixtures/gru4rec_recbole.json"));
+}
+
+fn matches_recbole(model: &str, text: &str) {
     let fx: Value = serde_json::from_str(text).unwrap();
     let mut values = fx["config"].as_object().unwrap().clone();
     values.insert("MAX_ITEM_LIST_LENGTH".into(), fx["max_len"].clone());
-    values.insert("hidden_dropout_prob".into(), 0.0.into());
-    values.insert("attn_dropout_prob".into(), 0.0.into());
-    let cfg = ModelConfig::new("SASRec_fixture", values);
+    values.insert("model".into(), model.into());
+    let cfg = ModelConfig::new(format!("{model}_fixture"), values);
     let shape = SeqShape {
         n_items: fx["n_items"].as_u64().unwrap() as usize,
     };
-    let mut m = SasRec::new(&cfg, shape, 1).unwrap();
+    let mut m = seq::build(&cfg, shape).unwrap();
     let ids: Vec<_> = m
         .params()
         .iter()

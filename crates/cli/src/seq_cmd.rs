@@ -1,0 +1,92 @@
+//! `recforge train` for sequential models (datasets with `task: seq`).
+
+use crate::{apply_overrides, run_dir_of, write_metrics_json, Progress, TrainArgs};
+use anyhow::Result;
+use recforge_data::sequences::SequenceConfig;
+use recforge_data::ModelConfig;
+use recforge_models::seq::{self, SeqShape};
+use recforge_train::seq::{check_seq_config, SeqTask, SeqTrainConfig};
+use recforge_train::topk::write_per_user;
+use recforge_train::RunDir;
+use std::path::Path;
+
+pub(crate) fn train(
+    a: &TrainArgs,
+    mut model_cfg: ModelConfig,
+    dataset_id: &str,
+    scfg: &SequenceConfig,
+    _source: &Path,
+) -> Result<()> {
+    apply_overrides(&mut model_cfg, &a.overrides)?;
+    for w in check_seq_config(&model_cfg)? {
+        eprintln!("warning: {w}");
+    }
+    if a.init_from.is_some() {
+        anyhow::bail!("--init-from is for CTR models (MAP pretraining)");
+    }
+    let mut skipped = 0;
+    let data = scfg.load(a.on_bad_row.into(), &mut skipped)?;
+    if skipped > 0 {
+        eprintln!("skipped {skipped} malformed lines (--on-bad-row skip)");
+    }
+    let tcfg = SeqTrainConfig::from_config(&model_cfg)?;
+    let shape = SeqShape {
+        n_items: data.num_items(),
+    };
+    let model = seq::build(&model_cfg, shape)?;
+    let run_dir = run_dir_of(a, &model_cfg, dataset_id);
+    let run = RunDir::create(&run_dir)?;
+    run.write_json(
+        "config.json",
+        &serde_json::json!({ "expid": a.expid, "model": model_cfg.values, "dataset": scfg }),
+    )?;
+    let fit_cfg = tcfg.fit_config();
+    let columns = tcfg.base.metrics.iter().map(|m| m.name()).collect();
+    let mode = tcfg.mode;
+    let mut task = SeqTask::new(model, &data, tcfg, &model_cfg)?;
+    let (windows, pairs) = task.training_size();
+    eprintln!(
+        "dataset {dataset_id}: {} users ({} with fewer than 3 items left out), {} items, {} interactions; {windows} training windows ({mode:?}) scoring {pairs} next items",
+        data.users.len(),
+        task.short_users(),
+        data.num_items(),
+        data.num_interactions(),
+    );
+    eprintln!(
+        "model {} ({} parameters), run directory {}",
+        task.model.name(),
+        task.model.params().num_values(),
+        run_dir.display()
+    );
+    eprintln!(
+        "early stopping on valid {} (evaluated every {} epochs, stopping after {} without improvement)",
+        fit_cfg.monitor.describe(),
+        fit_cfg.eval_step,
+        fit_cfg.patience
+    );
+    let report = recforge_train::fit(
+        &mut task,
+        &fit_cfg,
+        &run,
+        a.resume,
+        &mut Progress::with_columns(columns),
+    )?;
+    if let Some(r) = &task.test_report {
+        write_per_user(&run.path.join("test_per_user.csv"), r, &task.users())?;
+    }
+    if let Some(v) = &report.valid {
+        println!("valid  {}", v.describe());
+    }
+    if let Some(t) = &report.test {
+        println!("test  {}", t.describe());
+    }
+    println!(
+        "best epoch {}; model saved to {}",
+        report.best_epoch,
+        report.checkpoint.display()
+    );
+    if let Some(p) = &a.metrics_json {
+        write_metrics_json(p, &report.metrics_json())?;
+    }
+    Ok(())
+}

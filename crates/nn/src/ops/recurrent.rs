@@ -1,0 +1,343 @@
+//! Recurrent layers over the segments of a packed batch, fused over time: one GEMM for every
+//! token's input projection, then per time step one GEMM for the segments still running, and
+//! the backward pass through time in the same blocked form.
+
+use super::CustomOp;
+use crate::graph::{Graph, NodeId};
+use crate::kernels::matmul;
+use crate::tensor::Tensor;
+use crate::transformer::Segment;
+
+impl Graph<'_> {
+    /// A single-layer GRU without biases (PyTorch's `nn.GRU(bias=False)`) over each segment of
+    /// packed `x` (`[tokens × in]`), from a zero state; returns every token's hidden state
+    /// (`[tokens × hidden]`). `w_ih` is `[in × 3·hidden]` and `w_hh` `[hidden × 3·hidden]`,
+    /// their column blocks the reset, update and new gates (PyTorch's `weight_ih_l0` and
+    /// `weight_hh_l0` transposed):
+    /// `r = σ(x W_r + h W_hr)`, `z = σ(x W_z + h W_hz)`, `n = tanh(x W_n + r ⊙ (h W_hn))`,
+    /// `h' = (1 − z) ⊙ n + z ⊙ h`.
+    pub fn gru(&mut self, x: NodeId, w_ih: NodeId, w_hh: NodeId, segs: &[Segment]) -> NodeId {
+        let rows = self.value(x).rows;
+        assert_eq!(
+            segs.iter().map(|s| s.len).sum::<usize>(),
+            rows,
+            "gru: segments do not cover the rows"
+        );
+        self.custom(Gru::new(segs), &[x, w_ih, w_hh])
+    }
+}
+
+/// The GRU's recorded state: segments ordered longest first (so the ones running at step t
+/// are a prefix), and per token the gates and `h W_hn` the backward pass needs.
+struct Gru {
+    /// segments sorted by descending length
+    order: Vec<Segment>,
+    /// per token, `[tokens × hidden]` each
+    r: Vec<f32>,
+    z: Vec<f32>,
+    n: Vec<f32>,
+    hn: Vec<f32>,
+}
+
+impl Gru {
+    fn new(segs: &[Segment]) -> Self {
+        let mut order = segs.to_vec();
+        order.sort_by(|a, b| b.len.cmp(&a.len));
+        Gru {
+            order,
+            r: Vec::new(),
+            z: Vec::new(),
+            n: Vec::new(),
+            hn: Vec::new(),
+        }
+    }
+
+    /// How many segments run at step `t`.
+    fn running(&self, t: usize) -> usize {
+        self.order.partition_point(|s| s.len > t)
+    }
+
+    fn steps(&self) -> usize {
+        self.order.first().map_or(0, |s| s.len)
+    }
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+impl CustomOp for Gru {
+    fn name(&self) -> &'static str {
+        "gru"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        let (x, w_ih, w_hh) = (inputs[0], inputs[1], inputs[2]);
+        let hidden = w_hh.rows;
+        let three = 3 * hidden;
+        assert_eq!(w_ih.cols, three, "gru: w_ih must be [in × 3·hidden]");
+        assert_eq!(w_hh.cols, three, "gru: w_hh must be [hidden × 3·hidden]");
+        assert_eq!(
+            w_ih.rows, x.cols,
+            "gru: w_ih rows must match the input width"
+        );
+        let tokens = x.rows;
+        // every token's input projection at once
+        let mut gi = vec![0.0f32; tokens * three];
+        matmul(
+            &mut gi, &x.data, &w_ih.data, tokens, three, x.cols, false, false, false,
+        );
+        let mut out = Tensor::zeros(tokens, hidden);
+        self.r = vec![0.0; tokens * hidden];
+        self.z = vec![0.0; tokens * hidden];
+        self.n = vec![0.0; tokens * hidden];
+        self.hn = vec![0.0; tokens * hidden];
+        let mut h_prev = vec![0.0f32; self.order.len() * hidden];
+        let mut gh = vec![0.0f32; self.order.len() * three];
+        for t in 0..self.steps() {
+            let b = self.running(t);
+            let gh = &mut gh[..b * three];
+            if t == 0 {
+                gh.fill(0.0);
+            } else {
+                matmul(
+                    gh,
+                    &h_prev[..b * hidden],
+                    &w_hh.data,
+                    b,
+                    three,
+                    hidden,
+                    false,
+                    false,
+                    false,
+                );
+            }
+            for (s, seg) in self.order[..b].iter().enumerate() {
+                let row = seg.start + t;
+                let gi = &gi[row * three..(row + 1) * three];
+                let gh = &gh[s * three..(s + 1) * three];
+                let hp = &mut h_prev[s * hidden..(s + 1) * hidden];
+                let at = row * hidden..(row + 1) * hidden;
+                let (r, z, n, hn) = (
+                    &mut self.r[at.clone()],
+                    &mut self.z[at.clone()],
+                    &mut self.n[at.clone()],
+                    &mut self.hn[at.clone()],
+                );
+                let h = &mut out.data[at];
+                for j in 0..hidden {
+                    r[j] = sigmoid(gi[j] + gh[j]);
+                    z[j] = sigmoid(gi[hidden + j] + gh[hidden + j]);
+                    hn[j] = gh[2 * hidden + j];
+                    n[j] = (gi[2 * hidden + j] + r[j] * hn[j]).tanh();
+                    h[j] = (1.0 - z[j]) * n[j] + z[j] * hp[j];
+                    hp[j] = h[j];
+                }
+            }
+        }
+        out
+    }
+
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        output: &Tensor,
+        grad: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let (x, w_ih, w_hh) = (inputs[0], inputs[1], inputs[2]);
+        let hidden = w_hh.rows;
+        let three = 3 * hidden;
+        let tokens = x.rows;
+        let segs = self.order.len();
+        // gradients of every token's gate pre-activations: [d r, d z, d n] (the input side)
+        let mut dgi = vec![0.0f32; tokens * three];
+        let mut dw_hh = vec![0.0f32; hidden * three];
+        // dL/dh of each running segment's state, carried back one step at a time
+        let mut carry = vec![0.0f32; segs * hidden];
+        let mut dgh = vec![0.0f32; segs * three];
+        let mut h_prev = vec![0.0f32; segs * hidden];
+        for t in (0..self.steps()).rev() {
+            let b = self.running(t);
+            let dgh = &mut dgh[..b * three];
+            // segments that end at t start with no gradient from the future
+            let b_next = if t + 1 < self.steps() {
+                self.running(t + 1)
+            } else {
+                0
+            };
+            carry[b_next * hidden..b * hidden].fill(0.0);
+            for (s, seg) in self.order[..b].iter().enumerate() {
+                let row = seg.start + t;
+                let at = row * hidden..(row + 1) * hidden;
+                let (r, z, n, hn) = (
+                    &self.r[at.clone()],
+                    &self.z[at.clone()],
+                    &self.n[at.clone()],
+                    &self.hn[at.clone()],
+                );
+                let dh_out = &grad.data[at];
+                let hp = &mut h_prev[s * hidden..(s + 1) * hidden];
+                if t > 0 {
+                    hp.copy_from_slice(&output.data[(row - 1) * hidden..row * hidden]);
+                } else {
+                    hp.fill(0.0);
+                }
+                let dh = &mut carry[s * hidden..(s + 1) * hidden];
+                let gi = &mut dgi[row * three..(row + 1) * three];
+                let gh = &mut dgh[s * three..(s + 1) * three];
+                for j in 0..hidden {
+                    let d = dh[j] + dh_out[j];
+                    let dn = d * (1.0 - z[j]);
+                    let dz = d * (hp[j] - n[j]);
+                    let da_n = dn * (1.0 - n[j] * n[j]);
+                    let dr = da_n * hn[j];
+                    let da_r = dr * r[j] * (1.0 - r[j]);
+                    let da_z = dz * z[j] * (1.0 - z[j]);
+                    gi[j] = da_r;
+                    gi[hidden + j] = da_z;
+                    gi[2 * hidden + j] = da_n;
+                    gh[j] = da_r;
+                    gh[hidden + j] = da_z;
+                    gh[2 * hidden + j] = da_n * r[j];
+                    // the direct path h → h'; the path through W_hh is added below
+                    dh[j] = d * z[j];
+                }
+            }
+            if t > 0 {
+                // dh_prev += dGh · W_hhᵀ, dW_hh += h_prevᵀ · dGh
+                matmul(
+                    &mut carry[..b * hidden],
+                    dgh,
+                    &w_hh.data,
+                    b,
+                    hidden,
+                    three,
+                    false,
+                    true,
+                    true,
+                );
+                if needs[2] {
+                    matmul(
+                        &mut dw_hh,
+                        &h_prev[..b * hidden],
+                        dgh,
+                        hidden,
+                        three,
+                        b,
+                        true,
+                        false,
+                        true,
+                    );
+                }
+            }
+        }
+        let dx = needs[0].then(|| {
+            let mut dx = Tensor::zeros(tokens, x.cols);
+            matmul(
+                &mut dx.data,
+                &dgi,
+                &w_ih.data,
+                tokens,
+                x.cols,
+                three,
+                false,
+                true,
+                false,
+            );
+            dx
+        });
+        let dw_ih = needs[1].then(|| {
+            let mut d = Tensor::zeros(x.cols, three);
+            matmul(
+                &mut d.data,
+                &x.data,
+                &dgi,
+                x.cols,
+                three,
+                tokens,
+                true,
+                false,
+                false,
+            );
+            d
+        });
+        let dw_hh = needs[2].then(|| Tensor::from_vec(hidden, three, dw_hh));
+        vec![dx, dw_ih, dw_hh]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init;
+    use crate::params::ParamStore;
+    use rand::SeedableRng;
+
+    fn segments(lengths: &[usize]) -> Vec<Segment> {
+        crate::transformer::segments_from_lengths(lengths)
+    }
+
+    #[test]
+    fn gru_matches_finite_differences_over_uneven_segments() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let (inp, hidden) = (3, 2);
+        let mut store = ParamStore::new();
+        let w_ih = store.add(
+            "w_ih",
+            init::normal(&mut rng, inp, 3 * hidden, 0.8),
+            true,
+            false,
+        );
+        let w_hh = store.add(
+            "w_hh",
+            init::normal(&mut rng, hidden, 3 * hidden, 0.8),
+            true,
+            false,
+        );
+        let segs = segments(&[3, 1, 4]);
+        let x = init::normal(&mut rng, 8, inp, 1.0);
+        let weights = init::normal(&mut rng, 8, hidden, 1.0);
+        crate::testing::GradCheck::default()
+            .run(&store, &[x], |g, ids| {
+                let (a, b) = (g.param(w_ih), g.param(w_hh));
+                let h = g.gru(ids[0], a, b, &segs);
+                // a loss that weighs every token's state differently
+                let w = g.input(weights.clone(), false);
+                let p = g.mul(h, w);
+                g.sum_all(p)
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_segment_runs_from_a_zero_state_on_its_own() {
+        // one token: h = (1 − z) ⊙ n with r, z, n from x alone
+        let mut store = ParamStore::new();
+        let w_ih = store.add(
+            "w_ih",
+            Tensor::from_vec(1, 3, vec![0.5, -1.0, 2.0]),
+            true,
+            false,
+        );
+        let w_hh = store.add(
+            "w_hh",
+            Tensor::from_vec(1, 3, vec![9.0, 9.0, 9.0]),
+            true,
+            false,
+        );
+        let mut g = Graph::new(&store, false);
+        let x = g.input(Tensor::from_vec(3, 1, vec![1.0, 1.0, 1.0]), false);
+        let (a, b) = (g.param(w_ih), g.param(w_hh));
+        // segments [1] and [2]: tokens 0 and 1 start their segment, token 2 continues
+        let h = g.gru(x, a, b, &segments(&[1, 2]));
+        let h = &g.value(h).data;
+        let want = (1.0 - sigmoid(-1.0)) * 2f32.tanh();
+        assert!((h[0] - want).abs() < 1e-6);
+        assert!((h[1] - want).abs() < 1e-6);
+        assert!(
+            (h[2] - h[1]).abs() > 1e-3,
+            "the second token sees the state"
+        );
+    }
+}
