@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use recforge_data::{FeatureMap, FieldKind};
 use recforge_train::score::{load_model, LoadedModel};
+use recforge_train::seq::LoadedSeq;
 use recforge_train::topk::LoadedTopk;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -18,10 +19,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// One JSON object of field name → value.
 pub type Instance = Map<String, Value>;
 
-/// A loaded checkpoint of either family.
+/// A loaded checkpoint of any family.
 pub enum Served {
     Ctr(LoadedModel),
     Topk(LoadedTopk),
+    Seq(LoadedSeq),
 }
 
 /// A loaded checkpoint with the version number it is served under.
@@ -37,13 +39,7 @@ impl ServedModel {
     pub fn ctr(&self) -> Result<&LoadedModel, ServeError> {
         match &self.loaded {
             Served::Ctr(m) => Ok(m),
-            Served::Topk(t) => Err(ServeError::invalid(
-                "",
-                format!(
-                    "the served model is a top-K recommender ({}): use /v1/recommend",
-                    t.meta.model
-                ),
-            )),
+            Served::Topk(_) | Served::Seq(_) => Err(self.wrong_family()),
         }
     }
 
@@ -51,14 +47,32 @@ impl ServedModel {
     pub fn topk(&self) -> Result<&LoadedTopk, ServeError> {
         match &self.loaded {
             Served::Topk(t) => Ok(t),
-            Served::Ctr(m) => Err(ServeError::invalid(
-                "",
-                format!(
-                    "the served model is a CTR model ({}): use /v1/predict or /v1/rank",
-                    m.meta.model
-                ),
-            )),
+            Served::Ctr(_) | Served::Seq(_) => Err(self.wrong_family()),
         }
+    }
+
+    /// Whether the served model answers `/v1/recommend` (top-K and sequential models).
+    pub fn recommends(&self) -> bool {
+        matches!(self.loaded, Served::Topk(_) | Served::Seq(_))
+    }
+
+    /// A 422 naming the served model's family and the routes that serve it.
+    fn wrong_family(&self) -> ServeError {
+        let msg = match &self.loaded {
+            Served::Ctr(m) => format!(
+                "the served model is a CTR model ({}): use /v1/predict or /v1/rank",
+                m.meta.model
+            ),
+            Served::Topk(t) => format!(
+                "the served model is a top-K recommender ({}): use /v1/recommend",
+                t.meta.model
+            ),
+            Served::Seq(s) => format!(
+                "the served model is a sequential recommender ({}): use /v1/recommend",
+                s.meta.model
+            ),
+        };
+        ServeError::invalid("", msg)
     }
 
     pub fn feature_map(&self) -> Result<&FeatureMap, ServeError> {
@@ -136,6 +150,20 @@ fn load_checked(path: &Path, version: u64) -> Result<ServedModel, ServeError> {
         }
         return Ok(ServedModel {
             loaded: Served::Topk(loaded),
+            path: path.to_path_buf(),
+            version,
+            loaded_at_unix: unix_now(),
+        });
+    }
+    if format == recforge_train::seq::SEQ_FORMAT {
+        let loaded = recforge_train::seq::load_seq(&file).map_err(|e| load_err(e.to_string()))?;
+        if loaded.meta.shape.n_items == 0
+            || loaded.score_history(&[1]).iter().any(|s| !s.is_finite())
+        {
+            return Err(load_err("smoke scoring produced a non-finite score".into()));
+        }
+        return Ok(ServedModel {
+            loaded: Served::Seq(loaded),
             path: path.to_path_buf(),
             version,
             loaded_at_unix: unix_now(),
@@ -483,6 +511,20 @@ impl ModelInfo {
                     users: Some(t.meta.shape.n_users),
                     items: Some(t.meta.shape.n_items),
                     metrics: t.meta.metrics.clone(),
+                }
+            }
+            Served::Seq(s) => {
+                return ModelInfo {
+                    name: s.meta.model_config.expid.clone(),
+                    model: s.meta.model.clone(),
+                    family: "seq".into(),
+                    version: m.version,
+                    loaded_at_unix: m.loaded_at_unix,
+                    checksum: s.sha256.clone(),
+                    fields: Vec::new(),
+                    users: Some(s.meta.user_tokens.len()),
+                    items: Some(s.meta.shape.n_items),
+                    metrics: s.meta.metrics.clone(),
                 }
             }
         };

@@ -1,12 +1,13 @@
 //! Top-K serving: the best items for a known user or for an ad-hoc history, and the items
 //! nearest an item. Ids are the data's own tokens (numbers for `.npy` data), sent as JSON
-//! strings or numbers.
+//! strings or numbers. A sequential model reads the history in the order sent (oldest
+//! first) and a known user's whole sequence, and predicts what comes next.
 //!
 //! Cold start: an unknown user is a 422 naming it (send its `history` instead); unknown items
 //! in a history are a 422 naming their position; an empty history is ranked by training
 //! popularity.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Served};
 use crate::error::ServeError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -60,23 +61,113 @@ pub struct Recommendation {
 }
 
 impl Recommendation {
-    fn of(
-        model_version: u64,
-        m: &recforge_train::topk::LoadedTopk,
-        top: &[u32],
-        scores: &[f32],
-    ) -> Self {
+    fn of(model_version: u64, token: impl Fn(u32) -> String, top: &[u32], scores: &[f32]) -> Self {
         Recommendation {
             model_version,
             items: top
                 .iter()
                 .map(|&i| ScoredItem {
-                    item: m.item_token(i),
+                    item: token(i),
                     score: scores[i as usize],
                 })
                 .collect(),
         }
     }
+}
+
+/// The best `top_k` ids of `scores`, leaving out `always` (padding), the request's `exclude`
+/// and, unless `exclude_seen` is false, `seen`; non-finite scores are a 500.
+fn best_items(
+    req: &RecommendRequest,
+    scores: &[f32],
+    always: &[u32],
+    seen: Vec<u32>,
+    n_items: usize,
+    item: impl Fn(&Value, String) -> Result<u32, ServeError>,
+) -> Result<Vec<u32>, ServeError> {
+    if scores.iter().any(|s| !s.is_finite()) {
+        return Err(ServeError::Internal(
+            "the model produced a non-finite score".into(),
+        ));
+    }
+    let mut excluded: Vec<u32> = req
+        .exclude
+        .iter()
+        .enumerate()
+        .map(|(i, v)| item(v, format!("exclude[{i}]")))
+        .collect::<Result<_, _>>()?;
+    excluded.extend_from_slice(always);
+    if req.exclude_seen.unwrap_or(true) {
+        excluded.extend(seen);
+    }
+    excluded.sort_unstable();
+    excluded.dedup();
+    let k = req.top_k.unwrap_or(10).min(n_items);
+    Ok(recforge_metrics::top_k(scores, k, &excluded))
+}
+
+/// A request names a `user` or a `history`, not both.
+fn one_source(req: &RecommendRequest) -> Result<(), ServeError> {
+    if req.user.is_some() && req.history.is_some() {
+        return Err(ServeError::invalid(
+            "",
+            "send `user` or `history`, not both",
+        ));
+    }
+    Ok(())
+}
+
+fn no_source() -> ServeError {
+    ServeError::invalid("", "send a `user` or a `history`")
+}
+
+/// The next items for a sequential model: after a known user's whole sequence, or after the
+/// `history` as sent (oldest first); an empty history ranks by popularity.
+fn recommend_next(
+    version: u64,
+    m: &recforge_train::seq::LoadedSeq,
+    req: &RecommendRequest,
+) -> Result<Recommendation, ServeError> {
+    one_source(req)?;
+    let item = |v: &Value, field: String| -> Result<u32, ServeError> {
+        let t = token(v, &field)?;
+        m.item_id(&t)
+            .ok_or_else(|| ServeError::invalid(field, format!("unknown item `{t}`")))
+    };
+    let history: Vec<u32> = match (&req.user, &req.history) {
+        (Some(u), _) => {
+            let t = token(u, "user")?;
+            let id = m.user_id(&t).ok_or_else(|| {
+                ServeError::invalid(
+                    "user",
+                    format!("unknown user `{t}`: send the user's `history` instead"),
+                )
+            })?;
+            m.meta.sequences[id as usize].clone()
+        }
+        (None, Some(h)) => h
+            .iter()
+            .enumerate()
+            .map(|(i, v)| item(v, format!("history[{i}]")))
+            .collect::<Result<_, _>>()?,
+        (None, None) => return Err(no_source()),
+    };
+    let scores = if history.is_empty() {
+        let mut counts = vec![0f32; m.meta.shape.n_items + 1];
+        for &i in m.meta.sequences.iter().flatten() {
+            counts[i as usize] += 1.0;
+        }
+        counts
+    } else {
+        m.score_history(&history)
+    };
+    let top = best_items(req, &scores, &[0], history, m.meta.shape.n_items, item)?;
+    Ok(Recommendation::of(
+        version,
+        |i| m.item_token(i),
+        &top,
+        &scores,
+    ))
 }
 
 /// A JSON id as the data's token.
@@ -94,7 +185,11 @@ fn token(v: &Value, field: &str) -> Result<String, ServeError> {
 impl Engine {
     pub fn recommend(&self, req: &RecommendRequest) -> Result<Recommendation, ServeError> {
         let served = self.model();
+        if let Served::Seq(m) = &served.loaded {
+            return recommend_next(served.version, m, req);
+        }
         let m = served.topk()?;
+        one_source(req)?;
         let n = m.meta.shape.n_items;
         let item = |v: &Value, field: String| -> Result<u32, ServeError> {
             let t = token(v, &field)?;
@@ -103,14 +198,7 @@ impl Engine {
         };
         let mut scores = vec![0f32; n];
         let seen: Vec<u32> = match (&req.user, &req.history) {
-            (Some(_), Some(_)) => {
-                return Err(ServeError::invalid(
-                    "",
-                    "send `user` or `history`, not both",
-                ))
-            }
-            (None, None) => return Err(ServeError::invalid("", "send a `user` or a `history`")),
-            (Some(u), None) => {
+            (Some(u), _) => {
                 let t = token(u, "user")?;
                 let id = m.user_id(&t).ok_or_else(|| {
                     ServeError::invalid(
@@ -134,26 +222,15 @@ impl Engine {
                 }
                 ids
             }
+            (None, None) => return Err(no_source()),
         };
-        if scores.iter().any(|s| !s.is_finite()) {
-            return Err(ServeError::Internal(
-                "the model produced a non-finite score".into(),
-            ));
-        }
-        let mut excluded: Vec<u32> = req
-            .exclude
-            .iter()
-            .enumerate()
-            .map(|(i, v)| item(v, format!("exclude[{i}]")))
-            .collect::<Result<_, _>>()?;
-        if req.exclude_seen.unwrap_or(true) {
-            excluded.extend(seen);
-        }
-        excluded.sort_unstable();
-        excluded.dedup();
-        let k = req.top_k.unwrap_or(10).min(n);
-        let top = recforge_metrics::top_k(&scores, k, &excluded);
-        Ok(Recommendation::of(served.version, m, &top, &scores))
+        let top = best_items(req, &scores, &[], seen, n, item)?;
+        Ok(Recommendation::of(
+            served.version,
+            |i| m.item_token(i),
+            &top,
+            &scores,
+        ))
     }
 
     pub fn similar_items(&self, req: &SimilarItemsRequest) -> Result<Recommendation, ServeError> {
@@ -183,7 +260,12 @@ impl Engine {
         }
         let k = req.top_k.unwrap_or(10).min(scores.len());
         let top = recforge_metrics::top_k(&scores, k, &[id]);
-        Ok(Recommendation::of(served.version, m, &top, &scores))
+        Ok(Recommendation::of(
+            served.version,
+            |i| m.item_token(i),
+            &top,
+            &scores,
+        ))
     }
 
     /// Whether the served model has item vectors (`similar_items`).

@@ -28,6 +28,7 @@ use recforge_models::seq::{self, SeqModel, SeqShape};
 use recforge_nn::{DenseOptimizer, Graph};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Model-config keys the sequential loop reads besides the top-K loop's.
@@ -183,6 +184,32 @@ pub struct LoadedSeq {
     pub path: std::path::PathBuf,
     /// the checkpoint's verified SHA-256
     pub sha256: String,
+    users: HashMap<String, u32>,
+    /// item token → id (≥ 1; the padding item has no token)
+    items: HashMap<String, u32>,
+}
+
+impl LoadedSeq {
+    /// The index of a user token in [`SeqCheckpointMeta::sequences`].
+    pub fn user_id(&self, tok: &str) -> Option<u32> {
+        self.users.get(tok).copied()
+    }
+
+    /// The id of an item token.
+    pub fn item_id(&self, tok: &str) -> Option<u32> {
+        self.items.get(tok).copied()
+    }
+
+    pub fn item_token(&self, id: u32) -> String {
+        self.meta.item_tokens[id as usize].clone()
+    }
+
+    /// Scores of every id (padding included) after `history` (ids, oldest first).
+    pub fn score_history(&self, history: &[u32]) -> Vec<f32> {
+        let mut out = vec![0.0; self.meta.shape.n_items + 1];
+        self.model.score_sequences(&[history], &mut out);
+        out
+    }
 }
 
 fn open_seq(path: &Path) -> Result<(TensorFile, SeqCheckpointMeta)> {
@@ -214,11 +241,26 @@ pub fn load_seq(path: &Path) -> Result<LoadedSeq> {
     let mut model = seq::build(&meta.model_config, meta.shape)?;
     let name = model.name();
     read_params(&file, model.params_mut(), name, None)?;
+    let users = meta
+        .user_tokens
+        .iter()
+        .enumerate()
+        .map(|(u, t)| (t.clone(), u as u32))
+        .collect();
+    let items = meta
+        .item_tokens
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     Ok(LoadedSeq {
         meta,
         model,
         path: path.to_path_buf(),
         sha256: file.sha256.clone(),
+        users,
+        items,
     })
 }
 

@@ -32,10 +32,11 @@ impl Tool for RecommendItems {
     type Args = Args;
     const NAME: &'static str = "recommend_items";
     const DESCRIPTION: &'static str = "Recommend the top-K items for a known user, or for a \
-        history of items, with the served top-K model; returns item ids with scores, best first.";
+        history of items (oldest first), with the served top-K or sequential model; returns item ids \
+        with scores, best first.";
 
     fn offered(engine: &Engine) -> bool {
-        engine.model().topk().is_ok()
+        engine.model().recommends()
     }
 
     async fn call(engine: Arc<Engine>, args: Args) -> Result<Value, ServeError> {
