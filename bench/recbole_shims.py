@@ -1,6 +1,7 @@
 """What RecBole 1.2.1 needs to run on today's numpy, scipy and torch (../shared/anchors/RECBOLE.md,
 "RecBole behaviours", item 8); none of it changes a computation. Import this before recbole.
-Also collects the seconds RecBole logs per training epoch into `epoch_times`."""
+Also collects the seconds RecBole logs per training epoch into `epoch_times`, and the
+valid_metric of each evaluation into `valid_scores`."""
 import functools, logging, os, re, sys, types
 
 import numpy as np
@@ -25,6 +26,8 @@ if not hasattr(sp.dok_matrix, "_update"):
     sp.dok_matrix._update = lambda self, data: [self.__setitem__(k, v) for k, v in data.items()]
 
 epoch_times = []
+# the valid_metric after each evaluation, in order
+valid_scores = []
 
 
 class _EpochTimes(logging.Handler):
@@ -33,6 +36,9 @@ class _EpochTimes(logging.Handler):
         m = re.search(r"epoch \d+ training \[time: ([0-9.]+)s", text)
         if m:
             epoch_times.append(float(m.group(1)))
+        m = re.search(r"valid_score: ([0-9.]+)", text)
+        if m:
+            valid_scores.append(float(m.group(1)))
 
 
 logging.getLogger().addHandler(_EpochTimes())

@@ -614,8 +614,10 @@ fn quickstart(a: QuickstartArgs) -> Result<()> {
 
 fn evaluate(a: EvaluateArgs) -> Result<()> {
     let ckpt = recforge_train::score::resolve_checkpoint(&a.model);
-    if recforge_train::checkpoint::checkpoint_format(&ckpt)? == recforge_train::topk::TOPK_FORMAT {
-        return topk_cmd::evaluate(&a, &ckpt);
+    match recforge_train::checkpoint::checkpoint_format(&ckpt)?.as_str() {
+        recforge_train::topk::TOPK_FORMAT => return topk_cmd::evaluate(&a, &ckpt),
+        recforge_train::seq::SEQ_FORMAT => return seq_cmd::evaluate(&a, &ckpt),
+        _ => {}
     }
     let lm = load_model(&a.model)?;
     let mut labels = Vec::new();

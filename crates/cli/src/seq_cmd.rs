@@ -1,11 +1,11 @@
-//! `recforge train` for sequential models (datasets with `task: seq`).
+//! `recforge train` and `recforge evaluate` for sequential models (datasets with `task: seq`).
 
-use crate::{apply_overrides, run_dir_of, write_metrics_json, Progress, TrainArgs};
-use anyhow::Result;
+use crate::{apply_overrides, run_dir_of, write_metrics_json, EvaluateArgs, Progress, TrainArgs};
+use anyhow::{Context, Result};
 use recforge_data::sequences::SequenceConfig;
 use recforge_data::ModelConfig;
 use recforge_models::seq::{self, SeqShape};
-use recforge_train::seq::{check_seq_config, SeqTask, SeqTrainConfig};
+use recforge_train::seq::{check_seq_config, evaluate_file, load_seq, SeqTask, SeqTrainConfig};
 use recforge_train::topk::write_per_user;
 use recforge_train::RunDir;
 use std::path::Path;
@@ -87,6 +87,24 @@ pub(crate) fn train(
     );
     if let Some(p) = &a.metrics_json {
         write_metrics_json(p, &report.metrics_json())?;
+    }
+    Ok(())
+}
+
+/// Ranks the last item of every sequence in `--data` after the items before it.
+pub(crate) fn evaluate(a: &EvaluateArgs, checkpoint: &Path) -> Result<()> {
+    if !a.exclude.is_empty() {
+        anyhow::bail!(
+            "--exclude is for top-K models: a sequential model masks nothing but padding"
+        );
+    }
+    let loaded =
+        load_seq(checkpoint).with_context(|| format!("loading {}", checkpoint.display()))?;
+    let (m, report, users, skipped) = evaluate_file(&loaded, &a.data, a.on_bad_row.into())?;
+    eprintln!("{} sequences ranked; {skipped} lines skipped", users.len());
+    println!("{} users  {}", report.users.len(), m.describe());
+    if let Some(p) = &a.metrics_json {
+        write_metrics_json(p, &serde_json::json!({ "test": m.to_json() }))?;
     }
     Ok(())
 }

@@ -160,6 +160,48 @@ fn bad_sequence_files_name_the_line_or_are_counted() {
     assert!(!ok && err.contains("n_head"), "{err}");
 }
 
+#[test]
+fn evaluate_on_the_sequence_file_reproduces_the_test_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_data(d);
+    let trained = train(d, "GRU4Rec", &[]);
+    // every user has ≥ 8 items, so the file's last items are exactly the test split
+    let (ok, out, err) = recforge(
+        &[
+            "evaluate",
+            "--model",
+            "runs/GRU4Rec",
+            "--data",
+            "data/seqs.txt",
+            "--metrics-json",
+            "e.json",
+        ],
+        d,
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("120 users"), "{out}");
+    let m: Value = serde_json::from_slice(&std::fs::read(d.join("e.json")).unwrap()).unwrap();
+    assert_eq!(m["test"], trained["test"]);
+    // an item the model never saw is named by line
+    std::fs::write(d.join("other.txt"), "a i1 i2 i3\nb i4 zz i6\nc i7\n").unwrap();
+    let args = ["evaluate", "--model", "runs/GRU4Rec", "--data", "other.txt"];
+    let (ok, _, err) = recforge(&args, d);
+    assert!(
+        !ok && err.contains("other.txt:2") && err.contains("`zz`"),
+        "{err}"
+    );
+    let mut skip = args.to_vec();
+    skip.extend(["--on-bad-row", "skip"]);
+    let (ok, out, err) = recforge(&skip, d);
+    assert!(ok, "{err}");
+    // line 2 skipped, line 3 has nothing to rank
+    assert!(
+        out.starts_with("1 users") && err.contains("2 lines skipped"),
+        "{out} {err}"
+    );
+}
+
 async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let resp = c.post(url).json(&body).send().await.unwrap();
     (

@@ -21,7 +21,9 @@ use crate::{Result, TrainError};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use recforge_data::features::OnBadRow;
 use recforge_data::sequences::{LeaveOneOut, UserSequences, Window};
+use recforge_data::DataError;
 use recforge_data::ModelConfig;
 use recforge_metrics::{evaluate_full_ranking, RankingReport, UserCase};
 use recforge_models::seq::{self, SeqModel, SeqShape};
@@ -262,6 +264,63 @@ pub fn load_seq(path: &Path) -> Result<LoadedSeq> {
         users,
         items,
     })
+}
+
+/// Ranks the next item of every sequence in `path` (a `user item item …` file) with a saved
+/// model: each line's last item is the target and the items before it the history. Items the
+/// model does not know are errors naming the line (or, under [`OnBadRow::Skip`], the line is
+/// skipped and counted); lines with fewer than two items have nothing to rank and are counted
+/// too. Returns the means, the per-user values, the users ranked and the lines skipped.
+pub fn evaluate_file(
+    loaded: &LoadedSeq,
+    path: &Path,
+    on_bad: OnBadRow,
+) -> Result<(Metrics, RankingReport, Vec<String>, u64)> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let (mut users, mut sequences, mut skipped) = (Vec::new(), Vec::new(), 0u64);
+    for (i, line) in text.lines().enumerate() {
+        let mut tokens = line.split_whitespace();
+        let Some(user) = tokens.next() else {
+            skipped += 1;
+            continue;
+        };
+        let items: std::result::Result<Vec<u32>, String> = tokens
+            .map(|t| loaded.item_id(t).ok_or_else(|| t.to_string()))
+            .collect();
+        match items {
+            Ok(items) if items.len() >= 2 => {
+                users.push(user.to_string());
+                sequences.push(items);
+            }
+            Ok(_) => skipped += 1,
+            Err(_) if on_bad == OnBadRow::Skip => skipped += 1,
+            Err(item) => {
+                return Err(DataError::BadRow {
+                    path: path.to_path_buf(),
+                    line: i as u64 + 1,
+                    field: "items".into(),
+                    msg: format!("item `{item}` is not one the model was trained with"),
+                }
+                .into())
+            }
+        }
+    }
+    let max_len = loaded.model.max_len();
+    let histories: Vec<&[u32]> = sequences
+        .iter()
+        .map(|s| &s[(s.len() - 1).saturating_sub(max_len)..s.len() - 1])
+        .collect();
+    let targets: Vec<u32> = sequences.iter().map(|s| s[s.len() - 1]).collect();
+    let cfg = SeqTrainConfig::from_config(&loaded.meta.model_config)?;
+    let (m, report) = rank_next_items(
+        loaded.model.as_ref(),
+        &histories,
+        &targets,
+        loaded.meta.shape.n_items,
+        &cfg.base.metrics,
+        cfg.base.eval_batch_users,
+    );
+    Ok((m, report, users, skipped))
 }
 
 /// Sequential training as a [`TrainTask`].

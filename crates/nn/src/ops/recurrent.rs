@@ -42,7 +42,7 @@ struct Gru {
 impl Gru {
     fn new(segs: &[Segment]) -> Self {
         let mut order = segs.to_vec();
-        order.sort_by(|a, b| b.len.cmp(&a.len));
+        order.sort_by_key(|s| std::cmp::Reverse(s.len));
         Gru {
             order,
             r: Vec::new(),
