@@ -9,7 +9,7 @@ column that numbers each user's items), full ranking, CE over all items, histori
 import json, os, statistics, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from recbole_shims import epoch_times, valid_scores  # noqa: E402
+from recbole_shims import epoch_times, train_losses, valid_scores  # noqa: E402
 from recbole.quick_start import run_recbole  # noqa: E402
 
 source, work, model = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -47,6 +47,7 @@ print(json.dumps({
     "model": model, "epochs_trained": len(epoch_times),
     "median_epoch_s": statistics.median(epoch_times) if epoch_times else None,
     "wall_s": round(time.time() - t0, 1), "valid_ndcg@10_per_epoch": valid_scores,
+    "train_loss_sum_per_epoch": train_losses,
     "valid": {k.lower(): v for k, v in result["best_valid_result"].items()},
     "test": {k.lower(): v for k, v in result["test_result"].items()},
 }), flush=True)

@@ -28,6 +28,8 @@ if not hasattr(sp.dok_matrix, "_update"):
 epoch_times = []
 # the valid_metric after each evaluation, in order
 valid_scores = []
+# RecBole's epoch "train loss": the sum of its batch losses
+train_losses = []
 
 
 class _EpochTimes(logging.Handler):
@@ -36,6 +38,9 @@ class _EpochTimes(logging.Handler):
         m = re.search(r"epoch \d+ training \[time: ([0-9.]+)s", text)
         if m:
             epoch_times.append(float(m.group(1)))
+        m = re.search(r"train loss: ([0-9.]+)", text)
+        if m:
+            train_losses.append(float(m.group(1)))
         m = re.search(r"valid_score: ([0-9.]+)", text)
         if m:
             valid_scores.append(float(m.group(1)))
