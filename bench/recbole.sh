@@ -14,12 +14,7 @@ DATA=${RECFORGE_DATA:-$ROOT/../shared/data}
 SPLIT=$DATA/diffrec_ml1m_clean/ml-1m_clean
 LIGHTGCN_EPOCHS=${LIGHTGCN_EPOCHS:-8}   # RecBole's anchor run stopped at 8 epochs
 mkdir -p "$OUT"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q torch==2.15.0 numpy scipy pandas colorlog colorama texttable \
-    tabulate thop pyyaml scikit-learn tqdm plotly requests psutil
-  "$VENV/bin/pip" install -q --no-deps recbole==1.2.1
-fi
+"$ROOT/bench/recbole_venv.sh" "$VENV"
 cargo build --release --locked -q --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release/recforge
 lscpu | grep -E "Model name|Flags" | sed 's/Flags:.*\(avx512f\).*/AVX-512: yes/' | head -2 > "$OUT/cpu.txt"

@@ -16,12 +16,7 @@ VENV=${VENV:-$ROOT/.venv-recbole}
 DATA=${RECFORGE_DATA:-$ROOT/../shared/data}
 SEQS=$DATA/amazon_seq_gram/Beauty/user_sequence.txt
 mkdir -p "$OUT"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q torch==2.15.0 numpy scipy pandas colorlog colorama texttable \
-    tabulate thop pyyaml scikit-learn tqdm plotly requests psutil
-  "$VENV/bin/pip" install -q --no-deps recbole==1.2.1
-fi
+"$ROOT/bench/recbole_venv.sh" "$VENV"
 cargo build --release --locked -q --manifest-path "$ROOT/Cargo.toml"
 BIN=$ROOT/target/release/recforge
 lscpu | grep -E "Model name|Flags" | sed 's/Flags:.*\(avx512f\).*/AVX-512: yes/' | head -2 > "$OUT/cpu.txt"

@@ -403,6 +403,29 @@ fn train(a: TrainArgs) -> Result<()> {
     }
 }
 
+/// Prints the restored best checkpoint's valid and test metrics and where it is, and writes
+/// them to `metrics_json` when asked.
+pub(crate) fn print_fit_report(
+    report: &recforge_train::FitReport,
+    metrics_json: Option<&Path>,
+) -> Result<()> {
+    if let Some(v) = &report.valid {
+        println!("valid  {}", v.describe());
+    }
+    if let Some(t) = &report.test {
+        println!("test  {}", t.describe());
+    }
+    println!(
+        "best epoch {}; model saved to {}",
+        report.best_epoch,
+        report.checkpoint.display()
+    );
+    if let Some(p) = metrics_json {
+        write_metrics_json(p, &report.metrics_json())?;
+    }
+    Ok(())
+}
+
 /// Writes `{"valid": …, "test": …}` to `path` (atomically).
 pub(crate) fn write_metrics_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
@@ -490,20 +513,7 @@ fn train_ctr(a: TrainArgs) -> Result<TrainReport> {
         a.resume,
         &mut Progress::new(),
     )?;
-    if let Some(v) = &report.valid {
-        println!("valid  {}", v.describe());
-    }
-    if let Some(t) = &report.test {
-        println!("test  {}", t.describe());
-    }
-    println!(
-        "best epoch {}; model saved to {}",
-        report.best_epoch,
-        report.checkpoint.display()
-    );
-    if let Some(p) = &a.metrics_json {
-        write_metrics_json(p, &report.fit.metrics_json())?;
-    }
+    print_fit_report(&report.fit, a.metrics_json.as_deref())?;
     Ok(report)
 }
 

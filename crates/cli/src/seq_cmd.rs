@@ -1,6 +1,9 @@
 //! `recforge train` and `recforge evaluate` for sequential models (datasets with `task: seq`).
 
-use crate::{apply_overrides, run_dir_of, write_metrics_json, EvaluateArgs, Progress, TrainArgs};
+use crate::{
+    apply_overrides, print_fit_report, run_dir_of, write_metrics_json, EvaluateArgs, Progress,
+    TrainArgs,
+};
 use anyhow::{Context, Result};
 use recforge_data::sequences::SequenceConfig;
 use recforge_data::ModelConfig;
@@ -74,21 +77,7 @@ pub(crate) fn train(
     if let Some(r) = &task.test_report {
         write_per_user(&run.path.join("test_per_user.csv"), r, &task.users())?;
     }
-    if let Some(v) = &report.valid {
-        println!("valid  {}", v.describe());
-    }
-    if let Some(t) = &report.test {
-        println!("test  {}", t.describe());
-    }
-    println!(
-        "best epoch {}; model saved to {}",
-        report.best_epoch,
-        report.checkpoint.display()
-    );
-    if let Some(p) = &a.metrics_json {
-        write_metrics_json(p, &report.metrics_json())?;
-    }
-    Ok(())
+    print_fit_report(&report, a.metrics_json.as_deref())
 }
 
 /// Ranks the last item of every sequence in `--data` after the items before it.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{recforge, start_server};
+use common::{recforge, start_server, train_experiment};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -59,27 +59,9 @@ GRU4Rec_cycle: {model: GRU4Rec, embedding_size: 16, hidden_size: 16, dropout_pro
 }
 
 fn train(d: &Path, model: &str, extra: &[&str]) -> Value {
-    let expid = format!("{model}_cycle");
-    let run = format!("runs/{model}");
-    let json = format!("{model}.json");
-    let mut args = vec![
-        "--threads",
-        "2",
-        "train",
-        "--config",
-        "cfg",
-        "--expid",
-        &expid,
-        "--run-dir",
-        &run,
-        "--metrics-json",
-        &json,
-    ];
-    args.extend_from_slice(extra);
-    let (ok, out, err) = recforge(&args, d);
-    assert!(ok, "{model}: {err}");
+    let (out, metrics) = train_experiment(d, model, "cycle", extra);
     assert!(out.contains("test  hit@1"), "{out}");
-    serde_json::from_slice(&std::fs::read(d.join(json)).unwrap()).unwrap()
+    metrics
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{recforge, start_server};
+use common::{recforge, start_server, train_experiment};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -75,27 +75,9 @@ MultiVAE_toy: {model: MultiVAE, mlp_hidden_size: [32], latent_dimension: 16, tra
 }
 
 fn train(d: &Path, model: &str, extra: &[&str]) -> Value {
-    let expid = format!("{model}_toy");
-    let run = format!("runs/{model}");
-    let json = format!("{model}.json");
-    let mut args = vec![
-        "--threads",
-        "2",
-        "train",
-        "--config",
-        "cfg",
-        "--expid",
-        &expid,
-        "--run-dir",
-        &run,
-        "--metrics-json",
-        &json,
-    ];
-    args.extend_from_slice(extra);
-    let (ok, out, err) = recforge(&args, d);
-    assert!(ok, "{model}: {err}");
+    let (out, metrics) = train_experiment(d, model, "toy", extra);
     assert!(out.contains("test  recall@5"), "{out}");
-    serde_json::from_slice(&std::fs::read(d.join(json)).unwrap()).unwrap()
+    metrics
 }
 
 #[test]

@@ -117,6 +117,13 @@ fn one_source(req: &RecommendRequest) -> Result<(), ServeError> {
     Ok(())
 }
 
+fn unknown_user(t: &str) -> ServeError {
+    ServeError::invalid(
+        "user",
+        format!("unknown user `{t}`: send the user's `history` instead"),
+    )
+}
+
 fn no_source() -> ServeError {
     ServeError::invalid("", "send a `user` or a `history`")
 }
@@ -137,12 +144,7 @@ fn recommend_next(
     let history: Vec<u32> = match (&req.user, &req.history) {
         (Some(u), _) => {
             let t = token(u, "user")?;
-            let id = m.user_id(&t).ok_or_else(|| {
-                ServeError::invalid(
-                    "user",
-                    format!("unknown user `{t}`: send the user's `history` instead"),
-                )
-            })?;
+            let id = m.user_id(&t).ok_or_else(|| unknown_user(&t))?;
             m.meta.sequences[id as usize].clone()
         }
         (None, Some(h)) => h
@@ -200,12 +202,7 @@ impl Engine {
         let seen: Vec<u32> = match (&req.user, &req.history) {
             (Some(u), _) => {
                 let t = token(u, "user")?;
-                let id = m.user_id(&t).ok_or_else(|| {
-                    ServeError::invalid(
-                        "user",
-                        format!("unknown user `{t}`: send the user's `history` instead"),
-                    )
-                })?;
+                let id = m.user_id(&t).ok_or_else(|| unknown_user(&t))?;
                 m.model.score_users(&[id], &m.meta.history, &mut scores);
                 m.meta.history.row(id).to_vec()
             }

@@ -19,6 +19,37 @@ pub fn recforge(args: &[&str], cwd: &Path) -> (bool, String, String) {
 }
 
 /// `recforge data generate` into `d/gen`; returns its standard output.
+/// `recforge train` of experiment `<model>_<suffix>` in `cfg/`, into `runs/<model>`, with
+/// `--metrics-json <model>.json`; its stdout and the metrics.
+pub fn train_experiment(
+    d: &Path,
+    model: &str,
+    suffix: &str,
+    extra: &[&str],
+) -> (String, serde_json::Value) {
+    let expid = format!("{model}_{suffix}");
+    let run = format!("runs/{model}");
+    let json = format!("{model}.json");
+    let mut args = vec![
+        "--threads",
+        "2",
+        "train",
+        "--config",
+        "cfg",
+        "--expid",
+        &expid,
+        "--run-dir",
+        &run,
+        "--metrics-json",
+        &json,
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = recforge(&args, d);
+    assert!(ok, "{model}: {err}");
+    let metrics = serde_json::from_slice(&std::fs::read(d.join(json)).unwrap()).unwrap();
+    (out, metrics)
+}
+
 pub fn generate(d: &Path, rows: usize, fields: usize, vocab: usize) -> String {
     let (rows, fields, vocab) = (rows.to_string(), fields.to_string(), vocab.to_string());
     let args = [

@@ -12,7 +12,6 @@ use super::{config_error, max_item_list_length, Packed, SeqModel, SeqShape};
 use crate::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use recforge_data::sequences::Window;
 use recforge_data::ModelConfig;
 use recforge_nn::{init, Graph, NodeId, ParamId, ParamStore};
 
@@ -113,20 +112,6 @@ impl Gru4Rec {
             max_len,
         })
     }
-
-    fn logits(&self, g: &mut Graph, packed: &Packed, rng: &mut StdRng) -> NodeId {
-        let table = g.param(self.item_embedding);
-        let x = g.gather_rows(table, &packed.ids);
-        let mut h = g.dropout(x, self.dropout, rng);
-        for &(w_ih, w_hh) in &self.layers {
-            let (a, b) = (g.param(w_ih), g.param(w_hh));
-            h = g.gru(h, a, b, &packed.segments);
-        }
-        let h = g.gather_rows(h, &packed.scored_rows);
-        let out = g.linear(h, self.dense_w, Some(self.dense_b));
-        let table = g.param(self.item_embedding);
-        g.matmul_nt(out, table)
-    }
 }
 
 impl SeqModel for Gru4Rec {
@@ -146,17 +131,17 @@ impl SeqModel for Gru4Rec {
         self.max_len
     }
 
-    fn loss(&self, g: &mut Graph, windows: &[Window], rng: &mut StdRng) -> NodeId {
-        let packed = Packed::windows(windows);
-        let logits = self.logits(g, &packed, rng);
-        g.softmax_cross_entropy(logits, &packed.targets)
-    }
-
-    fn score_sequences(&self, seqs: &[&[u32]], out: &mut [f32]) {
-        let packed = Packed::histories(seqs, self.max_len);
-        let mut g = Graph::inference(&self.params);
-        let mut rng = StdRng::seed_from_u64(0);
-        let logits = self.logits(&mut g, &packed, &mut rng);
-        out.copy_from_slice(&g.value(logits).data);
+    fn logits(&self, g: &mut Graph, packed: &Packed, rng: &mut StdRng) -> NodeId {
+        let table = g.param(self.item_embedding);
+        let x = g.gather_rows(table, &packed.ids);
+        let mut h = g.dropout(x, self.dropout, rng);
+        for &(w_ih, w_hh) in &self.layers {
+            let (a, b) = (g.param(w_ih), g.param(w_hh));
+            h = g.gru(h, a, b, &packed.segments);
+        }
+        let h = g.gather_rows(h, &packed.scored_rows);
+        let out = g.linear(h, self.dense_w, Some(self.dense_b));
+        let table = g.param(self.item_embedding);
+        g.matmul_nt(out, table)
     }
 }

@@ -29,14 +29,29 @@ pub trait SeqModel: Send + Sync {
     /// The longest history the model reads (RecBole's `MAX_ITEM_LIST_LENGTH`).
     fn max_len(&self) -> usize;
 
+    /// Logits over every id (`n_items + 1` columns) at the scored rows of `packed` (dropout
+    /// only when `g` is in training mode).
+    fn logits(&self, g: &mut Graph, packed: &Packed, rng: &mut StdRng) -> NodeId;
+
     /// Mean cross-entropy, over all `n_items + 1` ids, of each window's scored positions
     /// against their targets.
-    fn loss(&self, g: &mut Graph, windows: &[Window], rng: &mut StdRng) -> NodeId;
+    fn loss(&self, g: &mut Graph, windows: &[Window], rng: &mut StdRng) -> NodeId {
+        let packed = Packed::windows(windows);
+        let logits = self.logits(g, &packed, rng);
+        g.softmax_cross_entropy(logits, &packed.targets)
+    }
 
     /// Scores of every id (`n_items + 1` per row, padding included) after each sequence, into
     /// `out` (`seqs.len() × (n_items + 1)`). Sequences longer than [`SeqModel::max_len`] are
     /// cut to their last items; an empty one is an error of the caller.
-    fn score_sequences(&self, seqs: &[&[u32]], out: &mut [f32]);
+    fn score_sequences(&self, seqs: &[&[u32]], out: &mut [f32]) {
+        let packed = Packed::histories(seqs, self.max_len());
+        let mut g = Graph::inference(self.params());
+        // evaluation draws no dropout masks
+        let mut rng = rand::SeedableRng::seed_from_u64(0);
+        let logits = self.logits(&mut g, &packed, &mut rng);
+        out.copy_from_slice(&g.value(logits).data);
+    }
 }
 
 /// Shape facts a model is built for.

@@ -13,7 +13,6 @@ use super::{config_error, max_item_list_length, Packed, SeqModel, SeqShape};
 use crate::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use recforge_data::sequences::Window;
 use recforge_data::ModelConfig;
 use recforge_nn::transformer::AttentionOptions;
 use recforge_nn::{init, Activation, Graph, NodeId, ParamId, ParamStore, Tensor};
@@ -224,14 +223,6 @@ impl SasRec {
         }
         x
     }
-
-    /// Logits over every id at the scored rows of `packed`.
-    pub(crate) fn logits(&self, g: &mut Graph, packed: &Packed, rng: &mut StdRng) -> NodeId {
-        let h = self.encode(g, packed, rng);
-        let h = g.gather_rows(h, &packed.scored_rows);
-        let items = g.param(self.item_embedding);
-        g.matmul_nt(h, items)
-    }
 }
 
 impl SeqModel for SasRec {
@@ -251,18 +242,10 @@ impl SeqModel for SasRec {
         self.max_len
     }
 
-    fn loss(&self, g: &mut Graph, windows: &[Window], rng: &mut StdRng) -> NodeId {
-        let packed = Packed::windows(windows);
-        let logits = self.logits(g, &packed, rng);
-        g.softmax_cross_entropy(logits, &packed.targets)
-    }
-
-    fn score_sequences(&self, seqs: &[&[u32]], out: &mut [f32]) {
-        let packed = Packed::histories(seqs, self.max_len);
-        let mut g = Graph::inference(&self.params);
-        // evaluation draws no dropout masks
-        let mut rng = StdRng::seed_from_u64(0);
-        let logits = self.logits(&mut g, &packed, &mut rng);
-        out.copy_from_slice(&g.value(logits).data);
+    fn logits(&self, g: &mut Graph, packed: &Packed, rng: &mut StdRng) -> NodeId {
+        let h = self.encode(g, packed, rng);
+        let h = g.gather_rows(h, &packed.scored_rows);
+        let items = g.param(self.item_embedding);
+        g.matmul_nt(h, items)
     }
 }

@@ -184,18 +184,9 @@ impl Graph<'_> {
         let (av, bv) = (self.value(a), self.value(b));
         assert_eq!(av.cols, bv.cols, "matmul_nt: inner widths differ");
         let (m, n, k) = (av.rows, bv.rows, av.cols);
-        let mut out = Tensor::zeros(m, n);
-        matmul(
-            &mut out.data,
-            &av.data,
-            &bv.data,
-            m,
-            n,
-            k,
-            false,
-            true,
-            false,
-        );
+        // written once by the product (no zero-filling pass: this is a full item catalogue's
+        // logits for the sequential models)
+        let out = Tensor::from_vec(m, n, matmul_new(&av.data, &bv.data, m, n, k, false, true));
         let rg = self.rg(a) || self.rg(b);
         self.push(Op::MatmulNt(a, b), out, rg)
     }

@@ -257,9 +257,22 @@ simd_fn! {
     /// The softmax of `row` in place, returning its log-normaliser `ln Σ exp`: the tape's
     /// vectorised `exp` after subtracting the row's maximum, summed in 16 lanes.
     fn softmax_row_lse(row: &mut [f32]) -> f64 {
-        let max = row
+        // the maximum in 16 lanes too: a single running maximum is a dependency chain the
+        // compiler leaves scalar
+        let mut highs = [f32::NEG_INFINITY; 16];
+        let whole = row.chunks_exact(16);
+        let mut max = whole
+            .remainder()
             .iter()
             .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        for c in whole {
+            for (h, &v) in highs.iter_mut().zip(c) {
+                *h = if v > *h { v } else { *h };
+            }
+        }
+        for h in highs {
+            max = if h > max { h } else { max };
+        }
         let mut lanes = [0f32; 16];
         let mut chunks = row.chunks_exact_mut(16);
         for c in &mut chunks {
