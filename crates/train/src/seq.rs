@@ -563,9 +563,11 @@ impl TrainTask for SeqTask<'_> {
 mod tests {
     use super::*;
     use recforge_metrics::RankMetric;
-    use recforge_nn::{NodeId, ParamStore};
+    use recforge_models::seq::Packed;
+    use recforge_nn::{NodeId, ParamStore, Tensor};
 
-    /// Scores every history alike: the padding item highest, then items by descending id.
+    /// Scores every history alike over 5 items: the padding item highest, then items by
+    /// descending id.
     struct FixedScores(ParamStore);
 
     impl SeqModel for FixedScores {
@@ -581,17 +583,12 @@ mod tests {
         fn max_len(&self) -> usize {
             50
         }
-        fn loss(&self, _: &mut Graph, _: &[Window], _: &mut StdRng) -> NodeId {
-            unreachable!("not trained")
-        }
-        fn score_sequences(&self, seqs: &[&[u32]], out: &mut [f32]) {
-            let n = out.len() / seqs.len();
-            for row in out.chunks_exact_mut(n) {
-                row[0] = 1e9;
-                for (i, s) in row.iter_mut().enumerate().skip(1) {
-                    *s = i as f32;
-                }
-            }
+        fn logits(&self, g: &mut Graph, packed: &Packed, _: &mut StdRng) -> NodeId {
+            let row: Vec<f32> = std::iter::once(1e9)
+                .chain((1..6).map(|i| i as f32))
+                .collect();
+            let rows = packed.scored_rows.len();
+            g.input(Tensor::from_vec(rows, 6, row.repeat(rows)), false)
         }
     }
 
