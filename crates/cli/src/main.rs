@@ -404,7 +404,7 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 /// Prints the restored best checkpoint's valid and test metrics and where it is, and writes
-/// them to `metrics_json` when asked.
+/// them to `metrics_json` when asked (the top-K and sequential families).
 pub(crate) fn print_fit_report(
     report: &recforge_train::FitReport,
     metrics_json: Option<&Path>,
@@ -513,7 +513,21 @@ fn train_ctr(a: TrainArgs) -> Result<TrainReport> {
         a.resume,
         &mut Progress::new(),
     )?;
-    print_fit_report(&report.fit, a.metrics_json.as_deref())?;
+    // CTR's report prints its own metrics (AUC, logloss), not the loop's
+    if let Some(v) = &report.valid {
+        println!("valid  {}", v.describe());
+    }
+    if let Some(t) = &report.test {
+        println!("test  {}", t.describe());
+    }
+    println!(
+        "best epoch {}; model saved to {}",
+        report.best_epoch,
+        report.checkpoint.display()
+    );
+    if let Some(p) = &a.metrics_json {
+        write_metrics_json(p, &report.fit.metrics_json())?;
+    }
     Ok(report)
 }
 
