@@ -6,6 +6,7 @@
 //! a [`ParamStore`], which is all a checkpoint holds.
 
 mod bpr;
+pub mod diffusion;
 mod ease;
 mod lightgcn;
 mod multivae;
