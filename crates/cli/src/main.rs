@@ -403,17 +403,36 @@ fn train(a: TrainArgs) -> Result<()> {
     }
 }
 
-/// Prints the restored best checkpoint's valid and test metrics and where it is, and writes
-/// them to `metrics_json` when asked (the top-K and sequential families).
+/// Applies `--set` to a top-K or sequential model config and checks it with `check` (printing
+/// its warnings) before any data is read.
+pub(crate) fn prepare_model_config(
+    a: &TrainArgs,
+    cfg: &mut recforge_data::ModelConfig,
+    check: fn(&recforge_data::ModelConfig) -> recforge_train::Result<Vec<String>>,
+) -> Result<()> {
+    apply_overrides(cfg, &a.overrides)?;
+    for w in check(cfg)? {
+        eprintln!("warning: {w}");
+    }
+    if a.init_from.is_some() {
+        bail!("--init-from is for CTR models (MAP pretraining)");
+    }
+    Ok(())
+}
+
+/// Prints the restored best checkpoint's valid and test metrics (as the family describes
+/// them) and where it is, and writes the loop's metrics to `metrics_json` when asked.
 pub(crate) fn print_fit_report(
     report: &recforge_train::FitReport,
+    valid: Option<String>,
+    test: Option<String>,
     metrics_json: Option<&Path>,
 ) -> Result<()> {
-    if let Some(v) = &report.valid {
-        println!("valid  {}", v.describe());
+    if let Some(v) = valid {
+        println!("valid  {v}");
     }
-    if let Some(t) = &report.test {
-        println!("test  {}", t.describe());
+    if let Some(t) = test {
+        println!("test  {t}");
     }
     println!(
         "best epoch {}; model saved to {}",
@@ -513,21 +532,13 @@ fn train_ctr(a: TrainArgs) -> Result<TrainReport> {
         a.resume,
         &mut Progress::new(),
     )?;
-    // CTR's report prints its own metrics (AUC, logloss), not the loop's
-    if let Some(v) = &report.valid {
-        println!("valid  {}", v.describe());
-    }
-    if let Some(t) = &report.test {
-        println!("test  {}", t.describe());
-    }
-    println!(
-        "best epoch {}; model saved to {}",
-        report.best_epoch,
-        report.checkpoint.display()
-    );
-    if let Some(p) = &a.metrics_json {
-        write_metrics_json(p, &report.fit.metrics_json())?;
-    }
+    // CTR's report describes its own metrics (AUC, logloss)
+    print_fit_report(
+        &report.fit,
+        report.valid.as_ref().map(|v| v.describe()),
+        report.test.as_ref().map(|t| t.describe()),
+        a.metrics_json.as_deref(),
+    )?;
     Ok(report)
 }
 

@@ -1,7 +1,7 @@
 //! `recforge train` and `recforge evaluate` for sequential models (datasets with `task: seq`).
 
 use crate::{
-    apply_overrides, print_fit_report, run_dir_of, write_metrics_json, EvaluateArgs, Progress,
+    prepare_model_config, print_fit_report, run_dir_of, write_metrics_json, EvaluateArgs, Progress,
     TrainArgs,
 };
 use anyhow::{Context, Result};
@@ -20,13 +20,7 @@ pub(crate) fn train(
     scfg: &SequenceConfig,
     _source: &Path,
 ) -> Result<()> {
-    apply_overrides(&mut model_cfg, &a.overrides)?;
-    for w in check_seq_config(&model_cfg)? {
-        eprintln!("warning: {w}");
-    }
-    if a.init_from.is_some() {
-        anyhow::bail!("--init-from is for CTR models (MAP pretraining)");
-    }
+    prepare_model_config(a, &mut model_cfg, check_seq_config)?;
     let mut skipped = 0;
     let data = scfg.load(a.on_bad_row.into(), &mut skipped)?;
     if skipped > 0 {
@@ -77,7 +71,12 @@ pub(crate) fn train(
     if let Some(r) = &task.test_report {
         write_per_user(&run.path.join("test_per_user.csv"), r, &task.users())?;
     }
-    print_fit_report(&report, a.metrics_json.as_deref())
+    print_fit_report(
+        &report,
+        report.valid.as_ref().map(|m| m.describe()),
+        report.test.as_ref().map(|m| m.describe()),
+        a.metrics_json.as_deref(),
+    )
 }
 
 /// Ranks the last item of every sequence in `--data` after the items before it.

@@ -1,7 +1,7 @@
 //! `recforge train` and `recforge evaluate` for top-K models (datasets with `task: topk`).
 
 use crate::{
-    apply_overrides, print_fit_report, run_dir_of, write_metrics_json, EvaluateArgs, Progress,
+    prepare_model_config, print_fit_report, run_dir_of, write_metrics_json, EvaluateArgs, Progress,
     TrainArgs,
 };
 use anyhow::{Context, Result};
@@ -21,13 +21,7 @@ pub(crate) fn train(
     icfg: &InteractionConfig,
     source: &Path,
 ) -> Result<()> {
-    apply_overrides(&mut model_cfg, &a.overrides)?;
-    for w in check_topk_config(&model_cfg)? {
-        eprintln!("warning: {w}");
-    }
-    if a.init_from.is_some() {
-        anyhow::bail!("--init-from is for CTR models (MAP pretraining)");
-    }
+    prepare_model_config(a, &mut model_cfg, check_topk_config)?;
     let data = load_interactions(icfg, source, a.on_bad_row.into())?;
     let skipped: u64 = data.skipped.iter().sum();
     if skipped > 0 {
@@ -74,7 +68,12 @@ pub(crate) fn train(
     if let Some(r) = &task.test_report {
         write_per_user(&run.path.join("test_per_user.csv"), r, &data.user_tokens)?;
     }
-    print_fit_report(&report, a.metrics_json.as_deref())
+    print_fit_report(
+        &report,
+        report.valid.as_ref().map(|m| m.describe()),
+        report.test.as_ref().map(|m| m.describe()),
+        a.metrics_json.as_deref(),
+    )
 }
 
 pub(crate) fn evaluate(a: &EvaluateArgs, checkpoint: &Path) -> Result<()> {

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{recforge, start_server, train_experiment};
+use common::{
+    post_json as post, recforge, recommended_items as items, start_server, train_experiment,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -182,23 +184,6 @@ fn evaluate_on_the_sequence_file_reproduces_the_test_metrics() {
         out.starts_with("1 users") && err.contains("2 lines skipped"),
         "{out} {err}"
     );
-}
-
-async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    let resp = c.post(url).json(&body).send().await.unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
-}
-
-fn items(v: &Value) -> Vec<String> {
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["item"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

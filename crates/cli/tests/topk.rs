@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{recforge, start_server, train_experiment};
+use common::{
+    post_json as post, recforge, recommended_items as items, start_server, train_experiment,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -264,23 +266,6 @@ fn bad_interaction_rows_are_errors_or_counted_skips() {
         err.contains("valid_metric `recall@50` is not among the metrics"),
         "{err}"
     );
-}
-
-async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    let resp = c.post(url).json(&body).send().await.unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
-}
-
-fn items(v: &Value) -> Vec<String> {
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["item"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

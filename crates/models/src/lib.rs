@@ -22,6 +22,14 @@ pub enum ModelError {
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
+/// A config error for experiment `cfg` (every family's models report through it).
+pub(crate) fn config_error(cfg: &recforge_data::ModelConfig, msg: impl Into<String>) -> ModelError {
+    ModelError::Config {
+        expid: cfg.expid.clone(),
+        msg: msg.into(),
+    }
+}
+
 /// The model families; each keeps its own registry (`ctr::REGISTRY`, `topk::REGISTRY`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {

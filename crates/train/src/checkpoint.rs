@@ -9,7 +9,7 @@ use crate::{Result, TrainError};
 use recforge_data::cache::{write_atomic_hooked, WriteStage};
 use recforge_data::{FeatureMap, ModelConfig};
 use recforge_models::Model;
-use recforge_nn::DenseOptimizer;
+use recforge_nn::{DenseOptimizer, ParamStore};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -621,6 +621,126 @@ fn load_tensors(
         }
         if let Some(s2) = s2 {
             t.state2 = s2;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a dense-parameter checkpoint (the top-K and sequential families): `meta` as its JSON
+/// metadata, every parameter of `params`, and the optimizer's moments when given.
+pub(crate) fn write_params_file<M: Serialize>(
+    path: &Path,
+    format: &str,
+    model: &str,
+    meta: &M,
+    params: &ParamStore,
+    opt: Option<&DenseOptimizer>,
+) -> Result<()> {
+    let json = serde_json::to_string(meta).map_err(|e| TrainError::Config(e.to_string()))?;
+    let tensors = param_tensors(params, opt);
+    write_tensor_file(path, format, model, json, &tensors, &mut |_| Ok(()))
+}
+
+/// Opens a verified checkpoint of `format` and parses its metadata (`family` names it in the
+/// error when the metadata is not that family's).
+pub(crate) fn open_params_file<M: serde::de::DeserializeOwned>(
+    path: &Path,
+    format: &str,
+    family: &str,
+) -> Result<(TensorFile, M)> {
+    let file = TensorFile::open(path, format)?;
+    let meta = serde_json::from_str(&file.json).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("not a {family} checkpoint: {e}"),
+    })?;
+    Ok((file, meta))
+}
+
+/// Every parameter of `params` as a named tensor (`param.<name>`), with the optimizer's
+/// moments (`opt1.…`, `opt2.…`) when given: what a dense-parameter checkpoint holds.
+fn param_tensors<'p>(
+    params: &'p ParamStore,
+    opt: Option<&'p DenseOptimizer>,
+) -> Vec<(String, Vec<usize>, &'p [f32])> {
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
+    for (id, p) in params.iter() {
+        let shape = vec![p.value.rows, p.value.cols];
+        tensors.push((format!("param.{}", p.name), shape.clone(), &p.value.data));
+        if let Some(o) = opt {
+            let (s1, s2) = &o.state[id.0];
+            if !s1.is_empty() {
+                tensors.push((format!("opt1.param.{}", p.name), shape.clone(), s1));
+            }
+            if !s2.is_empty() {
+                tensors.push((format!("opt2.param.{}", p.name), shape, s2));
+            }
+        }
+    }
+    tensors
+}
+
+/// Reads every parameter of `params` (and the optimizer's moments, when asked) from `file`;
+/// refuses tensors `model` has no place for. Nothing changes on error.
+pub(crate) fn read_params(
+    file: &TensorFile,
+    params: &mut ParamStore,
+    model: &str,
+    opt: Option<&mut DenseOptimizer>,
+) -> Result<()> {
+    let names: Vec<(String, [usize; 2])> = params
+        .iter()
+        .map(|(_, p)| (p.name.clone(), [p.value.rows, p.value.cols]))
+        .collect();
+    let known: std::collections::HashSet<String> =
+        names.iter().map(|(n, _)| format!("param.{n}")).collect();
+    let has = file.names()?;
+    let mut unused: Vec<String> = has
+        .iter()
+        .filter(|n| {
+            let base = n
+                .strip_prefix("opt1.")
+                .or_else(|| n.strip_prefix("opt2."))
+                .unwrap_or(n);
+            !known.contains(base)
+        })
+        .cloned()
+        .collect();
+    if !unused.is_empty() {
+        unused.sort();
+        return Err(TrainError::Checkpoint {
+            path: file.path.clone(),
+            msg: format!("tensor(s) not used by model {model}: {}", unused.join(", ")),
+        });
+    }
+    let mut values = Vec::new();
+    for (name, shape) in &names {
+        let key = format!("param.{name}");
+        let v = file.tensor(&key, shape)?;
+        let moments = if opt.is_some() {
+            let get = |k: String| -> Result<Option<Vec<f32>>> {
+                if has.contains(&k) {
+                    file.tensor(&k, shape).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            (get(format!("opt1.{key}"))?, get(format!("opt2.{key}"))?)
+        } else {
+            (None, None)
+        };
+        values.push((v, moments));
+    }
+    let mut opt = opt;
+    let ids: Vec<_> = params.iter().map(|(id, _)| id).collect();
+    for (id, (v, (s1, s2))) in ids.into_iter().zip(values) {
+        params.value_mut(id).data = v;
+        if let Some(o) = opt.as_deref_mut() {
+            if let Some(s1) = s1 {
+                o.state[id.0].0 = s1;
+            }
+            if let Some(s2) = s2 {
+                o.state[id.0].1 = s2;
+            }
         }
     }
     Ok(())

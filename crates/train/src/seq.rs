@@ -13,9 +13,9 @@
 //! of (context, next item) pairs as a RecBole batch of prefix instances, and an epoch takes
 //! about as many optimizer steps.
 
-use crate::checkpoint::{write_tensor_file, TensorFile};
+use crate::checkpoint::{open_params_file, read_params, write_params_file, TensorFile};
 use crate::fit::{EpochStats, FitConfig, Metrics, Split, TrainObserver, TrainTask};
-use crate::topk::{check_finite, dense_step, param_tensors, read_params, TopkTrainConfig};
+use crate::topk::{check_finite, dense_step, TopkTrainConfig};
 use crate::trainer::NonFiniteStep;
 use crate::{Result, TrainError};
 use rand::rngs::StdRng;
@@ -78,6 +78,7 @@ impl SeqTrainConfig {
         })
     }
 
+    /// The loop's settings (a trained model: `Users` stands for "not closed-form" here).
     pub fn fit_config(&self) -> FitConfig {
         self.base
             .fit_config(recforge_models::topk::TopkInput::Users)
@@ -215,12 +216,7 @@ impl LoadedSeq {
 }
 
 fn open_seq(path: &Path) -> Result<(TensorFile, SeqCheckpointMeta)> {
-    let file = TensorFile::open(path, SEQ_FORMAT)?;
-    let meta = serde_json::from_str(&file.json).map_err(|e| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        msg: format!("not a sequential checkpoint: {e}"),
-    })?;
-    Ok((file, meta))
+    open_params_file(path, SEQ_FORMAT, "sequential")
 }
 
 /// Opens a verified sequential checkpoint and builds its model.
@@ -512,17 +508,15 @@ impl TrainTask for SeqTask<'_> {
         metrics: &serde_json::Map<String, Value>,
         resume: Option<Value>,
     ) -> Result<()> {
-        let json = serde_json::to_string(&self.meta(metrics, resume.clone()))
-            .map_err(|e| TrainError::Config(e.to_string()))?;
         let opt = resume.is_some().then_some(&self.opt);
-        let tensors = param_tensors(self.model.params(), opt);
-        write_tensor_file(
+        let m = self.model.as_ref();
+        write_params_file(
             path,
             SEQ_FORMAT,
-            self.model.name(),
-            json,
-            &tensors,
-            &mut |_| Ok(()),
+            m.name(),
+            &self.meta(metrics, resume),
+            m.params(),
+            opt,
         )
     }
 

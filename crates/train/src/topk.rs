@@ -7,7 +7,7 @@
 //! row fail to improve on the best and one more follows; here that is patience
 //! `stopping_step + 1`, the same run.
 
-use crate::checkpoint::{write_tensor_file, TensorFile};
+use crate::checkpoint::{open_params_file, read_params, write_params_file, TensorFile};
 use crate::fit::{EpochStats, FitConfig, Metrics, Monitor, Split, TrainObserver, TrainTask};
 use crate::trainer::NonFiniteStep;
 use crate::{Result, TrainError};
@@ -348,109 +348,6 @@ pub struct LoadedTopk {
     item_index: IdIndex,
 }
 
-fn write_topk(
-    path: &Path,
-    model: &dyn TopkModel,
-    meta: &TopkCheckpointMeta,
-    opt: Option<&DenseOptimizer>,
-) -> Result<()> {
-    let json = serde_json::to_string(meta).map_err(|e| TrainError::Config(e.to_string()))?;
-    let tensors = param_tensors(model.params(), opt);
-    write_tensor_file(path, TOPK_FORMAT, model.name(), json, &tensors, &mut |_| {
-        Ok(())
-    })
-}
-
-/// Every parameter of `params` as a named tensor (`param.<name>`), with the optimizer's
-/// moments (`opt1.…`, `opt2.…`) when given: what a dense-parameter checkpoint holds.
-pub(crate) fn param_tensors<'p>(
-    params: &'p ParamStore,
-    opt: Option<&'p DenseOptimizer>,
-) -> Vec<(String, Vec<usize>, &'p [f32])> {
-    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
-    for (id, p) in params.iter() {
-        let shape = vec![p.value.rows, p.value.cols];
-        tensors.push((format!("param.{}", p.name), shape.clone(), &p.value.data));
-        if let Some(o) = opt {
-            let (s1, s2) = &o.state[id.0];
-            if !s1.is_empty() {
-                tensors.push((format!("opt1.param.{}", p.name), shape.clone(), s1));
-            }
-            if !s2.is_empty() {
-                tensors.push((format!("opt2.param.{}", p.name), shape, s2));
-            }
-        }
-    }
-    tensors
-}
-
-/// Reads every parameter of `params` (and the optimizer's moments, when asked) from `file`;
-/// refuses tensors `model` has no place for. Nothing changes on error.
-pub(crate) fn read_params(
-    file: &TensorFile,
-    params: &mut ParamStore,
-    model: &str,
-    opt: Option<&mut DenseOptimizer>,
-) -> Result<()> {
-    let names: Vec<(String, [usize; 2])> = params
-        .iter()
-        .map(|(_, p)| (p.name.clone(), [p.value.rows, p.value.cols]))
-        .collect();
-    let known: std::collections::HashSet<String> =
-        names.iter().map(|(n, _)| format!("param.{n}")).collect();
-    let has = file.names()?;
-    let mut unused: Vec<String> = has
-        .iter()
-        .filter(|n| {
-            let base = n
-                .strip_prefix("opt1.")
-                .or_else(|| n.strip_prefix("opt2."))
-                .unwrap_or(n);
-            !known.contains(base)
-        })
-        .cloned()
-        .collect();
-    if !unused.is_empty() {
-        unused.sort();
-        return Err(TrainError::Checkpoint {
-            path: file.path.clone(),
-            msg: format!("tensor(s) not used by model {model}: {}", unused.join(", ")),
-        });
-    }
-    let mut values = Vec::new();
-    for (name, shape) in &names {
-        let key = format!("param.{name}");
-        let v = file.tensor(&key, shape)?;
-        let moments = if opt.is_some() {
-            let get = |k: String| -> Result<Option<Vec<f32>>> {
-                if has.contains(&k) {
-                    file.tensor(&k, shape).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            (get(format!("opt1.{key}"))?, get(format!("opt2.{key}"))?)
-        } else {
-            (None, None)
-        };
-        values.push((v, moments));
-    }
-    let mut opt = opt;
-    let ids: Vec<_> = params.iter().map(|(id, _)| id).collect();
-    for (id, (v, (s1, s2))) in ids.into_iter().zip(values) {
-        params.value_mut(id).data = v;
-        if let Some(o) = opt.as_deref_mut() {
-            if let Some(s1) = s1 {
-                o.state[id.0].0 = s1;
-            }
-            if let Some(s2) = s2 {
-                o.state[id.0].1 = s2;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// One optimizer step of `opt` on `params` from `grads`, with weight decay `wd` and the global
 /// gradient norm clipped to `clip`; a non-finite gradient norm changes nothing.
 pub(crate) fn dense_step(
@@ -487,12 +384,7 @@ pub(crate) fn check_finite(params: &ParamStore) -> std::result::Result<(), NonFi
 
 /// Opens a verified top-K checkpoint and parses its metadata.
 fn open_topk(path: &Path) -> Result<(TensorFile, TopkCheckpointMeta)> {
-    let file = TensorFile::open(path, TOPK_FORMAT)?;
-    let meta = serde_json::from_str(&file.json).map_err(|e| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        msg: format!("not a top-K checkpoint: {e}"),
-    })?;
-    Ok((file, meta))
+    open_params_file(path, TOPK_FORMAT, "top-K")
 }
 
 /// Opens a verified top-K checkpoint and builds its model.
@@ -721,7 +613,15 @@ impl TrainTask for TopkTask<'_> {
         resume: Option<Value>,
     ) -> Result<()> {
         let opt = resume.is_some().then_some(&self.opt);
-        write_topk(path, self.model.as_ref(), &self.meta(metrics, resume), opt)
+        let m = self.model.as_ref();
+        write_params_file(
+            path,
+            TOPK_FORMAT,
+            m.name(),
+            &self.meta(metrics, resume),
+            m.params(),
+            opt,
+        )
     }
 
     fn load(&mut self, path: &Path, with_optimizer: bool) -> Result<Option<Value>> {

@@ -123,3 +123,26 @@ pub fn start_server(cwd: &Path, model: &Path, extra: &[&str]) -> Server {
         base: format!("http://{addr}"),
     }
 }
+
+/// POSTs `body` as JSON; the status and the JSON answer (null when it is not JSON).
+pub async fn post_json(
+    c: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = c.post(url).json(&body).send().await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The item ids of a `/v1/recommend` or `/v1/similar_items` answer, best first.
+pub fn recommended_items(v: &serde_json::Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["item"].as_str().unwrap().to_string())
+        .collect()
+}

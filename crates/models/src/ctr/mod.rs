@@ -224,13 +224,7 @@ pub(crate) fn optional_mlp(
     Ok((!c.hidden.is_empty()).then(|| MlpBlock::new(b.params, name, input_dim, &c, b.rng)))
 }
 
-/// A config error for experiment `cfg`.
-pub(crate) fn config_error(cfg: &ModelConfig, msg: impl Into<String>) -> ModelError {
-    ModelError::Config {
-        expid: cfg.expid.clone(),
-        msg: msg.into(),
-    }
-}
+pub(crate) use crate::config_error;
 
 /// A dropout rate in [0, 1) from `key` (a number, or a list whose entry `index` is used).
 pub(crate) fn dropout_at(cfg: &ModelConfig, key: &str, index: usize) -> Result<f32> {

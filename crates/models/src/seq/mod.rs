@@ -14,7 +14,7 @@ mod sasrec;
 pub use gru4rec::Gru4Rec;
 pub use sasrec::SasRec;
 
-use crate::{ModelError, Result};
+use crate::Result;
 use rand::rngs::StdRng;
 use recforge_data::sequences::Window;
 use recforge_data::ModelConfig;
@@ -123,12 +123,7 @@ pub fn max_item_list_length(cfg: &ModelConfig) -> Result<usize> {
         .map_err(|e| config_error(cfg, e.to_string()))
 }
 
-pub(crate) fn config_error(cfg: &ModelConfig, msg: String) -> ModelError {
-    ModelError::Config {
-        expid: cfg.expid.clone(),
-        msg,
-    }
-}
+pub(crate) use crate::config_error;
 
 /// Sequences packed one after another (no padding): the ids, each token's position in its
 /// sequence, the segments attention runs within, and the rows whose outputs are scored.

@@ -18,7 +18,7 @@ pub use lightgcn::LightGcn;
 pub use multivae::MultiVae;
 pub use pop::Pop;
 
-use crate::{ModelError, Result};
+use crate::Result;
 use rand::rngs::StdRng;
 use recforge_data::interactions::{Interactions, UserItems};
 use recforge_data::ModelConfig;
@@ -189,12 +189,7 @@ pub fn build(cfg: &ModelConfig, shape: TopkShape, train: &UserItems) -> Result<B
     }
 }
 
-pub(crate) fn config_error(cfg: &ModelConfig, msg: String) -> ModelError {
-    ModelError::Config {
-        expid: cfg.expid.clone(),
-        msg,
-    }
-}
+pub(crate) use crate::config_error;
 
 /// `embedding_size` (RecBole) or `embedding_dim` (FuxiCTR), default 64.
 pub(crate) fn embedding_size(cfg: &ModelConfig) -> Result<usize> {
