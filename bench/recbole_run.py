@@ -1,5 +1,6 @@
 """Runs RecBole 1.2.1 on DiffRec's ML-1M clean split with recforge's configs' settings and
-prints one JSON line per model: test metrics, epochs, median seconds per training epoch.
+prints one JSON line per model: test metrics, epochs, median seconds per training epoch and per
+validation pass.
 
 usage: recbole_run.py DATA_DIR WORK_DIR MODEL [EPOCHS]
 RecBole 1.2.1 needs shims for numpy 2, scipy >= 1.15, torch >= 2.6 and a missing tensorboard
@@ -10,7 +11,7 @@ import json, os, statistics, sys, time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from recbole_shims import epoch_times as times  # noqa: E402
+from recbole_shims import epoch_times as times, eval_times  # noqa: E402
 from recbole.quick_start import run_recbole  # noqa: E402
 
 data_dir, work, model = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -42,12 +43,18 @@ per_model = {
     "MultiVAE": {"train_batch_size": 500, "mlp_hidden_size": [600], "latent_dimension": 128, "dropout_prob": 0.5,
                  "anneal_cap": 0.2, "total_anneal_steps": 200000, "eval_step": 5, "stopping_step": 4, "train_neg_sample_args": None},
     "EASE": {"reg_weight": 250.0, "train_neg_sample_args": None},
+    # DiffRec's tuned ML-1M-clean values; RecBole's default schedule is `linear`: set linear-var
+    "DiffRec": {"train_batch_size": 400, "steps": 40, "noise_schedule": "linear-var", "noise_scale": 5e-3,
+                "noise_min": 5e-3, "noise_max": 1e-2, "sampling_noise": False, "sampling_steps": 0,
+                "reweight": True, "mean_type": "x0", "dims_dnn": [600, 200, 600], "embedding_size": 10,
+                "mlp_act_func": "tanh", "eval_step": 5, "stopping_step": 4, "train_neg_sample_args": None},
 }
 t0 = time.time()
 result = run_recbole(model=model, dataset="ml1m", config_dict={**common, **per_model[model]})
 print(json.dumps({
     "model": model, "epochs_trained": len(times),
     "median_epoch_s": statistics.median(times) if times else None,
+    "median_eval_s": statistics.median(eval_times) if eval_times else None,
     "wall_s": round(time.time() - t0, 1),
     "test": {k.lower(): v for k, v in result["test_result"].items()},
 }), flush=True)

@@ -1,6 +1,7 @@
 """What RecBole 1.2.1 needs to run on today's numpy, scipy and torch (../shared/anchors/RECBOLE.md,
 "RecBole behaviours", item 8); none of it changes a computation. Import this before recbole.
-Also collects the seconds RecBole logs per training epoch into `epoch_times`, and the
+Also collects the seconds RecBole logs per training epoch into `epoch_times`, per validation
+pass into `eval_times`, and the
 valid_metric of each evaluation into `valid_scores`."""
 import functools, logging, os, re, sys, types
 
@@ -26,6 +27,8 @@ if not hasattr(sp.dok_matrix, "_update"):
     sp.dok_matrix._update = lambda self, data: [self.__setitem__(k, v) for k, v in data.items()]
 
 epoch_times = []
+# the seconds RecBole logs per validation pass (full ranking of every user)
+eval_times = []
 # the valid_metric after each evaluation, in order
 valid_scores = []
 # RecBole's epoch "train loss": the sum of its batch losses
@@ -38,6 +41,9 @@ class _EpochTimes(logging.Handler):
         m = re.search(r"epoch \d+ training \[time: ([0-9.]+)s", text)
         if m:
             epoch_times.append(float(m.group(1)))
+        m = re.search(r"evaluating \[time: ([0-9.]+)s", text)
+        if m:
+            eval_times.append(float(m.group(1)))
         m = re.search(r"train loss: ([0-9.]+)", text)
         if m:
             train_losses.append(float(m.group(1)))

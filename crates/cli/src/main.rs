@@ -61,6 +61,9 @@ enum Command {
     Embed(text_cmd::EmbedArgs),
     /// Exact nearest-neighbour search of queries over stored vectors.
     Search(text_cmd::SearchArgs),
+    /// Write a top-K model's item vectors (one row per item id) as a float32 `.npy`, e.g.
+    /// L-DiffRec's `item_emb_file` from a LightGCN run.
+    ItemVectors(topk_cmd::ItemVectorsArgs),
 }
 
 #[derive(Args)]
@@ -261,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Mcp(a) => serve_cmd::mcp(a),
         Command::Embed(a) => text_cmd::embed(a),
         Command::Search(a) => text_cmd::search(a),
+        Command::ItemVectors(a) => topk_cmd::item_vectors(&a),
     }
 }
 

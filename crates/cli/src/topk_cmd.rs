@@ -90,3 +90,34 @@ pub(crate) fn evaluate(a: &EvaluateArgs, checkpoint: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub(crate) struct ItemVectorsArgs {
+    /// A top-K checkpoint (.safetensors) or its run directory
+    #[arg(long)]
+    model: std::path::PathBuf,
+    /// The `.npy` to write (`[n_items × d]`, float32, row k = item id k)
+    #[arg(long)]
+    out: std::path::PathBuf,
+}
+
+pub(crate) fn item_vectors(a: &ItemVectorsArgs) -> Result<()> {
+    let ckpt = recforge_train::score::resolve_checkpoint(&a.model);
+    let loaded = load_topk(&ckpt)?;
+    let v = loaded.model.item_vectors().with_context(|| {
+        format!(
+            "{}: a {} model has no item vectors",
+            ckpt.display(),
+            loaded.model.name()
+        )
+    })?;
+    recforge_data::interactions::write_npy_matrix(&a.out, v.rows, v.cols, &v.data)?;
+    eprintln!(
+        "{} item vectors of {} values from {} to {}",
+        v.rows,
+        v.cols,
+        ckpt.display(),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -71,6 +71,9 @@ EASE_toy: {model: EASE, reg_weight: 10.0}
 BPR_toy: {model: BPR, embedding_size: 16, train_batch_size: 64, epochs: 40, eval_step: 5, stopping_step: 3}
 LightGCN_toy: {model: LightGCN, embedding_size: 16, n_layers: 2, train_batch_size: 64, epochs: 40, eval_step: 5, stopping_step: 3}
 MultiVAE_toy: {model: MultiVAE, mlp_hidden_size: [32], latent_dimension: 16, train_batch_size: 16, epochs: 60, eval_step: 5, stopping_step: 3, total_anneal_steps: 0}
+DiffRec_toy: {model: DiffRec, steps: 10, noise_schedule: linear-var, noise_scale: 0.1, noise_min: 0.01, noise_max: 0.1, dims_dnn: [32], train_batch_size: 16, epochs: 60, eval_step: 5, stopping_step: 3}
+LDiffRec_toy: {model: LDiffRec, n_cate: 2, item_emb_file: item_emb.npy, in_dims: [16], dims_dnn: [16], reparam: false, steps: 10, noise_schedule: linear-var, noise_scale: 0.1, noise_min: 0.01, noise_max: 0.1, train_batch_size: 16, epochs: 60, eval_step: 5, stopping_step: 3}
+TDiffRec_toy: {model: DiffRec, time-aware: true, steps: 10, noise_schedule: linear-var, noise_scale: 0.1, noise_min: 0.01, noise_max: 0.1, dims_dnn: [32], train_batch_size: 16, epochs: 60, eval_step: 5, stopping_step: 3}
 "#,
     )
     .unwrap();
@@ -88,7 +91,10 @@ fn every_model_trains_writes_metrics_json_and_beats_popularity_on_planted_commun
     let d = dir.path();
     write_data(d);
     let mut recall = std::collections::HashMap::new();
-    for model in ["Pop", "EASE", "BPR", "LightGCN", "MultiVAE"] {
+    let models = [
+        "Pop", "EASE", "BPR", "LightGCN", "MultiVAE", "DiffRec", "TDiffRec",
+    ];
+    for model in models {
         let m = train(d, model, &[]);
         for split in ["valid", "test"] {
             let names: Vec<&String> = m[split].as_object().unwrap().keys().collect();
@@ -116,7 +122,7 @@ fn every_model_trains_writes_metrics_json_and_beats_popularity_on_planted_commun
         assert_eq!(m["test"]["recall@10"], m["test"]["hit@10"]);
     }
     let pop = recall["Pop"];
-    for model in ["EASE", "BPR", "LightGCN", "MultiVAE"] {
+    for model in &models[1..] {
         assert!(
             recall[model] > pop + 0.15,
             "{model} {} vs Pop {pop}",
@@ -130,6 +136,61 @@ fn every_model_trains_writes_metrics_json_and_beats_popularity_on_planted_commun
         "{per_user}"
     );
     assert_eq!(per_user.lines().count(), 81);
+}
+
+#[test]
+fn ldiffrec_clusters_lightgcn_item_vectors_and_its_checkpoint_needs_no_vector_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_data(d);
+    let pop = train(d, "Pop", &[]);
+    train(d, "LightGCN", &[]);
+    let (ok, _, err) = recforge(
+        &[
+            "item-vectors",
+            "--model",
+            "runs/LightGCN",
+            "--out",
+            "item_emb.npy",
+        ],
+        d,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("40 item vectors of 16 values"), "{err}");
+    let m = train(d, "LDiffRec", &[]);
+    let (r, p) = (
+        m["test"]["recall@10"].as_f64().unwrap(),
+        pop["test"]["recall@10"].as_f64().unwrap(),
+    );
+    assert!(r > p + 0.15, "L-DiffRec {r} vs Pop {p}");
+    // the saved model keeps its clusters: it evaluates with the vectors' file gone
+    std::fs::remove_file(d.join("item_emb.npy")).unwrap();
+    let (ok, _, err) = recforge(
+        &[
+            "evaluate",
+            "--model",
+            "runs/LDiffRec",
+            "--data",
+            "data/test.inter",
+            "--exclude",
+            "data/valid.inter",
+            "--metrics-json",
+            "eval.json",
+        ],
+        d,
+    );
+    assert!(ok, "{err}");
+    let e: Value = serde_json::from_slice(&std::fs::read(d.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(e["test"], m["test"]);
+    // a model without item vectors says so
+    let (ok, _, err) = recforge(
+        &["item-vectors", "--model", "runs/Pop", "--out", "pop.npy"],
+        d,
+    );
+    assert!(
+        !ok && err.contains("a Pop model has no item vectors"),
+        "{err}"
+    );
 }
 
 #[test]

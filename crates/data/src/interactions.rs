@@ -240,6 +240,8 @@ pub struct Interactions {
     pub n_items: usize,
     /// Training interactions in file order (duplicates kept, as RecBole keeps them).
     pub train_pairs: Vec<(u32, u32)>,
+    /// The timestamp of each of `train_pairs`, where the data has them (empty otherwise).
+    pub train_times: Vec<f64>,
     pub train: UserItems,
     pub valid: UserItems,
     pub test: UserItems,
@@ -258,6 +260,21 @@ impl Interactions {
             c[i as usize] += 1;
         }
         c
+    }
+
+    /// Each user's training interactions in time order, grouped by user (file order breaks ties
+    /// and stands in where the data has no timestamps).
+    pub fn train_in_time_order(&self) -> Vec<(u32, u32)> {
+        let mut order: Vec<usize> = (0..self.train_pairs.len()).collect();
+        let time = |k: usize| self.train_times.get(k).copied().unwrap_or(0.0);
+        order.sort_by(|&a, &b| {
+            self.train_pairs[a]
+                .0
+                .cmp(&self.train_pairs[b].0)
+                .then(time(a).total_cmp(&time(b)))
+                .then(a.cmp(&b))
+        });
+        order.into_iter().map(|k| self.train_pairs[k]).collect()
     }
 
     /// The item → users CSR of the training interactions.
@@ -318,8 +335,22 @@ fn bad_row(path: &Path, line: u64, field: &str, msg: impl Into<String>) -> DataE
     }
 }
 
-/// Reads a NumPy `[N×2]` integer array; the row number in errors is the array row (1-based).
-pub fn read_npy_pairs(path: &Path) -> Result<Vec<(i64, i64)>> {
+/// A parsed `.npy` file: its dtype, shape and the bytes of its data (C order).
+struct NpyArray {
+    descr: String,
+    dims: Vec<usize>,
+    bytes: Vec<u8>,
+    data_start: usize,
+}
+
+impl NpyArray {
+    fn data(&self) -> &[u8] {
+        &self.bytes[self.data_start..]
+    }
+}
+
+/// Reads a `.npy` file's header (versions 1–3, C order only).
+fn read_npy(path: &Path) -> Result<NpyArray> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let fmt = |m: String| DataError::format(path, m);
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
@@ -345,16 +376,8 @@ pub fn read_npy_pairs(path: &Path) -> Result<Vec<(i64, i64)>> {
     let descr = field("descr")
         .and_then(|r| r.strip_prefix('\''))
         .and_then(|r| r.split('\'').next())
-        .ok_or_else(|| fmt("no descr in the .npy header".into()))?;
-    let width = match descr {
-        "<i8" => 8,
-        "<i4" => 4,
-        other => {
-            return Err(fmt(format!(
-                "dtype {other}: interaction pairs must be little-endian int64 or int32 (<i8, <i4)"
-            )))
-        }
-    };
+        .ok_or_else(|| fmt("no descr in the .npy header".into()))?
+        .to_string();
     if field("fortran_order").is_some_and(|r| r.starts_with("True")) {
         return Err(fmt(
             "Fortran-order arrays are not supported; save with C order".into(),
@@ -370,18 +393,50 @@ pub fn read_npy_pairs(path: &Path) -> Result<Vec<(i64, i64)>> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| fmt(format!("bad shape ({shape})"))))
         .collect::<Result<_>>()?;
-    if dims.len() != 2 || dims[1] != 2 {
+    Ok(NpyArray {
+        descr,
+        dims,
+        bytes,
+        data_start: start + header_len,
+    })
+}
+
+/// Checks that `a` holds `count` values of `width` bytes.
+fn npy_size(path: &Path, a: &NpyArray, count: usize, width: usize) -> Result<()> {
+    if a.data().len() != count * width {
+        return Err(DataError::format(
+            path,
+            format!(
+                "{} data bytes for shape {:?} of {}: the file is truncated or padded",
+                a.data().len(),
+                a.dims,
+                a.descr
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a NumPy `[N×2]` integer array; the row number in errors is the array row (1-based).
+pub fn read_npy_pairs(path: &Path) -> Result<Vec<(i64, i64)>> {
+    let a = read_npy(path)?;
+    let fmt = |m: String| DataError::format(path, m);
+    let width = match a.descr.as_str() {
+        "<i8" => 8,
+        "<i4" => 4,
+        other => {
+            return Err(fmt(format!(
+                "dtype {other}: interaction pairs must be little-endian int64 or int32 (<i8, <i4)"
+            )))
+        }
+    };
+    if a.dims.len() != 2 || a.dims[1] != 2 {
         return Err(fmt(format!(
-            "shape ({shape}): expected (N, 2) [user, item] pairs"
+            "shape {:?}: expected (N, 2) [user, item] pairs",
+            a.dims
         )));
     }
-    let data = &bytes[start + header_len..];
-    if data.len() != dims[0] * 2 * width {
-        return Err(fmt(format!(
-            "{} data bytes for shape ({shape}) of {descr}: the file is truncated or padded",
-            data.len()
-        )));
-    }
+    npy_size(path, &a, a.dims[0] * 2, width)?;
     let value = |c: &[u8]| -> i64 {
         if width == 8 {
             i64::from_le_bytes(c.try_into().expect("8 bytes"))
@@ -389,10 +444,71 @@ pub fn read_npy_pairs(path: &Path) -> Result<Vec<(i64, i64)>> {
             i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64
         }
     };
-    Ok(data
+    Ok(a.data()
         .chunks_exact(2 * width)
         .map(|pair| (value(&pair[..width]), value(&pair[width..])))
         .collect())
+}
+
+/// Reads a NumPy `[rows × cols]` float array (`<f4` or `<f8`) as f32, row-major; a NaN or
+/// infinite value is an error naming its row and column.
+pub fn read_npy_matrix(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+    let a = read_npy(path)?;
+    let fmt = |m: String| DataError::format(path, m);
+    if a.dims.len() != 2 {
+        return Err(fmt(format!("shape {:?}: expected a 2-d array", a.dims)));
+    }
+    let (rows, cols) = (a.dims[0], a.dims[1]);
+    let values: Vec<f32> = match a.descr.as_str() {
+        "<f4" => {
+            npy_size(path, &a, rows * cols, 4)?;
+            a.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect()
+        }
+        "<f8" => {
+            npy_size(path, &a, rows * cols, 8)?;
+            a.data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect()
+        }
+        other => {
+            return Err(fmt(format!(
+                "dtype {other}: expected little-endian float32 or float64 (<f4, <f8)"
+            )))
+        }
+    };
+    if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+        return Err(fmt(format!(
+            "row {}, column {}: {} is not a finite number",
+            k / cols.max(1) + 1,
+            k % cols.max(1) + 1,
+            values[k]
+        )));
+    }
+    Ok((rows, cols, values))
+}
+
+/// Writes a `[rows × cols]` float32 array as a version-1 `.npy` file, atomically.
+pub fn write_npy_matrix(path: &Path, rows: usize, cols: usize, values: &[f32]) -> Result<()> {
+    assert_eq!(values.len(), rows * cols, "write_npy_matrix: shape");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // the magic, version and length take 10 bytes; the header ends in a newline at a multiple of 64
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 4 * values.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    crate::cache::write_atomic(path, &out)
 }
 
 fn read_npy_rows(path: &Path) -> Result<Vec<RawRow>> {
@@ -631,6 +747,7 @@ pub fn load_interactions(
             lines[k].push((r.line, k));
         }
     }
+    let mut times: Vec<Option<f64>> = files[0].1.iter().map(|r| r.time).collect();
     if let Some(spec) = &cfg.split {
         // per user, in time order (file order breaks ties and stands in without timestamps)
         let rows = &files[0].1;
@@ -664,8 +781,9 @@ pub fn load_interactions(
         let mut train_order: Vec<usize> = (0..all.len()).collect();
         let train_set: std::collections::HashSet<(u32, u32)> = out[0].iter().copied().collect();
         train_order.retain(|&k| train_set.contains(&all[k]));
+        train_order.dedup_by_key(|k| all[*k]);
+        times = train_order.iter().map(|&k| rows[k].time).collect();
         out[0] = train_order.into_iter().map(|k| all[k]).collect();
-        out[0].dedup();
         parts = out;
     }
     let (n_users, n_items) = (users.len(), items.len());
@@ -711,6 +829,10 @@ pub fn load_interactions(
         test: UserItems::from_pairs(n_users, &parts[2]),
         train,
         train_pairs: std::mem::take(&mut parts[0]),
+        train_times: match times.iter().all(Option::is_some) {
+            true => times.into_iter().flatten().collect(),
+            false => Vec::new(),
+        },
         user_tokens: users.tokens,
         item_tokens: items.tokens,
         skipped,
@@ -909,6 +1031,70 @@ mod tests {
     }
 
     #[test]
+    fn float_matrices_round_trip_through_npy_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.npy");
+        let values = [0.5f32, -1.25, 3.0, 1e-7, 42.0, -0.0];
+        write_npy_matrix(&p, 3, 2, &values).unwrap();
+        // numpy's layout: magic, version 1.0, a header padded to a multiple of 64 bytes
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + header_len) % 64, 0);
+        assert!(std::str::from_utf8(&bytes[10..10 + header_len])
+            .unwrap()
+            .contains("'shape': (3, 2)"));
+        assert_eq!(read_npy_matrix(&p).unwrap(), (3, 2, values.to_vec()));
+        // float64 is read as f32
+        let f64_bytes: Vec<u8> = [1.5f64, 2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let q = npy_bytes(dir.path(), "d.npy", "<f8", "(1, 2)", &f64_bytes);
+        assert_eq!(read_npy_matrix(&q).unwrap(), (1, 2, vec![1.5, 2.5]));
+        // a NaN, a wrong dtype, a 1-d shape and a truncated file are errors naming the file
+        let nan: Vec<u8> = [1.0f32, f32::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let bad = [
+            (
+                npy_bytes(dir.path(), "n.npy", "<f4", "(1, 2)", &nan),
+                "row 1, column 2",
+            ),
+            (
+                npy_bytes(dir.path(), "i.npy", "<i8", "(1, 1)", &[0; 8]),
+                "dtype <i8",
+            ),
+            (
+                npy_bytes(dir.path(), "s.npy", "<f4", "(2,)", &[0; 8]),
+                "2-d",
+            ),
+            (
+                npy_bytes(dir.path(), "t.npy", "<f4", "(2, 2)", &[0; 8]),
+                "truncated",
+            ),
+        ];
+        for (path, want) in bad {
+            let e = read_npy_matrix(&path).unwrap_err().to_string();
+            assert!(
+                e.contains(want) && e.contains(path.file_name().unwrap().to_str().unwrap()),
+                "{e}"
+            );
+        }
+    }
+
+    /// A version-1 `.npy` with the given dtype, shape and raw data.
+    fn npy_bytes(dir: &Path, name: &str, descr: &str, shape: &str, data: &[u8]) -> PathBuf {
+        let header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}\n");
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        let p = dir.join(name);
+        std::fs::write(&p, out).unwrap();
+        p
+    }
+
+    #[test]
     fn bad_npy_files_and_ids_are_errors_naming_file_and_row() {
         let d = tempfile::tempdir().unwrap();
         npy(d.path(), "valid.npy", "<i8", "(1, 2)", &[0, 0]);
@@ -1001,6 +1187,7 @@ mod tests {
             n_items,
             train: UserItems::from_pairs(2, &pairs),
             train_pairs: pairs,
+            train_times: vec![],
             valid: UserItems::from_pairs(2, &[]),
             test: UserItems::from_pairs(2, &[]),
             user_tokens: vec![],

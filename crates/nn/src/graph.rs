@@ -38,7 +38,7 @@ impl Activation {
         match self {
             Activation::Linear => v,
             Activation::Relu => v.max(0.0),
-            Activation::Tanh => v.tanh(),
+            Activation::Tanh => crate::transformer::tanh(v),
             Activation::Sigmoid => sigmoid(v),
         }
     }

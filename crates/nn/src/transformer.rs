@@ -433,6 +433,21 @@ pub fn exp(x: f32) -> f32 {
     p * scale
 }
 
+/// `tanh` to a few ulp without a libm call, so that loops over it vectorise: Cephes' `tanhf`
+/// (an odd polynomial below |x| = 0.625, `1 − 2 / (e^{2|x|} + 1)` above), branch-free.
+#[inline]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs().min(9.5); // tanh(9.5) rounds to 1 in f32
+    let z = a * a;
+    let small = a + a
+        * z
+        * ((((-5.704_988_7e-3 * z + 2.063_909e-2) * z - 5.373_971_6e-2) * z + 0.133_314_42) * z
+            - 0.333_332_8);
+    let large = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
+    let r = if a < 0.625 { small } else { large };
+    r.copysign(x)
+}
+
 /// `erf` to ~1.5e-7 absolute (Abramowitz & Stegun 7.1.26), branch-free so it vectorises.
 #[inline]
 pub fn erf(x: f32) -> f32 {
@@ -474,6 +489,25 @@ mod tests {
         assert!(worst < 5e-7, "max relative error {worst}");
         assert_eq!(exp(-1000.0), (-87.3f32).exp());
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn tanh_is_within_a_few_ulp_of_f64() {
+        let (mut worst_rel, mut worst_abs) = (0.0f64, 0.0f64);
+        for i in -1200..=1200 {
+            let x = i as f32 * 0.01 + 0.0037;
+            let (got, want) = (tanh(x) as f64, (x as f64).tanh());
+            worst_abs = worst_abs.max((got - want).abs());
+            worst_rel = worst_rel.max(((got - want) / want).abs());
+        }
+        assert!(
+            worst_rel < 5e-7 && worst_abs < 1.5e-7,
+            "{worst_rel} {worst_abs}"
+        );
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(30.0), 1.0);
+        assert_eq!(tanh(-30.0), -1.0);
+        assert!(tanh(1e-30) > 0.0 && tanh(-1e-30) < 0.0);
     }
 
     #[test]

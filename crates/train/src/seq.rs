@@ -314,7 +314,7 @@ pub fn evaluate_file(
         &targets,
         loaded.meta.shape.n_items,
         &cfg.base.metrics,
-        cfg.base.eval_batch_users,
+        cfg.base.block_users(loaded.meta.shape.n_items + 1),
     );
     Ok((m, report, users, skipped))
 }
@@ -494,7 +494,7 @@ impl TrainTask for SeqTask<'_> {
             targets,
             self.data.num_items(),
             &self.cfg.base.metrics,
-            self.cfg.base.eval_batch_users,
+            self.cfg.base.block_users(self.data.num_items() + 1),
         );
         if split == Split::Test {
             self.test_report = Some(report);

@@ -76,8 +76,9 @@ pub struct TopkTrainConfig {
     pub stopping_step: usize,
     pub monitor: Monitor,
     pub metrics: Vec<RankMetric>,
-    /// users per scoring block in full-ranking evaluation
-    pub eval_batch_users: usize,
+    /// user × item score cells per block in full-ranking evaluation (RecBole's
+    /// `eval_batch_size` for full sorts); [`TopkTrainConfig::block_users`] turns it into users
+    pub eval_cells: usize,
     pub negatives: NegativeDistribution,
     /// Global gradient-norm limit (RecBole's `clip_grad_norm: {max_norm: …}`); none by default.
     pub clip_grad_norm: Option<f32>,
@@ -240,12 +241,17 @@ impl TopkTrainConfig {
                 cfg.bool_or("valid_metric_bigger", true).map_err(cfg_err)?,
             ),
             metrics,
-            // RecBole's eval_batch_size counts user × item cells; here it sets users per block
-            eval_batch_users: (eval_cells / 4096).clamp(1, 4096),
+            eval_cells,
             negatives,
             clip_grad_norm,
             seed: cfg.usize_or("seed", 2020).map_err(cfg_err)? as u64,
         })
+    }
+
+    /// Users per full-ranking block over `n_items` items: `eval_cells / n_items`, at least 1
+    /// and at most 4096.
+    pub fn block_users(&self, n_items: usize) -> usize {
+        (self.eval_cells / n_items.max(1)).clamp(1, 4096)
     }
 
     /// The loop's settings for `model`: closed-form models fit once.
@@ -434,11 +440,12 @@ pub struct TopkTask<'a> {
 
 impl<'a> TopkTask<'a> {
     pub fn new(
-        model: Box<dyn TopkModel>,
+        mut model: Box<dyn TopkModel>,
         data: &'a Interactions,
         cfg: TopkTrainConfig,
         mcfg: &'a ModelConfig,
     ) -> Result<Self> {
+        model.prepare_training(data)?;
         let sampler = Arc::new(NegativeSampler::new(data, cfg.negatives)?);
         let opt = DenseOptimizer::new(cfg.optimizer, model.params());
         Ok(TopkTask {
@@ -491,7 +498,7 @@ impl<'a> TopkTask<'a> {
         TopkCheckpointMeta {
             format: TOPK_FORMAT.into(),
             model: self.model.name().into(),
-            model_config: self.mcfg.clone(),
+            model_config: self.model.checkpoint_config(self.mcfg),
             shape: TopkShape {
                 n_users: self.data.n_users,
                 n_items: self.data.n_items,
@@ -598,7 +605,7 @@ impl TrainTask for TopkTask<'_> {
             &self.exclusions[k],
             self.data.n_items,
             &self.cfg.metrics,
-            self.cfg.eval_batch_users,
+            self.cfg.block_users(self.data.n_items),
         );
         if split == Split::Test {
             self.test_report = Some(report);
@@ -797,7 +804,7 @@ pub fn evaluate_file(
         &excluded,
         loaded.meta.shape.n_items,
         &cfg.metrics,
-        cfg.eval_batch_users,
+        cfg.block_users(loaded.meta.shape.n_items),
     );
     Ok((m, report, skipped))
 }

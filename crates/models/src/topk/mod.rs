@@ -6,14 +6,19 @@
 //! a [`ParamStore`], which is all a checkpoint holds.
 
 mod bpr;
+mod diffrec;
 pub mod diffusion;
 mod ease;
+pub mod kmeans;
+mod ldiffrec;
 mod lightgcn;
 mod multivae;
 mod pop;
 
 pub use bpr::Bpr;
+pub use diffrec::{time_weights, DiffRec, StepLosses};
 pub use ease::Ease;
+pub use ldiffrec::LDiffRec;
 pub use lightgcn::LightGcn;
 pub use multivae::MultiVae;
 pub use pop::Pop;
@@ -22,7 +27,7 @@ use crate::Result;
 use rand::rngs::StdRng;
 use recforge_data::interactions::{Interactions, UserItems};
 use recforge_data::ModelConfig;
-use recforge_nn::{Graph, NodeId, ParamStore, Tensor};
+use recforge_nn::{init, Activation, Graph, NodeId, ParamId, ParamStore, Tensor};
 
 /// What a training batch holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +95,18 @@ pub trait TopkModel: Send + Sync {
         Ok(())
     }
 
+    /// Reads what the model needs from the training data beyond its rows (T-DiffRec: each
+    /// user's time order); called once before training.
+    fn prepare_training(&mut self, _data: &Interactions) -> Result<()> {
+        Ok(())
+    }
+
+    /// The model config a checkpoint stores: `cfg` with whatever the model derived from data
+    /// it will not have at load time (L-DiffRec's item clusters).
+    fn checkpoint_config(&self, cfg: &ModelConfig) -> ModelConfig {
+        cfg.clone()
+    }
+
     /// Called after the parameters change and before scoring (LightGCN propagates once).
     fn prepare_scoring(&mut self) {}
 
@@ -139,6 +156,16 @@ pub const REGISTRY: &[TopkEntry] = &[
         name: "MultiVAE",
         keys: multivae::KEYS,
         build: |cfg, shape, _, seed| Ok(Box::new(MultiVae::new(cfg, shape, seed)?)),
+    },
+    TopkEntry {
+        name: "DiffRec",
+        keys: diffrec::KEYS,
+        build: |cfg, shape, train, seed| Ok(Box::new(DiffRec::new(cfg, shape, train, seed)?)),
+    },
+    TopkEntry {
+        name: "LDiffRec",
+        keys: ldiffrec::KEYS,
+        build: |cfg, shape, _, seed| Ok(Box::new(LDiffRec::new(cfg, shape, seed)?)),
     },
     TopkEntry {
         name: "EASE",
@@ -200,6 +227,64 @@ pub(crate) fn embedding_size(cfg: &ModelConfig) -> Result<usize> {
     };
     cfg.positive_usize_or(key, 64)
         .map_err(|e| config_error(cfg, e.to_string()))
+}
+
+/// A linear layer of an MLP: `w` is `[in × out]`, `b` is `[1 × out]`.
+pub(crate) struct Layer {
+    pub w: ParamId,
+    pub b: ParamId,
+}
+
+/// Linear layers `dims[0] → dims[1] → …` named `{prefix}.{k}.weight|bias`, Xavier-normal weights
+/// and zero biases (RecBole's `xavier_normal_initialization`).
+pub(crate) fn mlp(
+    params: &mut ParamStore,
+    rng: &mut StdRng,
+    prefix: &str,
+    dims: &[usize],
+) -> Vec<Layer> {
+    dims.windows(2)
+        .enumerate()
+        .map(|(k, io)| Layer {
+            w: params.add(
+                format!("{prefix}.{k}.weight"),
+                init::xavier_normal(rng, io[0], io[1]),
+                true,
+                true,
+            ),
+            b: params.add(
+                format!("{prefix}.{k}.bias"),
+                Tensor::zeros(1, io[1]),
+                true,
+                true,
+            ),
+        })
+        .collect()
+}
+
+/// `layers` applied in turn, `act` between them and none after the last.
+pub(crate) fn run(g: &mut Graph, layers: &[Layer], mut x: NodeId, act: Activation) -> NodeId {
+    for (k, l) in layers.iter().enumerate() {
+        let a = if k + 1 < layers.len() {
+            act
+        } else {
+            Activation::Linear
+        };
+        x = g.dense(x, l.w, Some(l.b), a);
+    }
+    x
+}
+
+/// The transpose of an `[in × n_items]` output weight: one row per item (item vectors of an
+/// autoencoder's decoder).
+pub(crate) fn columns_as_rows(w: &Tensor) -> Tensor {
+    let mut t = Tensor::zeros(w.cols, w.rows);
+    for r in 0..w.rows {
+        for c in 0..w.cols {
+            t.data[c * w.rows + r] = w.data[r * w.cols + c];
+        }
+    }
+    t
 }
 
 /// `out[r][i] = u[r] · items[i]`: scores of every item for a block of user vectors.

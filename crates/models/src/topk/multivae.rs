@@ -4,7 +4,10 @@
 //! decoded latent/2 → 600 → n. Loss: multinomial NLL of the raw row plus β·KL with
 //! β = min(anneal_cap, step / total_anneal_steps) per batch. At evaluation z = mu.
 
-use super::{config_error, history_rows, TopkBatch, TopkInput, TopkModel, TopkShape};
+use super::{
+    columns_as_rows, config_error, history_rows, mlp, run, Layer, TopkBatch, TopkInput, TopkModel,
+    TopkShape,
+};
 use crate::Result;
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -12,9 +15,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use recforge_data::interactions::UserItems;
 use recforge_data::ModelConfig;
-use recforge_nn::{
-    init, Activation, CsrMatrix, Graph, NodeId, ParamId, ParamStore, SparseOperand, Tensor,
-};
+use recforge_nn::{Activation, CsrMatrix, Graph, NodeId, ParamStore, SparseOperand, Tensor};
 
 pub(crate) const KEYS: &[&str] = &[
     "mlp_hidden_size",
@@ -27,11 +28,6 @@ pub(crate) const KEYS: &[&str] = &[
 /// RecBole's reparameterisation noise scale.
 const EPSILON_STD: f32 = 0.01;
 
-struct Layer {
-    w: ParamId,
-    b: ParamId,
-}
-
 pub struct MultiVae {
     params: ParamStore,
     encoder: Vec<Layer>,
@@ -41,41 +37,6 @@ pub struct MultiVae {
     anneal_cap: f32,
     total_anneal_steps: u64,
     n_items: usize,
-}
-
-/// Linear layers `dims[0] → dims[1] → …`, Xavier-normal weights and zero biases (RecBole's
-/// `xavier_normal_initialization`).
-fn mlp(params: &mut ParamStore, rng: &mut StdRng, prefix: &str, dims: &[usize]) -> Vec<Layer> {
-    dims.windows(2)
-        .enumerate()
-        .map(|(k, io)| Layer {
-            w: params.add(
-                format!("{prefix}.{k}.weight"),
-                init::xavier_normal(rng, io[0], io[1]),
-                true,
-                true,
-            ),
-            b: params.add(
-                format!("{prefix}.{k}.bias"),
-                Tensor::zeros(1, io[1]),
-                true,
-                true,
-            ),
-        })
-        .collect()
-}
-
-/// tanh between layers, none after the last.
-fn run(g: &mut Graph, layers: &[Layer], mut x: NodeId) -> NodeId {
-    for (k, l) in layers.iter().enumerate() {
-        let act = if k + 1 < layers.len() {
-            Activation::Tanh
-        } else {
-            Activation::Linear
-        };
-        x = g.dense(x, l.w, Some(l.b), act);
-    }
-    x
 }
 
 impl MultiVae {
@@ -168,7 +129,7 @@ impl MultiVae {
             return h;
         }
         let h = g.tanh(h);
-        run(g, &self.encoder[1..], h)
+        run(g, &self.encoder[1..], h, Activation::Tanh)
     }
 
     /// Logits of every item from `rows` (`B × n_items`), with z = mu.
@@ -176,7 +137,7 @@ impl MultiVae {
         let mut g = Graph::inference(&self.params);
         let h = self.encode(&mut g, &rows, b, None);
         let mu = g.slice_cols(h, 0, self.half_latent);
-        let z = run(&mut g, &self.decoder, mu);
+        let z = run(&mut g, &self.decoder, mu, Activation::Tanh);
         g.take_value(z)
     }
 }
@@ -211,7 +172,7 @@ impl TopkModel for MultiVae {
             .map(|_| normal.sample(rng))
             .collect();
         let z = g.reparameterize(mu, logvar, eps);
-        let logits = run(g, &self.decoder, z);
+        let logits = run(g, &self.decoder, z, Activation::Tanh);
         let nll = g.multinomial_nll(logits, rows.clone());
         let kl = g.gaussian_kl(mu, logvar);
         let kl = g.scale(kl, self.anneal(step));
@@ -233,15 +194,7 @@ impl TopkModel for MultiVae {
 
     fn item_vectors(&self) -> Option<Tensor> {
         // the decoder's output weights: one column per item
-        let w = self
-            .params
-            .value(self.decoder.last().expect("a decoder layer").w);
-        let mut t = Tensor::zeros(w.cols, w.rows);
-        for r in 0..w.rows {
-            for c in 0..w.cols {
-                t.data[c * w.rows + r] = w.data[r * w.cols + c];
-            }
-        }
-        Some(t)
+        let last = self.decoder.last().expect("a decoder layer");
+        Some(columns_as_rows(self.params.value(last.w)))
     }
 }

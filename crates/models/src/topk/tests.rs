@@ -10,6 +10,7 @@ fn toy(pairs: &[(u32, u32)], n_users: usize, n_items: usize) -> Interactions {
         n_users,
         n_items,
         train_pairs: pairs.to_vec(),
+        train_times: vec![],
         train: UserItems::from_pairs(n_users, pairs),
         valid: none.clone(),
         test: none,
@@ -287,4 +288,294 @@ fn build_knows_every_model_and_refuses_others() {
         e.contains("`DeepFM` is a CTR model") && e.contains("this dataset is for a top-K model"),
         "{e}"
     );
+}
+
+#[test]
+fn t_diffrec_weights_rise_linearly_in_time_order() {
+    // the known answer of ../shared/design/topk.md
+    let w = time_weights(3, 0.1, 1.0);
+    assert!(
+        w.iter()
+            .zip([0.1, 0.55, 1.0])
+            .all(|(a, b)| (a - b).abs() < 1e-6),
+        "{w:?}"
+    );
+    assert_eq!(time_weights(1, 0.1, 1.0), vec![0.1]);
+    assert!(time_weights(0, 0.1, 1.0).is_empty());
+
+    // user 0 met items 2, 0, 1 in that order (timestamps 5, 7, 9); user 1 met item 1 alone
+    let mut data = toy(&[(0, 1), (1, 1), (0, 2), (0, 0)], 2, 3);
+    data.train_times = vec![9.0, 1.0, 5.0, 7.0];
+    assert_eq!(data.train_in_time_order(), [(0, 2), (0, 0), (0, 1), (1, 1)]);
+    let shape = TopkShape {
+        n_users: 2,
+        n_items: 3,
+    };
+    let c = cfg(&[
+        ("model", "DiffRec".into()),
+        ("time-aware", true.into()),
+        ("dims_dnn", serde_json::json!([4])),
+    ]);
+    let mut m = DiffRec::new(&c, shape, &data.train, 0).unwrap();
+    m.prepare_training(&data).unwrap();
+    let values = m
+        .params()
+        .iter()
+        .find(|(_, p)| p.name == "history_value")
+        .map(|(_, p)| p.value.data.clone())
+        .unwrap();
+    // the training CSR lists items in id order: user 0 → [0, 1, 2], user 1 → [1]
+    let want = [0.55, 1.0, 0.1, 0.1];
+    assert!(
+        values.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+        "{values:?}"
+    );
+}
+
+#[test]
+fn diffrec_steps_are_uniform_until_every_history_is_full() {
+    let mut h = StepLosses::new(3, 2);
+    let mut rng = StdRng::seed_from_u64(5);
+    for (t, l) in [(0, 1.0), (0, 3.0), (1, 2.0), (1, 2.0), (2, 4.0)] {
+        h.record(t, l);
+    }
+    assert!(h.distribution().is_none(), "step 2 has one loss of two");
+    let (ts, pt) = h.sample(300, &mut rng);
+    assert!(pt.iter().all(|&p| p == 1.0));
+    assert!((0..3).all(|t| ts.contains(&t)));
+    // a third loss for step 0 drops its oldest (1.0): step 0 holds [3, 5]
+    h.record(0, 5.0);
+    h.record(2, 4.0);
+    let p = h.distribution().unwrap();
+    // √mean(L²): √17, 2, 4; mixed .999·p + .001/3
+    let rms = [17f64.sqrt(), 2.0, 4.0];
+    let total: f64 = rms.iter().sum();
+    for (got, r) in p.iter().zip(rms) {
+        let want = r / total * 0.999 + 0.001 / 3.0;
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    }
+    // draws follow p, and each carries p_t · T
+    let (ts, pt) = h.sample(30_000, &mut rng);
+    for (t, want) in p.iter().enumerate() {
+        let share = ts.iter().filter(|&&s| s == t).count() as f64 / ts.len() as f64;
+        assert!((share - want).abs() < 0.01, "step {t}: {share} vs {want}");
+    }
+    for (&t, &w) in ts.iter().zip(&pt) {
+        assert!((w - p[t] * 3.0).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn diffrec_learns_a_toy_catalogue_and_refuses_what_is_not_built() {
+    // two groups of users with disjoint tastes: after training, a user of the first group
+    // ranks the group's unseen item above the other group's items
+    let mut pairs = Vec::new();
+    for u in 0..40u32 {
+        let group = if u < 20 { 0..4 } else { 4..8 };
+        for i in group {
+            if (u + i) % 4 != 0 {
+                pairs.push((u, i));
+            }
+        }
+    }
+    let data = toy(&pairs, 40, 8);
+    let shape = TopkShape {
+        n_users: 40,
+        n_items: 8,
+    };
+    let c = cfg(&[
+        ("model", "DiffRec".into()),
+        ("steps", 5.into()),
+        ("noise_schedule", "linear-var".into()),
+        ("noise_scale", 0.1.into()),
+        ("noise_min", 0.01.into()),
+        ("noise_max", 0.1.into()),
+        ("dims_dnn", serde_json::json!([16])),
+    ]);
+    let mut m = DiffRec::new(&c, shape, &data.train, 1).unwrap();
+    let mut opt = recforge_nn::DenseOptimizer::new(
+        recforge_nn::OptimizerKind::parse("adam").unwrap(),
+        m.params(),
+    );
+    let mut rng = StdRng::seed_from_u64(2);
+    let users: Vec<u32> = (0..40).collect();
+    let batch = TopkBatch::Users {
+        rows: history_rows(&data.train, &users, 8),
+        users: users.clone(),
+    };
+    let mut first = None;
+    let mut last = 0.0;
+    for _ in 0..300 {
+        let (l, grads) = {
+            let mut g = Graph::new(m.params(), true);
+            let l = m.loss(&mut g, &batch, 1, &mut rng);
+            (g.value(l).data[0], g.backward(l).params)
+        };
+        first.get_or_insert(l);
+        last = l;
+        opt.step(m.params_mut(), &grads, 1e-2, 1.0, 0.0);
+    }
+    assert!(last < 0.5 * first.unwrap(), "{first:?} → {last}");
+    // user 0 has items 1, 2, 3 (0 is held out by the pattern); user 20 has 4..8 but 4
+    let mut s = vec![0.0; 16];
+    m.score_users(&[0, 20], &data.train, &mut s);
+    let (u0, u20) = s.split_at(8);
+    assert!(
+        u0[0] > u0[4..].iter().cloned().fold(f32::MIN, f32::max),
+        "{u0:?}"
+    );
+    assert!(
+        u20[4] > u20[..4].iter().cloned().fold(f32::MIN, f32::max),
+        "{u20:?}"
+    );
+    // the step history filled
+    assert!(m.step_losses().distribution().is_some());
+
+    for (k, v) in [
+        ("mean_type", serde_json::json!("eps")),
+        ("sampling_steps", 2.into()),
+        ("noise_schedule", "cosine".into()),
+        ("mlp_act_func", "swish".into()),
+        ("dims_dnn", serde_json::json!([0])),
+    ] {
+        let e = DiffRec::new(
+            &cfg(&[("model", "DiffRec".into()), (k, v)]),
+            shape,
+            &data.train,
+            0,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{k} accepted"));
+        assert!(e.to_string().contains(k), "{k}: {e}");
+    }
+}
+
+#[test]
+fn ldiffrec_splits_its_latent_by_cluster_share_and_learns_a_toy_catalogue() {
+    // the two-group catalogue of the DiffRec test, items clustered by their group
+    let mut pairs = Vec::new();
+    for u in 0..40u32 {
+        let group = if u < 20 { 0..4 } else { 4..8 };
+        for i in group {
+            if (u + i) % 4 != 0 {
+                pairs.push((u, i));
+            }
+        }
+    }
+    let data = toy(&pairs, 40, 8);
+    let shape = TopkShape {
+        n_users: 40,
+        n_items: 8,
+    };
+    // clusters of 6 and 2 items: latents int(6/8 · 8) = 6 and 8 − 6 = 2
+    let uneven = cfg(&[
+        ("model", "LDiffRec".into()),
+        ("n_cate", 2.into()),
+        ("in_dims", serde_json::json!([8])),
+        ("item_clusters", serde_json::json!([0, 0, 0, 0, 0, 0, 1, 1])),
+    ]);
+    let m = LDiffRec::new(&uneven, shape, 0).unwrap();
+    let shapes: Vec<(String, usize, usize)> = m
+        .params()
+        .iter()
+        .filter(|(_, p)| p.name.starts_with("autoencoder.encoder") && p.name.ends_with("weight"))
+        .map(|(_, p)| (p.name.clone(), p.value.rows, p.value.cols))
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            ("autoencoder.encoder.0.0.weight".into(), 6, 12),
+            ("autoencoder.encoder.1.0.weight".into(), 2, 4)
+        ]
+    );
+    // λ = max(.03 (1 − c/1000), .005), β = min(.3, c/200)
+    let (l, b) = m.weights(0);
+    assert!((l - 0.03).abs() < 1e-7 && b == 0.0);
+    let (l, b) = m.weights(500);
+    assert!((l - 0.015).abs() < 1e-6 && (b - 0.3).abs() < 1e-7);
+    assert_eq!(m.weights(5000).0, 0.005);
+    // the checkpoint's config carries the clusters in place of the vectors' file
+    let saved = m.checkpoint_config(&uneven);
+    assert_eq!(
+        saved.get("item_clusters"),
+        Some(&serde_json::json!([0, 0, 0, 0, 0, 0, 1, 1]))
+    );
+
+    let c = cfg(&[
+        ("model", "LDiffRec".into()),
+        ("n_cate", 2.into()),
+        ("in_dims", serde_json::json!([8])),
+        ("dims_dnn", serde_json::json!([16])),
+        ("item_clusters", serde_json::json!([1, 0, 1, 0, 0, 1, 0, 1])),
+        // the plumbing, without the VAE's noise: on 40 users its KL collapses the latent
+        ("reparam", false.into()),
+        ("vae_anneal_cap", 0.0.into()),
+        ("steps", 5.into()),
+        ("noise_schedule", "linear-var".into()),
+        ("noise_scale", 0.1.into()),
+        ("noise_min", 0.01.into()),
+        ("noise_max", 0.1.into()),
+    ]);
+    let mut m = LDiffRec::new(&c, shape, 1).unwrap();
+    let mut opt = recforge_nn::DenseOptimizer::new(
+        recforge_nn::OptimizerKind::parse("adam").unwrap(),
+        m.params(),
+    );
+    let mut rng = StdRng::seed_from_u64(2);
+    let users: Vec<u32> = (0..40).collect();
+    let batch = TopkBatch::Users {
+        rows: history_rows(&data.train, &users, 8),
+        users: users.clone(),
+    };
+    for step in 1..=400 {
+        let grads = {
+            let mut g = Graph::new(m.params(), true);
+            let l = m.loss(&mut g, &batch, step, &mut rng);
+            assert!(g.value(l).data[0].is_finite());
+            g.backward(l).params
+        };
+        opt.step(m.params_mut(), &grads, 1e-2, 1.0, 0.0);
+    }
+    // scores come back in item-id order although the clusters interleave the ids
+    let mut s = vec![0.0; 16];
+    m.score_users(&[0, 20], &data.train, &mut s);
+    let (u0, u20) = s.split_at(8);
+    assert!(
+        u0[0] > u0[4..].iter().cloned().fold(f32::MIN, f32::max),
+        "{u0:?}"
+    );
+    assert!(
+        u20[4] > u20[..4].iter().cloned().fold(f32::MIN, f32::max),
+        "{u20:?}"
+    );
+
+    for (k, v) in [
+        ("out_dims", serde_json::json!([4])),
+        ("item_clusters", serde_json::json!([0, 1])),
+        ("n_cate", 3.into()),
+    ] {
+        let mut pairs = vec![
+            ("model", "LDiffRec".into()),
+            ("n_cate", 2.into()),
+            ("item_clusters", serde_json::json!([0, 0, 0, 0, 1, 1, 1, 1])),
+        ];
+        pairs.retain(|(name, _)| *name != k);
+        pairs.push((k, v));
+        let e = LDiffRec::new(&cfg(&pairs), shape, 0)
+            .err()
+            .unwrap_or_else(|| panic!("{k} accepted"));
+        assert!(
+            e.to_string().contains("item_clusters") || e.to_string().contains(k),
+            "{k}: {e}"
+        );
+    }
+    // clustering by vectors needs the file
+    let e = LDiffRec::new(
+        &cfg(&[("model", "LDiffRec".into()), ("n_cate", 2.into())]),
+        shape,
+        0,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("item_emb_file"), "{e}");
 }

@@ -81,7 +81,7 @@ impl Graph<'_> {
     }
 
     pub fn tanh(&mut self, x: NodeId) -> NodeId {
-        self.unary(x, f32::tanh, Op::Tanh(x))
+        self.unary(x, crate::transformer::tanh, Op::Tanh(x))
     }
 
     pub(crate) fn tanh_backward(
