@@ -11,7 +11,7 @@ import json, os, statistics, sys, time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from recbole_shims import epoch_times as times, eval_times  # noqa: E402
+from recbole_shims import epoch_times as times, eval_times, trainable_params  # noqa: E402
 from recbole.quick_start import run_recbole  # noqa: E402
 
 data_dir, work, model = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -48,7 +48,22 @@ per_model = {
                 "noise_min": 5e-3, "noise_max": 1e-2, "sampling_noise": False, "sampling_steps": 0,
                 "reweight": True, "mean_type": "x0", "dims_dnn": [600, 200, 600], "embedding_size": 10,
                 "mlp_act_func": "tanh", "eval_step": 5, "stopping_step": 4, "train_neg_sample_args": None},
+    # L-DiffRec's ML-1M-clean values (L-DiffRec/inference.py; one optimizer at 1e-3 as RecBole has)
+    "LDiffRec": {"train_batch_size": 400, "n_cate": 2, "in_dims": [300], "out_dims": [], "ae_act_func": "tanh",
+                 "reparam": True, "lamda": 0.03, "anneal_cap": 0.005, "anneal_steps": 500, "vae_anneal_cap": 0.3,
+                 "vae_anneal_steps": 200, "steps": 40, "noise_schedule": "linear-var", "noise_scale": 5e-3,
+                 "noise_min": 5e-3, "noise_max": 2e-2, "sampling_noise": False, "sampling_steps": 0, "reweight": True,
+                 "mean_type": "x0", "dims_dnn": [300], "embedding_size": 10, "mlp_act_func": "tanh",
+                 "eval_step": 5, "stopping_step": 4, "train_neg_sample_args": None},
 }
+if model == "LDiffRec":
+    # RecBole reads <dataset>/item_emb.npy, one row per internal item id 1..n: reorder the rows of
+    # recforge's vectors (row k = item token k) by RecBole's id → token map
+    from recbole.config import Config  # noqa: E402
+    from recbole.data import create_dataset  # noqa: E402
+    ds = create_dataset(Config(model=model, dataset="ml1m", config_dict={**common, **per_model[model]}))
+    emb = np.load(os.environ["ITEM_EMB"])
+    np.save(os.path.join(ds.dataset_path, "item_emb.npy"), emb[[int(t) for t in ds.field2id_token["item_id"][1:]]])
 t0 = time.time()
 result = run_recbole(model=model, dataset="ml1m", config_dict={**common, **per_model[model]})
 print(json.dumps({
@@ -56,5 +71,6 @@ print(json.dumps({
     "median_epoch_s": statistics.median(times) if times else None,
     "median_eval_s": statistics.median(eval_times) if eval_times else None,
     "wall_s": round(time.time() - t0, 1),
+    "parameters": trainable_params[-1] if trainable_params else None,
     "test": {k.lower(): v for k, v in result["test_result"].items()},
 }), flush=True)

@@ -33,6 +33,8 @@ eval_times = []
 valid_scores = []
 # RecBole's epoch "train loss": the sum of its batch losses
 train_losses = []
+# the model's trainable parameter count, as RecBole logs it with the model
+trainable_params = []
 
 
 class _EpochTimes(logging.Handler):
@@ -41,6 +43,9 @@ class _EpochTimes(logging.Handler):
         m = re.search(r"epoch \d+ training \[time: ([0-9.]+)s", text)
         if m:
             epoch_times.append(float(m.group(1)))
+        m = re.search(r"Trainable parameters: ([0-9]+)", text)
+        if m:
+            trainable_params.append(int(m.group(1)))
         m = re.search(r"evaluating \[time: ([0-9.]+)s", text)
         if m:
             eval_times.append(float(m.group(1)))

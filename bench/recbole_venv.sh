@@ -10,3 +10,5 @@ if [ ! -x "$VENV/bin/python" ]; then
     tabulate thop pyyaml scikit-learn tqdm plotly requests psutil
   "$VENV/bin/pip" install -q --no-deps recbole==1.2.1
 fi
+# L-DiffRec's clustering (RecBole imports it when n_cate > 1)
+"$VENV/bin/python" -c "import kmeans_pytorch" 2> /dev/null || "$VENV/bin/pip" install -q --no-deps kmeans_pytorch==0.3

@@ -1,4 +1,4 @@
-//! Sequential recommendation through the binary: SASRec and GRU4Rec trained from RecBole-style
+//! Sequential recommendation through the binary: SASRec, GRU4Rec and DreamRec trained from RecBole-style
 //! configs on planted sequences whose next item follows from the last one, `--metrics-json`,
 //! both training modes, bad input, and serving (`/v1/recommend` from a user's sequence or a
 //! history in order, MCP `recommend_items`).
@@ -55,6 +55,7 @@ Base:
     use_gpu: false
 SASRec_cycle: {model: SASRec, hidden_size: 16, inner_size: 32, n_heads: 2, n_layers: 1, hidden_dropout_prob: 0.1, attn_dropout_prob: 0.1}
 GRU4Rec_cycle: {model: GRU4Rec, embedding_size: 16, hidden_size: 16, dropout_prob: 0.1}
+DreamRec_cycle: {model: DreamRec, hidden_size: 16, inner_size: 32, n_heads: 2, n_layers: 1, hidden_dropout_prob: 0.1, attn_dropout_prob: 0.1, timesteps: 50, beta_sche: linear, w: 2.0, p: 0.1}
 "#,
     )
     .unwrap();
@@ -67,7 +68,7 @@ fn train(d: &Path, model: &str, extra: &[&str]) -> Value {
 }
 
 #[test]
-fn sasrec_and_gru4rec_learn_the_next_item_in_both_training_modes() {
+fn sasrec_gru4rec_and_dreamrec_learn_the_next_item_in_both_training_modes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_data(d);
@@ -75,6 +76,7 @@ fn sasrec_and_gru4rec_learn_the_next_item_in_both_training_modes() {
         ("SASRec", vec![]),
         ("SASRec", vec!["--set", "train_mode=prefix"]),
         ("GRU4Rec", vec![]),
+        ("DreamRec", vec![]),
     ] {
         let m = train(d, model, &extra);
         let names: Vec<&String> = m["test"].as_object().unwrap().keys().collect();

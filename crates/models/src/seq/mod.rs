@@ -8,9 +8,11 @@
 //! logits have `n_items + 1` columns, the padding item's included (RecBole's softmax runs
 //! over it too; the evaluator never ranks it).
 
+mod dreamrec;
 mod gru4rec;
 mod sasrec;
 
+pub use dreamrec::{dreamrec_betas, step_embedding, DreamRec};
 pub use gru4rec::Gru4Rec;
 pub use sasrec::SasRec;
 
@@ -78,6 +80,11 @@ pub const REGISTRY: &[SeqEntry] = &[
         name: "SASRec",
         keys: sasrec::KEYS,
         build: |cfg, shape, seed| Ok(Box::new(SasRec::new(cfg, shape, seed)?)),
+    },
+    SeqEntry {
+        name: "DreamRec",
+        keys: dreamrec::KEYS,
+        build: |cfg, shape, seed| Ok(Box::new(DreamRec::new(cfg, shape, seed)?)),
     },
     SeqEntry {
         name: "GRU4Rec",

@@ -189,7 +189,18 @@ impl SasRec {
     }
 
     /// The hidden states `[tokens × d]` of packed sequences.
-    fn encode(&self, g: &mut Graph, packed: &Packed, rng: &mut StdRng) -> NodeId {
+    /// The width of the item table and of every hidden state.
+    pub(crate) fn hidden_size(&self) -> usize {
+        self.params.value(self.item_embedding).cols
+    }
+
+    /// The item table (`n_items + 1` rows, the padding id's included).
+    pub(crate) fn item_table(&self) -> ParamId {
+        self.item_embedding
+    }
+
+    /// The hidden state of every packed token (causal attention within each segment).
+    pub(crate) fn encode(&self, g: &mut Graph, packed: &Packed, rng: &mut StdRng) -> NodeId {
         let items = g.param(self.item_embedding);
         let items = g.gather_rows(items, &packed.ids);
         let positions = g.param(self.position_embedding);

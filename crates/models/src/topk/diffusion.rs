@@ -76,6 +76,12 @@ impl DiffusionSchedule {
         if beta_fixed {
             betas[0] = 1e-5;
         }
+        Ok(Self::from_betas(betas))
+    }
+
+    /// The schedule of the per-step variances `betas` (each in (0, 1)).
+    pub fn from_betas(betas: Vec<f64>) -> Self {
+        let steps = betas.len();
         let mut alphas_cumprod = Vec::with_capacity(steps);
         let mut prod = 1.0;
         for b in &betas {
@@ -83,7 +89,7 @@ impl DiffusionSchedule {
             alphas_cumprod.push(prod);
         }
         let alphas_cumprod_prev: Vec<f64> = std::iter::once(1.0)
-            .chain(alphas_cumprod[..steps - 1].iter().copied())
+            .chain(alphas_cumprod[..steps.saturating_sub(1)].iter().copied())
             .collect();
         let (mut coef1, mut coef2) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
         for t in 0..steps {
@@ -91,13 +97,18 @@ impl DiffusionSchedule {
             coef1.push(b * prev.sqrt() / (1.0 - ab));
             coef2.push((1.0 - prev) * (1.0 - b).sqrt() / (1.0 - ab));
         }
-        Ok(DiffusionSchedule {
+        DiffusionSchedule {
             betas,
             alphas_cumprod,
             alphas_cumprod_prev,
             posterior_mean_coef1: coef1,
             posterior_mean_coef2: coef2,
-        })
+        }
+    }
+
+    /// The variance of q(x_{t−1} | x_t, x₀): β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t).
+    pub fn posterior_variance(&self, t: usize) -> f64 {
+        self.betas[t] * (1.0 - self.alphas_cumprod_prev[t]) / (1.0 - self.alphas_cumprod[t])
     }
 
     pub fn steps(&self) -> usize {
