@@ -77,6 +77,7 @@ fn sasrec_gru4rec_and_dreamrec_learn_the_next_item_in_both_training_modes() {
         ("SASRec", vec!["--set", "train_mode=prefix"]),
         ("GRU4Rec", vec![]),
         ("DreamRec", vec![]),
+        ("DreamRec", vec!["--set", "ce_weight=1.0"]),
     ] {
         let m = train(d, model, &extra);
         let names: Vec<&String> = m["test"].as_object().unwrap().keys().collect();

@@ -4,19 +4,14 @@
 //! history it records, every weight's gradient and the reverse pass's full-sort scores must
 //! agree (RecBole ran in f64).
 
+mod common;
+
+use common::floats;
 use recforge_data::interactions::UserItems;
 use recforge_data::ModelConfig;
 use recforge_models::topk::{DiffRec, TopkModel, TopkShape};
 use recforge_nn::Graph;
 use serde_json::Value;
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 2e-5 + 1e-4 * b.abs()

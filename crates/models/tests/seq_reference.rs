@@ -3,6 +3,9 @@
 //! right-padded histories of different lengths, dropout off. The loss, every weight's gradient
 //! and the full-sort scores must agree (RecBole ran in f64).
 
+mod common;
+
+use common::floats;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use recforge_data::sequences::Window;
@@ -10,14 +13,6 @@ use recforge_data::ModelConfig;
 use recforge_models::seq::{self, SeqShape};
 use recforge_nn::Graph;
 use serde_json::Value;
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
 
 fn close(a: f32, b: f32) -> bool {
     (a - b).abs() <= 2e-5 + 1e-4 * b.abs()

@@ -17,18 +17,27 @@ use recforge_data::ModelConfig;
 use recforge_nn::transformer::AttentionOptions;
 use recforge_nn::{init, Activation, Graph, NodeId, ParamId, ParamStore, Tensor};
 
-pub(crate) const KEYS: &[&str] = &[
-    "n_layers",
-    "n_heads",
-    "hidden_size",
-    "inner_size",
-    "hidden_dropout_prob",
-    "attn_dropout_prob",
-    "hidden_act",
-    "layer_norm_eps",
-    "initializer_range",
-    "loss_type",
-];
+/// SASRec's encoder keys (RecBole's), with a model's own after them: DreamRec encodes its
+/// histories with SASRec's blocks.
+macro_rules! encoder_keys {
+    ($($extra:literal),*) => {
+        &[
+            "n_layers",
+            "n_heads",
+            "hidden_size",
+            "inner_size",
+            "hidden_dropout_prob",
+            "attn_dropout_prob",
+            "hidden_act",
+            "layer_norm_eps",
+            "initializer_range",
+            $($extra),*
+        ]
+    };
+}
+pub(crate) use encoder_keys;
+
+pub(crate) const KEYS: &[&str] = encoder_keys!("loss_type");
 
 #[derive(Clone, Copy, Debug)]
 struct Dense {

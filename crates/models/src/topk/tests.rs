@@ -365,10 +365,9 @@ fn diffrec_steps_are_uniform_until_every_history_is_full() {
     }
 }
 
-#[test]
-fn diffrec_learns_a_toy_catalogue_and_refuses_what_is_not_built() {
-    // two groups of users with disjoint tastes: after training, a user of the first group
-    // ranks the group's unseen item above the other group's items
+/// Two groups of 20 users with disjoint tastes over 8 items (0..4 and 4..8); each user lacks
+/// the one item where `(u + i) % 4 == 0`.
+fn two_groups() -> (Interactions, TopkShape) {
     let mut pairs = Vec::new();
     for u in 0..40u32 {
         let group = if u < 20 { 0..4 } else { 4..8 };
@@ -378,45 +377,42 @@ fn diffrec_learns_a_toy_catalogue_and_refuses_what_is_not_built() {
             }
         }
     }
-    let data = toy(&pairs, 40, 8);
     let shape = TopkShape {
         n_users: 40,
         n_items: 8,
     };
-    let c = cfg(&[
-        ("model", "DiffRec".into()),
-        ("steps", 5.into()),
-        ("noise_schedule", "linear-var".into()),
-        ("noise_scale", 0.1.into()),
-        ("noise_min", 0.01.into()),
-        ("noise_max", 0.1.into()),
-        ("dims_dnn", serde_json::json!([16])),
-    ]);
-    let mut m = DiffRec::new(&c, shape, &data.train, 1).unwrap();
+    (toy(&pairs, 40, 8), shape)
+}
+
+/// `steps` Adam steps (lr 1e-2) on one batch of every user; the first and last loss.
+fn train_on_all_users(m: &mut dyn TopkModel, data: &Interactions, steps: u64) -> (f32, f32) {
     let mut opt = recforge_nn::DenseOptimizer::new(
         recforge_nn::OptimizerKind::parse("adam").unwrap(),
         m.params(),
     );
     let mut rng = StdRng::seed_from_u64(2);
-    let users: Vec<u32> = (0..40).collect();
+    let users: Vec<u32> = (0..data.n_users as u32).collect();
     let batch = TopkBatch::Users {
-        rows: history_rows(&data.train, &users, 8),
-        users: users.clone(),
+        rows: history_rows(&data.train, &users, data.n_items),
+        users,
     };
-    let mut first = None;
-    let mut last = 0.0;
-    for _ in 0..300 {
+    let (mut first, mut last) = (None, 0.0);
+    for step in 1..=steps {
         let (l, grads) = {
             let mut g = Graph::new(m.params(), true);
-            let l = m.loss(&mut g, &batch, 1, &mut rng);
+            let l = m.loss(&mut g, &batch, step, &mut rng);
             (g.value(l).data[0], g.backward(l).params)
         };
         first.get_or_insert(l);
         last = l;
         opt.step(m.params_mut(), &grads, 1e-2, 1.0, 0.0);
     }
-    assert!(last < 0.5 * first.unwrap(), "{first:?} → {last}");
-    // user 0 has items 1, 2, 3 (0 is held out by the pattern); user 20 has 4..8 but 4
+    (first.unwrap_or(last), last)
+}
+
+/// User 0 (items 1, 2, 3) ranks its group's unseen item 0 above the other group's; user 20
+/// (items 5, 6, 7) ranks 4 above items 0..4.
+fn ranks_each_groups_unseen_item_first(m: &dyn TopkModel, data: &Interactions) {
     let mut s = vec![0.0; 16];
     m.score_users(&[0, 20], &data.train, &mut s);
     let (u0, u20) = s.split_at(8);
@@ -428,6 +424,26 @@ fn diffrec_learns_a_toy_catalogue_and_refuses_what_is_not_built() {
         u20[4] > u20[..4].iter().cloned().fold(f32::MIN, f32::max),
         "{u20:?}"
     );
+}
+
+#[test]
+fn diffrec_learns_a_toy_catalogue_and_refuses_what_is_not_built() {
+    // two groups of users with disjoint tastes: after training, a user of the first group
+    // ranks the group's unseen item above the other group's items
+    let (data, shape) = two_groups();
+    let c = cfg(&[
+        ("model", "DiffRec".into()),
+        ("steps", 5.into()),
+        ("noise_schedule", "linear-var".into()),
+        ("noise_scale", 0.1.into()),
+        ("noise_min", 0.01.into()),
+        ("noise_max", 0.1.into()),
+        ("dims_dnn", serde_json::json!([16])),
+    ]);
+    let mut m = DiffRec::new(&c, shape, &data.train, 1).unwrap();
+    let (first, last) = train_on_all_users(&mut m, &data, 300);
+    assert!(last < 0.5 * first, "{first} → {last}");
+    ranks_each_groups_unseen_item_first(&m, &data);
     // the step history filled
     assert!(m.step_losses().distribution().is_some());
 
@@ -453,20 +469,7 @@ fn diffrec_learns_a_toy_catalogue_and_refuses_what_is_not_built() {
 #[test]
 fn ldiffrec_splits_its_latent_by_cluster_share_and_learns_a_toy_catalogue() {
     // the two-group catalogue of the DiffRec test, items clustered by their group
-    let mut pairs = Vec::new();
-    for u in 0..40u32 {
-        let group = if u < 20 { 0..4 } else { 4..8 };
-        for i in group {
-            if (u + i) % 4 != 0 {
-                pairs.push((u, i));
-            }
-        }
-    }
-    let data = toy(&pairs, 40, 8);
-    let shape = TopkShape {
-        n_users: 40,
-        n_items: 8,
-    };
+    let (data, shape) = two_groups();
     // clusters of 6 and 2 items: latents int(6/8 · 8) = 6 and 8 − 6 = 2
     let uneven = cfg(&[
         ("model", "LDiffRec".into()),
@@ -517,37 +520,10 @@ fn ldiffrec_splits_its_latent_by_cluster_share_and_learns_a_toy_catalogue() {
         ("noise_max", 0.1.into()),
     ]);
     let mut m = LDiffRec::new(&c, shape, 1).unwrap();
-    let mut opt = recforge_nn::DenseOptimizer::new(
-        recforge_nn::OptimizerKind::parse("adam").unwrap(),
-        m.params(),
-    );
-    let mut rng = StdRng::seed_from_u64(2);
-    let users: Vec<u32> = (0..40).collect();
-    let batch = TopkBatch::Users {
-        rows: history_rows(&data.train, &users, 8),
-        users: users.clone(),
-    };
-    for step in 1..=400 {
-        let grads = {
-            let mut g = Graph::new(m.params(), true);
-            let l = m.loss(&mut g, &batch, step, &mut rng);
-            assert!(g.value(l).data[0].is_finite());
-            g.backward(l).params
-        };
-        opt.step(m.params_mut(), &grads, 1e-2, 1.0, 0.0);
-    }
+    let (_, last) = train_on_all_users(&mut m, &data, 400);
+    assert!(last.is_finite());
     // scores come back in item-id order although the clusters interleave the ids
-    let mut s = vec![0.0; 16];
-    m.score_users(&[0, 20], &data.train, &mut s);
-    let (u0, u20) = s.split_at(8);
-    assert!(
-        u0[0] > u0[4..].iter().cloned().fold(f32::MIN, f32::max),
-        "{u0:?}"
-    );
-    assert!(
-        u20[4] > u20[..4].iter().cloned().fold(f32::MIN, f32::max),
-        "{u20:?}"
-    );
+    ranks_each_groups_unseen_item_first(&m, &data);
 
     for (k, v) in [
         ("out_dims", serde_json::json!([4])),
