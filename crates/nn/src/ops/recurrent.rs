@@ -63,7 +63,7 @@ impl Gru {
 }
 
 fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
+    1.0 / (1.0 + crate::transformer::exp(-v))
 }
 
 impl CustomOp for Gru {
@@ -129,7 +129,7 @@ impl CustomOp for Gru {
                     r[j] = sigmoid(gi[j] + gh[j]);
                     z[j] = sigmoid(gi[hidden + j] + gh[hidden + j]);
                     hn[j] = gh[2 * hidden + j];
-                    n[j] = (gi[2 * hidden + j] + r[j] * hn[j]).tanh();
+                    n[j] = crate::transformer::tanh(gi[2 * hidden + j] + r[j] * hn[j]);
                     h[j] = (1.0 - z[j]) * n[j] + z[j] * hp[j];
                     hp[j] = h[j];
                 }
