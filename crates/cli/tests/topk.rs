@@ -487,3 +487,37 @@ async fn serving_recommends_for_users_and_histories_and_offers_the_right_tools()
     .await;
     assert_eq!(s, 422);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diffusion_model_serves_users_and_histories_from_its_own_community() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_data(d);
+    train(d, "TDiffRec", &[]);
+    let server = start_server(d, Path::new("runs/TDiffRec"), &[]);
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", server.base);
+    let community = |items: &[String]| -> usize {
+        // how many of the items belong to the first community (i0..i19)
+        items
+            .iter()
+            .filter(|i| i[1..].parse::<u32>().unwrap() < 20)
+            .count()
+    };
+    // u3 is a user of the first community, u50 of the second
+    let (s, r) = post(&c, url("/v1/recommend"), json!({"user": "u3", "top_k": 5})).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(community(&items(&r)) >= 4, "{r}");
+    let (s, r) = post(&c, url("/v1/recommend"), json!({"user": "u50", "top_k": 5})).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(community(&items(&r)) <= 1, "{r}");
+    // an ad-hoc history, weighted in the order sent, from the second community
+    let (s, r) = post(
+        &c,
+        url("/v1/recommend"),
+        json!({"history": ["i21", "i25", "i30", "i33"], "top_k": 5}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(community(&items(&r)) <= 1, "{r}");
+}
