@@ -138,6 +138,30 @@ fn every_model_trains_writes_metrics_json_and_beats_popularity_on_planted_commun
     assert_eq!(per_user.lines().count(), 81);
 }
 
+/// `recforge evaluate` of `runs/<model>` on the test file with validation masked gives the
+/// test metrics `train` wrote; returns its output.
+fn evaluate_reproduces_test_metrics(d: &Path, model: &str, trained: &Value) -> String {
+    let run = format!("runs/{model}");
+    let (ok, out, err) = recforge(
+        &[
+            "evaluate",
+            "--model",
+            &run,
+            "--data",
+            "data/test.inter",
+            "--exclude",
+            "data/valid.inter",
+            "--metrics-json",
+            "eval.json",
+        ],
+        d,
+    );
+    assert!(ok, "{err}");
+    let e: Value = serde_json::from_slice(&std::fs::read(d.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(e["test"], trained["test"], "{model}");
+    out
+}
+
 #[test]
 fn ldiffrec_clusters_lightgcn_item_vectors_and_its_checkpoint_needs_no_vector_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -165,23 +189,7 @@ fn ldiffrec_clusters_lightgcn_item_vectors_and_its_checkpoint_needs_no_vector_fi
     assert!(r > p + 0.15, "L-DiffRec {r} vs Pop {p}");
     // the saved model keeps its clusters: it evaluates with the vectors' file gone
     std::fs::remove_file(d.join("item_emb.npy")).unwrap();
-    let (ok, _, err) = recforge(
-        &[
-            "evaluate",
-            "--model",
-            "runs/LDiffRec",
-            "--data",
-            "data/test.inter",
-            "--exclude",
-            "data/valid.inter",
-            "--metrics-json",
-            "eval.json",
-        ],
-        d,
-    );
-    assert!(ok, "{err}");
-    let e: Value = serde_json::from_slice(&std::fs::read(d.join("eval.json")).unwrap()).unwrap();
-    assert_eq!(e["test"], m["test"]);
+    evaluate_reproduces_test_metrics(d, "LDiffRec", &m);
     // a model without item vectors says so
     let (ok, _, err) = recforge(
         &["item-vectors", "--model", "runs/Pop", "--out", "pop.npy"],
@@ -199,24 +207,8 @@ fn evaluate_on_a_file_reproduces_the_test_metrics() {
     let d = dir.path();
     write_data(d);
     let m = train(d, "BPR", &["--set", "epochs=10"]);
-    let (ok, out, err) = recforge(
-        &[
-            "evaluate",
-            "--model",
-            "runs/BPR",
-            "--data",
-            "data/test.inter",
-            "--exclude",
-            "data/valid.inter",
-            "--metrics-json",
-            "eval.json",
-        ],
-        d,
-    );
-    assert!(ok, "{err}");
+    let out = evaluate_reproduces_test_metrics(d, "BPR", &m);
     assert!(out.starts_with("80 users"), "{out}");
-    let e: Value = serde_json::from_slice(&std::fs::read(d.join("eval.json")).unwrap()).unwrap();
-    assert_eq!(e["test"], m["test"]);
     // without the validation mask the numbers are those of another protocol, not an error
     let (ok, _, err) = recforge(
         &[

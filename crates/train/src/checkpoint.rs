@@ -418,15 +418,13 @@ fn fetch_tensor(
         .collect())
 }
 
-/// Refuses a checkpoint holding tensors `model` has no place for (a checkpoint of another
-/// model, or an edited one): loading it would silently serve something else.
-fn refuse_unused(path: &Path, st: &safetensors::SafeTensors, model: &Model) -> Result<()> {
-    let known: HashSet<String> = named_tensors(model, None)
-        .into_iter()
-        .map(|(n, _, _)| n)
-        .collect();
-    let mut unused: Vec<String> = st
-        .names()
+/// The tensor names among `names` that are none of `known`, an optimizer moment (`opt1.`,
+/// `opt2.`) counting as its parameter; sorted.
+fn unused_tensors<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    known: &HashSet<String>,
+) -> Vec<String> {
+    let mut unused: Vec<String> = names
         .into_iter()
         .filter(|n| {
             let base = n
@@ -437,10 +435,21 @@ fn refuse_unused(path: &Path, st: &safetensors::SafeTensors, model: &Model) -> R
         })
         .cloned()
         .collect();
+    unused.sort();
+    unused
+}
+
+/// Refuses a checkpoint holding tensors `model` has no place for (a checkpoint of another
+/// model, or an edited one): loading it would silently serve something else.
+fn refuse_unused(path: &Path, st: &safetensors::SafeTensors, model: &Model) -> Result<()> {
+    let known: HashSet<String> = named_tensors(model, None)
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    let unused = unused_tensors(st.names(), &known);
     if unused.is_empty() {
         return Ok(());
     }
-    unused.sort();
     Err(TrainError::Checkpoint {
         path: path.to_path_buf(),
         msg: format!(
@@ -691,22 +700,10 @@ pub(crate) fn read_params(
         .iter()
         .map(|(_, p)| (p.name.clone(), [p.value.rows, p.value.cols]))
         .collect();
-    let known: std::collections::HashSet<String> =
-        names.iter().map(|(n, _)| format!("param.{n}")).collect();
+    let known: HashSet<String> = names.iter().map(|(n, _)| format!("param.{n}")).collect();
     let has = file.names()?;
-    let mut unused: Vec<String> = has
-        .iter()
-        .filter(|n| {
-            let base = n
-                .strip_prefix("opt1.")
-                .or_else(|| n.strip_prefix("opt2."))
-                .unwrap_or(n);
-            !known.contains(base)
-        })
-        .cloned()
-        .collect();
+    let unused = unused_tensors(&has, &known);
     if !unused.is_empty() {
-        unused.sort();
         return Err(TrainError::Checkpoint {
             path: file.path.clone(),
             msg: format!("tensor(s) not used by model {model}: {}", unused.join(", ")),

@@ -20,9 +20,9 @@
 //! sinusoidal embedding and Linear(d → 2d), GELU, Linear(2d → d). Training scores every position
 //! of a causal window (or RecBole's prefixes), as SASRec's does.
 
-use super::sasrec::{encoder_keys, SasRec};
+use super::sasrec::{encoder_keys, Dense, SasRec};
 use super::{config_error, Packed, SeqModel, SeqShape};
-use crate::topk::diffusion::DiffusionSchedule;
+use crate::topk::diffusion::{linspace, DiffusionSchedule};
 use crate::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -41,12 +41,6 @@ pub(crate) const KEYS: &[&str] = encoder_keys!(
     "diffuser_type",
     "ce_weight"
 );
-
-#[derive(Clone, Copy, Debug)]
-struct Dense {
-    w: ParamId,
-    b: ParamId,
-}
 
 pub struct DreamRec {
     encoder: SasRec,
@@ -67,14 +61,6 @@ pub struct DreamRec {
 /// (β_min 0.1, β_max 10 over T steps) and `cosine` (s = 0.008, clipped to [1e-4, 0.9999]).
 pub fn dreamrec_betas(kind: &str, steps: usize, start: f64, end: f64) -> Option<Vec<f64>> {
     let t = steps as f64;
-    let linspace = |a: f64, b: f64, n: usize| -> Vec<f64> {
-        (0..n)
-            .map(|i| match n {
-                1 => a,
-                _ => a + i as f64 * (b - a) / (n - 1) as f64,
-            })
-            .collect()
-    };
     match kind {
         "linear" => Some(linspace(start, end, steps)),
         "exp" => {
@@ -247,8 +233,7 @@ impl DreamRec {
         n: usize,
         bias: Option<&[f32]>,
     ) -> Vec<f32> {
-        let mut out = vec![0.0f32; m * n];
-        recforge_nn::kernels::matmul(&mut out, a, b, m, n, k, false, false, false);
+        let mut out = recforge_nn::kernels::matmul_new(a, b, m, n, k, false, false);
         if let Some(bias) = bias {
             for row in out.chunks_exact_mut(n) {
                 row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
@@ -410,17 +395,8 @@ impl SeqModel for DreamRec {
         let ts: Vec<usize> = (0..b)
             .map(|_| rng.gen_range(0..self.schedule.steps()))
             .collect();
-        let (mut a, mut noise) = (Vec::with_capacity(b), Vec::with_capacity(b * d));
-        for &t in &ts {
-            let ab = self.schedule.alphas_cumprod[t];
-            a.push(ab.sqrt() as f32);
-            let c = (1.0 - ab).sqrt() as f32;
-            noise.extend((0..d).map(|_| c * rng.sample::<f32, _>(StandardNormal)));
-        }
-        let a = g.input(Tensor::from_vec(b, 1, a), false);
-        let signal = g.scale_rows(x0, a);
-        let noise = g.input(Tensor::from_vec(b, d, noise), false);
-        let x_t = g.add(signal, noise);
+        let noise: Vec<f32> = (0..b * d).map(|_| rng.sample(StandardNormal)).collect();
+        let x_t = self.schedule.q_sample(g, x0, &ts, &noise);
         let pred = self.denoise(g, x_t, h, &ts);
         let neg = g.scale(x0, -1.0);
         let diff = g.add(pred, neg);

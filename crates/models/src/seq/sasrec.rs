@@ -39,10 +39,11 @@ pub(crate) use encoder_keys;
 
 pub(crate) const KEYS: &[&str] = encoder_keys!("loss_type");
 
+/// A linear layer: `w` is `[in × out]`, `b` is `[1 × out]`.
 #[derive(Clone, Copy, Debug)]
-struct Dense {
-    w: ParamId,
-    b: ParamId,
+pub(crate) struct Dense {
+    pub w: ParamId,
+    pub b: ParamId,
 }
 
 #[derive(Clone, Copy, Debug)]

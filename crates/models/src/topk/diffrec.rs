@@ -14,9 +14,10 @@
 //! parameters, the rows that meet `x_t` and the rows that meet the embedding, so its backward
 //! pass does not form a gradient for the (constant) input row.
 
-use super::diffusion::{timestep_embedding, DiffusionSchedule, NoiseSchedule};
+use super::diffusion::{linspace, timestep_embedding, DiffusionSchedule, NoiseSchedule};
 use super::{
-    columns_as_rows, config_error, mlp, run, Layer, TopkBatch, TopkInput, TopkModel, TopkShape,
+    columns_as_rows, config_error, history_rows, mlp, run, Layer, TopkBatch, TopkInput, TopkModel,
+    TopkShape,
 };
 use crate::Result;
 use rand::rngs::StdRng;
@@ -145,16 +146,10 @@ impl StepLosses {
 /// T-DiffRec's interaction weights: `n` values from `w_min` to `w_max`, evenly spaced (numpy's
 /// `linspace`; one value is `w_min`).
 pub fn time_weights(n: usize, w_min: f32, w_max: f32) -> Vec<f32> {
-    match n {
-        0 => Vec::new(),
-        1 => vec![w_min],
-        _ => (0..n)
-            .map(|k| match k {
-                _ if k == n - 1 => w_max,
-                _ => w_min + k as f32 * (w_max - w_min) / (n - 1) as f32,
-            })
-            .collect(),
-    }
+    linspace(w_min as f64, w_max as f64, n)
+        .into_iter()
+        .map(|w| w as f32)
+        .collect()
 }
 
 /// T-DiffRec's training rows.
@@ -382,20 +377,7 @@ impl Diffusion {
         let (b, n) = (ts.len(), self.dim);
         let x_t = match &self.schedule {
             None => x0,
-            Some(s) => {
-                // x_t = √ᾱ_t · x₀ + √(1 − ᾱ_t) · ε, row by row
-                let (mut a, mut scaled) = (Vec::with_capacity(b), noise.to_vec());
-                for (r, &t) in ts.iter().enumerate() {
-                    let ab = s.alphas_cumprod[t];
-                    a.push(ab.sqrt() as f32);
-                    let c = (1.0 - ab).sqrt() as f32;
-                    scaled[r * n..(r + 1) * n].iter_mut().for_each(|z| *z *= c);
-                }
-                let a = g.input(Tensor::from_vec(b, 1, a), false);
-                let signal = g.scale_rows(x0, a);
-                let noise = g.input(Tensor::from_vec(b, n, scaled), false);
-                g.add(signal, noise)
-            }
+            Some(s) => s.q_sample(g, x0, ts, noise),
         };
         let pred = self.denoise(g, x_t, ts, rng);
         let neg = g.scale(x0, -1.0);
@@ -550,18 +532,18 @@ impl DiffRec {
     /// The model's input rows for `users`: their training rows, or T-DiffRec's weighted rows.
     fn start_rows(&self, users: &[u32], binary: Option<&[f32]>) -> Vec<f32> {
         let n = self.n_items;
-        if let (None, Some(rows)) = (&self.time_aware, binary) {
-            return rows.to_vec();
-        }
-        let values = self
-            .time_aware
-            .as_ref()
-            .map(|t| &self.params.value(t.values).data);
+        let Some(ta) = &self.time_aware else {
+            return match binary {
+                Some(rows) => rows.to_vec(),
+                None => history_rows(&self.train, users, n),
+            };
+        };
+        let values = &self.params.value(ta.values).data;
         let mut rows = vec![0.0f32; users.len() * n];
         for (r, &u) in users.iter().enumerate() {
             let start = self.train.indptr[u as usize];
             for (k, &i) in self.train.row(u).iter().enumerate() {
-                rows[r * n + i as usize] = values.map_or(1.0, |v| v[start + k]);
+                rows[r * n + i as usize] = values[start + k];
             }
         }
         rows

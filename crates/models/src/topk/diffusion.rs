@@ -4,6 +4,8 @@
 //! embedding of the denoiser's input, and the reverse process DiffRec ranks with (from the
 //! un-noised row, every step, no noise added). The DiffRec model builds on these.
 
+use recforge_nn::{Graph, NodeId, Tensor};
+
 /// How the per-step variances are laid out (DiffRec's `noise_schedule`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoiseSchedule {
@@ -56,14 +58,7 @@ impl DiffusionSchedule {
                  0 < min ≤ max < 1"
             ));
         }
-        // numpy's linspace: start + i·(end − start)/(steps − 1), the last value exactly `end`
-        let grid: Vec<f64> = (0..steps)
-            .map(|i| match steps {
-                1 => start,
-                _ if i == steps - 1 => end,
-                _ => start + i as f64 * (end - start) / (steps - 1) as f64,
-            })
-            .collect();
+        let grid = linspace(start, end, steps);
         let mut betas = match schedule {
             NoiseSchedule::Linear => grid,
             NoiseSchedule::LinearVar => {
@@ -104,6 +99,24 @@ impl DiffusionSchedule {
             posterior_mean_coef1: coef1,
             posterior_mean_coef2: coef2,
         }
+    }
+
+    /// `x_t = √ᾱ_t · x₀ + √(1 − ᾱ_t) · ε` on the tape, one step per row of `x0` (`B × d`, a
+    /// node that may carry a gradient), `noise` row-major standard normal.
+    pub fn q_sample(&self, g: &mut Graph, x0: NodeId, ts: &[usize], noise: &[f32]) -> NodeId {
+        let b = ts.len();
+        let d = noise.len() / b.max(1);
+        let (mut a, mut scaled) = (Vec::with_capacity(b), noise.to_vec());
+        for (r, &t) in ts.iter().enumerate() {
+            let ab = self.alphas_cumprod[t];
+            a.push(ab.sqrt() as f32);
+            let c = (1.0 - ab).sqrt() as f32;
+            scaled[r * d..(r + 1) * d].iter_mut().for_each(|z| *z *= c);
+        }
+        let a = g.input(Tensor::from_vec(b, 1, a), false);
+        let signal = g.scale_rows(x0, a);
+        let noise = g.input(Tensor::from_vec(b, d, scaled), false);
+        g.add(signal, noise)
     }
 
     /// The variance of q(x_{t−1} | x_t, x₀): β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t).
@@ -149,6 +162,18 @@ impl DiffusionSchedule {
         }
         x
     }
+}
+
+/// numpy's `linspace`: `n` values from `start` to `end`, evenly spaced, the last exactly `end`
+/// (one value is `start`).
+pub fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| match n {
+            1 => start,
+            _ if i == n - 1 => end,
+            _ => start + i as f64 * (end - start) / (n - 1) as f64,
+        })
+        .collect()
 }
 
 /// DiffRec's sinusoidal step embedding: per step `t`, `[cos(t·f_0), …, cos(t·f_{h−1}),
