@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod alloc;
+mod kt_cmd;
 mod seq_cmd;
 mod serve_cmd;
 mod text_cmd;
@@ -403,6 +404,9 @@ fn train(a: TrainArgs) -> Result<()> {
         recforge_data::config::DatasetEntry::Seq { config, source, .. } => {
             seq_cmd::train(&a, model, &dataset_id, &config, &source)
         }
+        recforge_data::config::DatasetEntry::Kt { config, source, .. } => {
+            kt_cmd::train(&a, model, &dataset_id, &config, &source)
+        }
         recforge_data::config::DatasetEntry::Ctr(_) => train_ctr(a).map(|_| ()),
     }
 }
@@ -656,6 +660,7 @@ fn evaluate(a: EvaluateArgs) -> Result<()> {
     match recforge_train::checkpoint::checkpoint_format(&ckpt)?.as_str() {
         recforge_train::topk::TOPK_FORMAT => return topk_cmd::evaluate(&a, &ckpt),
         recforge_train::seq::SEQ_FORMAT => return seq_cmd::evaluate(&a, &ckpt),
+        recforge_train::kt::KT_FORMAT => return kt_cmd::evaluate(&a, &ckpt),
         _ => {}
     }
     let lm = load_model(&a.model)?;

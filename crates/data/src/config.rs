@@ -762,8 +762,8 @@ pub fn load_model_config(dir: &Path, expid: &str) -> Result<(ModelConfig, String
     Ok((model, dataset_id))
 }
 
-/// A dataset entry of any family: CTR rows, interactions (`task: topk`) or users' item
-/// sequences (`task: seq`).
+/// A dataset entry of any family: CTR rows, interactions (`task: topk`), users' item
+/// sequences (`task: seq`) or students' responses (`task: kt`).
 #[derive(Clone, Debug)]
 pub enum DatasetEntry {
     Ctr(DatasetConfig),
@@ -776,6 +776,12 @@ pub enum DatasetEntry {
     Seq {
         dataset_id: String,
         config: crate::sequences::SequenceConfig,
+        source: PathBuf,
+    },
+    /// Students' response sequences (`task: kt`).
+    Kt {
+        dataset_id: String,
+        config: crate::kt::KtDatasetConfig,
         source: PathBuf,
     },
 }
@@ -810,10 +816,21 @@ pub fn load_dataset_entry(dir: &Path, dataset_id: &str) -> Result<DatasetEntry> 
                     source: file,
                 })
             }
+            Some("kt") => {
+                let config: crate::kt::KtDatasetConfig = serde_json::from_value(v.clone())
+                    .map_err(|e| {
+                        DataError::config(&file, format!("dataset `{dataset_id}`: {e}"))
+                    })?;
+                Ok(DatasetEntry::Kt {
+                    dataset_id: dataset_id.to_string(),
+                    config,
+                    source: file,
+                })
+            }
             Some(other) => Err(DataError::config(
                 &file,
                 format!(
-                    "dataset `{dataset_id}`: unknown task `{other}` (topk, seq, or none for CTR)"
+                    "dataset `{dataset_id}`: unknown task `{other}` (topk, seq, kt, or none for CTR)"
                 ),
             )),
             None => load_dataset_config(dir, dataset_id).map(DatasetEntry::Ctr),
@@ -840,6 +857,12 @@ pub fn load_experiment(dir: &Path, expid: &str) -> Result<ExperimentConfig> {
             return Err(DataError::config(
                 source,
                 format!("dataset `{dataset_id}` holds item sequences (task: seq), not CTR rows"),
+            ))
+        }
+        DatasetEntry::Kt { source, .. } => {
+            return Err(DataError::config(
+                source,
+                format!("dataset `{dataset_id}` holds response sequences (task: kt), not CTR rows"),
             ))
         }
     };

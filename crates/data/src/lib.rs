@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod features;
 pub mod interactions;
+pub mod kt;
 pub mod preprocess;
 pub mod reader;
 pub mod sequences;

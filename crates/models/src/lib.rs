@@ -1,10 +1,11 @@
-//! The model zoo. Models are grouped by family (`ctr/`, `topk/`, `seq/`), one file per model, each a
+//! The model zoo. Models are grouped by family (`ctr/`, `topk/`, `seq/`, `kt/`), one file per model, each a
 //! config struct read from the FuxiCTR-style model config plus a `forward` on the tape.
 //! [`FeatureEmbedding`] turns a batch of ids into the dense `[batch × Σ dims]` matrix every
 //! CTR model starts from; [`layers`] holds the blocks models share.
 
 pub mod ctr;
 pub mod embedding;
+pub mod kt;
 pub mod layers;
 pub mod seq;
 pub mod topk;
@@ -36,10 +37,11 @@ pub enum Family {
     Ctr,
     Topk,
     Seq,
+    Kt,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Ctr, Family::Topk, Family::Seq];
+    pub const ALL: [Family; 4] = [Family::Ctr, Family::Topk, Family::Seq, Family::Kt];
 
     /// How the family is named in messages.
     pub fn describe(self) -> &'static str {
@@ -47,6 +49,7 @@ impl Family {
             Family::Ctr => "a CTR model (its dataset lists feature columns)",
             Family::Topk => "a top-K model (its dataset has `task: topk`)",
             Family::Seq => "a sequential model (its dataset has `task: seq`)",
+            Family::Kt => "a knowledge-tracing model (its dataset has `task: kt`)",
         }
     }
 
@@ -55,6 +58,7 @@ impl Family {
             Family::Ctr => ctr::model_names(),
             Family::Topk => topk::model_names(),
             Family::Seq => seq::model_names(),
+            Family::Kt => kt::model_names(),
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod fit;
+pub mod kt;
 pub mod pretrain;
 pub mod run;
 pub mod score;

@@ -25,31 +25,41 @@ impl Graph<'_> {
         );
         self.custom(Gru::new(segs), &[x, w_ih, w_hh])
     }
+
+    /// A single-layer LSTM over each segment of packed input-side gate pre-activations
+    /// `gates` (`[tokens × 4·hidden]`, i.e. `x W_ih + b`, computed for every token in one
+    /// GEMM by the caller), from zero states; returns every token's hidden state. `w_hh` is
+    /// `[hidden × 4·hidden]`, its column blocks PyTorch's gate order (input, forget, cell,
+    /// output; `weight_hh_l0` transposed):
+    /// `i, f, o = σ(·)`, `g = tanh(·)`, `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`.
+    pub fn lstm(&mut self, gates: NodeId, w_hh: NodeId, segs: &[Segment]) -> NodeId {
+        let rows = self.value(gates).rows;
+        assert_eq!(
+            segs.iter().map(|s| s.len).sum::<usize>(),
+            rows,
+            "lstm: segments do not cover the rows"
+        );
+        self.custom(
+            Lstm {
+                order: Schedule::new(segs),
+                acts: Vec::new(),
+                c: Vec::new(),
+            },
+            &[gates, w_hh],
+        )
+    }
 }
 
-/// The GRU's recorded state: segments ordered longest first (so the ones running at step t
-/// are a prefix), and per token the gates and `h W_hn` the backward pass needs.
-struct Gru {
-    /// segments sorted by descending length
+/// Segments ordered longest first, so that the ones still running at step t are a prefix.
+struct Schedule {
     order: Vec<Segment>,
-    /// per token, `[tokens × hidden]` each
-    r: Vec<f32>,
-    z: Vec<f32>,
-    n: Vec<f32>,
-    hn: Vec<f32>,
 }
 
-impl Gru {
+impl Schedule {
     fn new(segs: &[Segment]) -> Self {
         let mut order = segs.to_vec();
         order.sort_by_key(|s| std::cmp::Reverse(s.len));
-        Gru {
-            order,
-            r: Vec::new(),
-            z: Vec::new(),
-            n: Vec::new(),
-            hn: Vec::new(),
-        }
+        Schedule { order }
     }
 
     /// How many segments run at step `t`.
@@ -59,6 +69,36 @@ impl Gru {
 
     fn steps(&self) -> usize {
         self.order.first().map_or(0, |s| s.len)
+    }
+}
+
+impl std::ops::Deref for Schedule {
+    type Target = [Segment];
+    fn deref(&self) -> &[Segment] {
+        &self.order
+    }
+}
+
+/// The GRU's recorded state: the schedule, and per token the gates and `h W_hn` the backward
+/// pass needs.
+struct Gru {
+    order: Schedule,
+    /// per token, `[tokens × hidden]` each
+    r: Vec<f32>,
+    z: Vec<f32>,
+    n: Vec<f32>,
+    hn: Vec<f32>,
+}
+
+impl Gru {
+    fn new(segs: &[Segment]) -> Self {
+        Gru {
+            order: Schedule::new(segs),
+            r: Vec::new(),
+            z: Vec::new(),
+            n: Vec::new(),
+            hn: Vec::new(),
+        }
     }
 }
 
@@ -94,8 +134,8 @@ impl CustomOp for Gru {
         self.hn = vec![0.0; tokens * hidden];
         let mut h_prev = vec![0.0f32; self.order.len() * hidden];
         let mut gh = vec![0.0f32; self.order.len() * three];
-        for t in 0..self.steps() {
-            let b = self.running(t);
+        for t in 0..self.order.steps() {
+            let b = self.order.running(t);
             let gh = &mut gh[..b * three];
             if t == 0 {
                 gh.fill(0.0);
@@ -157,12 +197,12 @@ impl CustomOp for Gru {
         let mut carry = vec![0.0f32; segs * hidden];
         let mut dgh = vec![0.0f32; segs * three];
         let mut h_prev = vec![0.0f32; segs * hidden];
-        for t in (0..self.steps()).rev() {
-            let b = self.running(t);
+        for t in (0..self.order.steps()).rev() {
+            let b = self.order.running(t);
             let dgh = &mut dgh[..b * three];
             // segments that end at t start with no gradient from the future
-            let b_next = if t + 1 < self.steps() {
-                self.running(t + 1)
+            let b_next = if t + 1 < self.order.steps() {
+                self.order.running(t + 1)
             } else {
                 0
             };
@@ -267,6 +307,184 @@ impl CustomOp for Gru {
     }
 }
 
+/// The LSTM's recorded state: per token the gate activations `[i, f, g, o]`
+/// (`[tokens × 4·hidden]`) and the cell state (`[tokens × hidden]`).
+struct Lstm {
+    order: Schedule,
+    acts: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl CustomOp for Lstm {
+    fn name(&self) -> &'static str {
+        "lstm"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        let (gi, w_hh) = (inputs[0], inputs[1]);
+        let hidden = w_hh.rows;
+        let four = 4 * hidden;
+        assert_eq!(w_hh.cols, four, "lstm: w_hh must be [hidden × 4·hidden]");
+        assert_eq!(gi.cols, four, "lstm: gates must be [tokens × 4·hidden]");
+        let tokens = gi.rows;
+        let mut out = Tensor::zeros(tokens, hidden);
+        self.acts = vec![0.0; tokens * four];
+        self.c = vec![0.0; tokens * hidden];
+        let segs = self.order.len();
+        let (mut h_prev, mut c_prev) = (vec![0.0f32; segs * hidden], vec![0.0f32; segs * hidden]);
+        let mut gh = vec![0.0f32; segs * four];
+        for t in 0..self.order.steps() {
+            let b = self.order.running(t);
+            let gh = &mut gh[..b * four];
+            if t == 0 {
+                gh.fill(0.0);
+            } else {
+                matmul(
+                    gh,
+                    &h_prev[..b * hidden],
+                    &w_hh.data,
+                    b,
+                    four,
+                    hidden,
+                    false,
+                    false,
+                    false,
+                );
+            }
+            for (s, seg) in self.order[..b].iter().enumerate() {
+                let row = seg.start + t;
+                let a = &mut self.acts[row * four..(row + 1) * four];
+                let (pre, gh) = (
+                    &gi.data[row * four..(row + 1) * four],
+                    &gh[s * four..(s + 1) * four],
+                );
+                for j in 0..four {
+                    let v = pre[j] + gh[j];
+                    a[j] = if (2 * hidden..3 * hidden).contains(&j) {
+                        crate::transformer::tanh(v)
+                    } else {
+                        sigmoid(v)
+                    };
+                }
+                let (hp, cp) = (
+                    &mut h_prev[s * hidden..(s + 1) * hidden],
+                    &mut c_prev[s * hidden..(s + 1) * hidden],
+                );
+                let c = &mut self.c[row * hidden..(row + 1) * hidden];
+                let h = &mut out.data[row * hidden..(row + 1) * hidden];
+                for j in 0..hidden {
+                    let (i, f, g, o) = (a[j], a[hidden + j], a[2 * hidden + j], a[3 * hidden + j]);
+                    c[j] = f * cp[j] + i * g;
+                    h[j] = o * crate::transformer::tanh(c[j]);
+                    cp[j] = c[j];
+                    hp[j] = h[j];
+                }
+            }
+        }
+        out
+    }
+
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        output: &Tensor,
+        grad: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let (gi, w_hh) = (inputs[0], inputs[1]);
+        let hidden = w_hh.rows;
+        let four = 4 * hidden;
+        let tokens = gi.rows;
+        let segs = self.order.len();
+        // gradients of every token's gate pre-activations (shared by both inputs' sides)
+        let mut dgates = vec![0.0f32; tokens * four];
+        let mut dw_hh = vec![0.0f32; hidden * four];
+        // dL/dh and dL/dc of each running segment's state, carried back one step at a time
+        let mut carry_h = vec![0.0f32; segs * hidden];
+        let mut carry_c = vec![0.0f32; segs * hidden];
+        let mut h_prev = vec![0.0f32; segs * hidden];
+        let mut dg_block = vec![0.0f32; segs * four];
+        let steps = self.order.steps();
+        for t in (0..steps).rev() {
+            let b = self.order.running(t);
+            let b_next = if t + 1 < steps {
+                self.order.running(t + 1)
+            } else {
+                0
+            };
+            // segments that end at t start with no gradient from the future
+            carry_h[b_next * hidden..b * hidden].fill(0.0);
+            carry_c[b_next * hidden..b * hidden].fill(0.0);
+            for (s, seg) in self.order[..b].iter().enumerate() {
+                let row = seg.start + t;
+                let a = &self.acts[row * four..(row + 1) * four];
+                let c = &self.c[row * hidden..(row + 1) * hidden];
+                let dh_out = &grad.data[row * hidden..(row + 1) * hidden];
+                let hp = &mut h_prev[s * hidden..(s + 1) * hidden];
+                let first = t == 0;
+                if first {
+                    hp.fill(0.0);
+                } else {
+                    hp.copy_from_slice(&output.data[(row - 1) * hidden..row * hidden]);
+                }
+                let dh = &mut carry_h[s * hidden..(s + 1) * hidden];
+                let dc = &mut carry_c[s * hidden..(s + 1) * hidden];
+                let d = &mut dgates[row * four..(row + 1) * four];
+                for j in 0..hidden {
+                    let (i, f, g, o) = (a[j], a[hidden + j], a[2 * hidden + j], a[3 * hidden + j]);
+                    let c_prev = if first {
+                        0.0
+                    } else {
+                        self.c[(row - 1) * hidden + j]
+                    };
+                    let tc = crate::transformer::tanh(c[j]);
+                    let dht = dh[j] + dh_out[j];
+                    let dct = dc[j] + dht * o * (1.0 - tc * tc);
+                    d[j] = dct * g * i * (1.0 - i);
+                    d[hidden + j] = dct * c_prev * f * (1.0 - f);
+                    d[2 * hidden + j] = dct * i * (1.0 - g * g);
+                    d[3 * hidden + j] = dht * tc * o * (1.0 - o);
+                    dc[j] = dct * f;
+                    // the path through W_hh is added below
+                    dh[j] = 0.0;
+                }
+                dg_block[s * four..(s + 1) * four].copy_from_slice(d);
+            }
+            if t > 0 {
+                let dg = &dg_block[..b * four];
+                // dh_prev = dGates · W_hhᵀ, dW_hh += h_prevᵀ · dGates
+                matmul(
+                    &mut carry_h[..b * hidden],
+                    dg,
+                    &w_hh.data,
+                    b,
+                    hidden,
+                    four,
+                    false,
+                    true,
+                    false,
+                );
+                if needs[1] {
+                    matmul(
+                        &mut dw_hh,
+                        &h_prev[..b * hidden],
+                        dg,
+                        hidden,
+                        four,
+                        b,
+                        true,
+                        false,
+                        true,
+                    );
+                }
+            }
+        }
+        let dgi = needs[0].then(|| Tensor::from_vec(tokens, four, dgates));
+        let dw_hh = needs[1].then(|| Tensor::from_vec(hidden, four, dw_hh));
+        vec![dgi, dw_hh]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +557,30 @@ mod tests {
             (h[2] - h[1]).abs() > 1e-3,
             "the second token sees the state"
         );
+    }
+
+    #[test]
+    fn lstm_matches_finite_differences_over_uneven_segments() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let hidden = 2;
+        let mut store = ParamStore::new();
+        let w_hh = store.add(
+            "w_hh",
+            init::normal(&mut rng, hidden, 4 * hidden, 0.8),
+            true,
+            false,
+        );
+        let segs = segments(&[3, 1, 4]);
+        let gates = init::normal(&mut rng, 8, 4 * hidden, 1.0);
+        let weights = init::normal(&mut rng, 8, hidden, 1.0);
+        crate::testing::GradCheck::default()
+            .run(&store, &[gates], |g, ids| {
+                let w = g.param(w_hh);
+                let h = g.lstm(ids[0], w, &segs);
+                let m = g.input(weights.clone(), false);
+                let p = g.mul(h, m);
+                g.sum_all(p)
+            })
+            .unwrap();
     }
 }

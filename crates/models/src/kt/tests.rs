@@ -1,0 +1,220 @@
+use super::*;
+use rand::SeedableRng;
+use recforge_nn::testing::GradCheck;
+
+fn cfg(pairs: &[(&str, serde_json::Value)]) -> ModelConfig {
+    ModelConfig::new(
+        "t",
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+const SHAPE: KtShape = KtShape {
+    num_concepts: 6,
+    num_problems: 0,
+    max_seq_len: 8,
+};
+
+fn small_dkt(dropout: f64) -> Dkt {
+    let c = cfg(&[("emb_size", 3.into()), ("dropout", dropout.into())]);
+    Dkt::new(&c, SHAPE, 5).unwrap()
+}
+
+fn small_sakt(dropout: f64) -> Sakt {
+    let c = cfg(&[
+        ("emb_size", 4.into()),
+        ("num_attn_heads", 2.into()),
+        ("num_en", 2.into()),
+        ("dropout", dropout.into()),
+    ]);
+    Sakt::new(&c, SHAPE, 5).unwrap()
+}
+
+/// A sequence with one concept per interaction.
+fn seq(concepts: &[u32], responses: &[u8]) -> KtSequence {
+    let mut s = KtSequence::default();
+    for (&c, &r) in concepts.iter().zip(responses) {
+        s.push(0, &[c], r);
+    }
+    s
+}
+
+fn whole(s: &KtSequence) -> KtBatch {
+    KtBatch::from_parts([(s, 0, s.len(), None)])
+}
+
+#[test]
+fn batches_score_every_position_but_each_windows_first() {
+    let a = seq(&[1, 2, 3, 4], &[1, 0, 1, 1]);
+    let b = seq(&[5, 1, 2], &[0, 0, 1]);
+    let w = [
+        KtWindow {
+            student: 0,
+            start: 1,
+            len: 3,
+        },
+        KtWindow {
+            student: 1,
+            start: 0,
+            len: 3,
+        },
+    ];
+    let batch = KtBatch::new(&[a, b], &w);
+    assert_eq!(batch.concepts, [2, 3, 4, 5, 1, 2]);
+    assert_eq!(batch.positions, [0, 1, 2, 0, 1, 2]);
+    assert_eq!(batch.scored, [1, 2, 4, 5]);
+    assert_eq!(batch.labels, [1.0, 1.0, 0.0, 1.0]);
+    assert_eq!(batch.previous_of_scored(), [0, 1, 3, 4]);
+    assert_eq!(batch.next_rows(), [1, 2, 2, 4, 5, 5]);
+    assert!(batch.single_concept);
+}
+
+/// A response at step t never moves a prediction at a step ≤ t; the question at t moves the
+/// prediction at t.
+fn assert_causal(m: &dyn KtModel) {
+    let base = seq(&[1, 2, 3, 4, 5, 1], &[1, 0, 1, 1, 0, 1]);
+    let p = m.predict(&whole(&base));
+    assert_eq!(p.len(), 5);
+    for t in 1..base.len() {
+        let mut flipped = base.clone();
+        flipped.responses[t] ^= 1;
+        let q = m.predict(&whole(&flipped));
+        // prediction k is of interaction k + 1
+        for k in 0..t {
+            assert_eq!(
+                p[k],
+                q[k],
+                "{}: response {t} moved prediction {}",
+                m.name(),
+                k + 1
+            );
+        }
+        if t + 1 < base.len() {
+            assert_ne!(p[t], q[t], "{}: response {t} unused", m.name());
+        }
+        let mut other_question = base.clone();
+        other_question.concepts[t] = base.concepts[t] % 5 + 1;
+        let q = m.predict(&whole(&other_question));
+        assert_ne!(p[t - 1], q[t - 1], "{}: question {t} unused", m.name());
+        assert_eq!(p[..t - 1], q[..t - 1], "{}: question {t} leaked", m.name());
+    }
+}
+
+#[test]
+fn predictions_see_only_the_past_responses_and_the_current_question() {
+    assert_causal(&small_dkt(0.0));
+    assert_causal(&small_sakt(0.0));
+}
+
+#[test]
+fn windows_in_one_batch_do_not_see_each_other() {
+    for m in [&small_dkt(0.0) as &dyn KtModel, &small_sakt(0.0)] {
+        let a = seq(&[1, 2, 3, 4], &[1, 0, 1, 1]);
+        let b = seq(&[5, 1, 2], &[0, 0, 1]);
+        let both = KtBatch::from_parts([(&a, 0, 4, None), (&b, 0, 3, None)]);
+        let mut want = m.predict(&whole(&a));
+        want.extend(m.predict(&whole(&b)));
+        let got = m.predict(&both);
+        for (x, y) in got.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-6, "{}: {x} vs {y}", m.name());
+        }
+    }
+}
+
+#[test]
+fn a_concept_set_of_one_is_the_single_concept_model() {
+    // the same interactions with concept sets {c}, one batch forced through the set path
+    for m in [&small_dkt(0.0) as &dyn KtModel, &small_sakt(0.0)] {
+        let s = seq(&[1, 2, 3, 4, 2], &[1, 0, 1, 1, 0]);
+        let single = whole(&s);
+        let mut as_sets = single.clone();
+        as_sets.single_concept = false;
+        let (p, q) = (m.predict(&single), m.predict(&as_sets));
+        for (x, y) in p.iter().zip(&q) {
+            assert!((x - y).abs() < 1e-6, "{}: {x} vs {y}", m.name());
+        }
+    }
+}
+
+#[test]
+fn a_concept_set_averages_its_concepts_rows() {
+    // DKT's logit for an interaction with skills {2, 4} is the mean of their logits
+    let m = small_dkt(0.0);
+    let mut s = KtSequence::default();
+    s.push(1, &[1], 1);
+    s.push(2, &[2, 4], 0);
+    let logit = |s: &KtSequence| {
+        let p = m.predict(&whole(s))[0] as f64;
+        (p / (1.0 - p)).ln()
+    };
+    let (mut a, mut b) = (KtSequence::default(), KtSequence::default());
+    a.push(1, &[1], 1);
+    a.push(2, &[2], 0);
+    b.push(1, &[1], 1);
+    b.push(2, &[4], 0);
+    let want = (logit(&a) + logit(&b)) / 2.0;
+    assert!((logit(&s) - want).abs() < 1e-4, "{} vs {want}", logit(&s));
+}
+
+fn check_loss_gradients(m: &dyn KtModel) {
+    let a = seq(&[1, 2, 3, 4], &[1, 0, 1, 1]);
+    let mut b = KtSequence::default();
+    b.push(3, &[5, 2], 0);
+    b.push(4, &[1], 1);
+    b.push(5, &[3, 4], 1);
+    let batch = KtBatch::from_parts([(&a, 0, 4, None), (&b, 0, 3, None)]);
+    assert!(!batch.single_concept);
+    GradCheck {
+        step: 1e-2,
+        atol: 2e-3,
+        rtol: 3e-2,
+    }
+    .run(m.params(), &[], |g, _| {
+        m.loss(g, &batch, &mut StdRng::seed_from_u64(3))
+    })
+    .unwrap_or_else(|e| panic!("{}: {e}", m.name()));
+}
+
+#[test]
+fn dkt_and_sakt_losses_match_finite_differences() {
+    check_loss_gradients(&small_dkt(0.2));
+    check_loss_gradients(&small_sakt(0.2));
+}
+
+#[test]
+fn sakt_blocks_start_as_copies_of_one_block() {
+    let m = small_sakt(0.0);
+    let p = m.params();
+    let value = |name: &str| p.value(p.find(name).unwrap()).data.clone();
+    for part in [
+        "attn.q_proj.weight",
+        "FFN.FFN.0.bias",
+        "attn.out_proj.weight",
+    ] {
+        assert_eq!(
+            value(&format!("blocks.0.{part}")),
+            value(&format!("blocks.1.{part}"))
+        );
+    }
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    for (pairs, want) in [
+        (
+            vec![("emb_size", 5.into()), ("num_attn_heads", 2.into())],
+            "not a multiple of num_attn_heads",
+        ),
+        (vec![("dropout", 1.0.into())], "dropout must be below 1"),
+    ] {
+        let err = Sakt::new(&cfg(&pairs), SHAPE, 1).err().unwrap().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+    let mut c = cfg(&[("model", "DKVMN2".into())]);
+    c.expid = "x".into();
+    let err = build(&c, SHAPE).err().unwrap().to_string();
+    assert!(err.contains("unknown model `DKVMN2`"), "{err}");
+}
