@@ -1,4 +1,4 @@
-//! recforge's DKT and SAKT against pyKT 0.0.38's own classes on a tiny case: the same weights
+//! recforge's DKT, SAKT and AKT (with and without its Rasch term) against pyKT 0.0.38's own classes on a tiny case: the same weights
 //! (`fixtures/<model>_pykt.json`, written by `make_kt_reference.py`), a batch of sequences of
 //! different lengths, dropout off. The loss, every weight's gradient and the predictions must
 //! agree (pyKT ran in f64).
@@ -28,6 +28,16 @@ fn sakt_matches_pykt_on_its_own_weights() {
     matches_pykt("SAKT", include_str!("fixtures/sakt_pykt.json"));
 }
 
+#[test]
+fn akt_matches_pykt_on_its_own_weights() {
+    matches_pykt("AKT", include_str!("fixtures/akt_pykt.json"));
+}
+
+#[test]
+fn akt_without_problem_ids_matches_pykt_on_its_own_weights() {
+    matches_pykt("AKT", include_str!("fixtures/akt_nopid_pykt.json"));
+}
+
 fn matches_pykt(model: &str, text: &str) {
     let fx: Value = serde_json::from_str(text).unwrap();
     let mut values = fx["config"].as_object().unwrap().clone();
@@ -35,7 +45,7 @@ fn matches_pykt(model: &str, text: &str) {
     let cfg = ModelConfig::new(format!("{model}_fixture"), values);
     let shape = KtShape {
         num_concepts: fx["num_concepts"].as_u64().unwrap() as usize,
-        num_problems: 0,
+        num_problems: fx["num_problems"].as_u64().unwrap_or(0) as usize,
         max_seq_len: fx["max_seq_len"].as_u64().unwrap() as usize,
     };
     let mut m = kt::build(&cfg, shape).unwrap();
@@ -54,12 +64,19 @@ fn matches_pykt(model: &str, text: &str) {
 
     let concepts: Vec<Vec<u32>> = serde_json::from_value(fx["concepts"].clone()).unwrap();
     let responses: Vec<Vec<u8>> = serde_json::from_value(fx["responses"].clone()).unwrap();
+    let problems: Vec<Vec<u32>> = match fx.get("problems") {
+        Some(p) => serde_json::from_value(p.clone()).unwrap(),
+        None => concepts.iter().map(|c| vec![0; c.len()]).collect(),
+    };
     let seqs: Vec<KtSequence> = concepts
         .iter()
         .zip(&responses)
-        .map(|(c, r)| {
+        .zip(&problems)
+        .map(|((c, r), p)| {
             let mut s = KtSequence::default();
-            c.iter().zip(r).for_each(|(&c, &r)| s.push(0, &[c], r));
+            for ((&c, &r), &p) in c.iter().zip(r).zip(p) {
+                s.push(p, &[c], r);
+            }
             s
         })
         .collect();

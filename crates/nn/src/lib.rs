@@ -21,6 +21,7 @@ pub mod transformer;
 
 pub use embedding::{EmbeddingOptimizer, EmbeddingTable, RowGrads, UpdateMode};
 pub use graph::{Activation, Graph, NodeId, StateUpdate};
+pub use ops::decay_attention::DecayAttentionOptions;
 pub use ops::sparse::{CsrMatrix, SparseOperand};
 pub use ops::{BatchNormStats, CustomOp};
 pub use optim::{DenseOptimizer, OptimizerKind, ParamGroup};

@@ -61,6 +61,19 @@ impl GradCheck {
         inputs: &[Tensor],
         build: impl Fn(&mut Graph, &[NodeId]) -> NodeId,
     ) -> Result<(), String> {
+        self.run_params(store, inputs, |_| true, build)
+    }
+
+    /// As [`GradCheck::run`], for the trainable parameters whose names `checked` accepts
+    /// (where an op's gradient deliberately differs from the function's, as a detach makes
+    /// it, for the parameters upstream of it).
+    pub fn run_params(
+        &self,
+        store: &ParamStore,
+        inputs: &[Tensor],
+        checked: impl Fn(&str) -> bool,
+        build: impl Fn(&mut Graph, &[NodeId]) -> NodeId,
+    ) -> Result<(), String> {
         let loss_of = |store: &ParamStore, inputs: &[Tensor]| -> f32 {
             let mut g = Graph::new(store, true);
             let ids: Vec<NodeId> = inputs.iter().map(|t| g.input(t.clone(), true)).collect();
@@ -89,7 +102,7 @@ impl GradCheck {
             }
         }
         for (pid, param) in store.iter() {
-            if !param.trainable {
+            if !param.trainable || !checked(&param.name) {
                 continue;
             }
             let Some(analytic) = grads.param(pid) else {

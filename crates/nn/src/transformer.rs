@@ -28,18 +28,18 @@ pub fn segments_from_lengths(lengths: &[usize]) -> Vec<Segment> {
 
 /// A matrix inside a slice: element `(r, c)` is at `off + r·rs + c·cs`.
 #[derive(Clone, Copy)]
-struct View {
+pub(crate) struct View {
     off: usize,
     rs: usize,
     cs: usize,
 }
 
 impl View {
-    fn rows(off: usize, rs: usize) -> Self {
+    pub(crate) fn rows(off: usize, rs: usize) -> Self {
         View { off, rs, cs: 1 }
     }
     /// The transpose of a row-major view.
-    fn t(self) -> Self {
+    pub(crate) fn t(self) -> Self {
         View {
             off: self.off,
             rs: self.cs,
@@ -57,7 +57,7 @@ impl View {
 /// `dst[m×n] = (accumulate ? dst : 0) + scale · lhs[m×k] · rhs[k×n]` over strided views, on
 /// one thread (callers parallelise over sequences).
 #[allow(clippy::too_many_arguments)]
-fn gemm_view(
+pub(crate) fn gemm_view(
     dst: &mut [f32],
     d: View,
     lhs: &[f32],
@@ -101,7 +101,7 @@ fn gemm_view(
 }
 
 /// Splits `data` (rows of `width`) into the mutable row blocks of each segment.
-fn split_segments<'a>(
+pub(crate) fn split_segments<'a>(
     mut data: &'a mut [f32],
     segs: &[Segment],
     width: usize,
@@ -118,7 +118,7 @@ fn split_segments<'a>(
     out
 }
 
-fn softmax_in_place(row: &mut [f32]) {
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
     let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     row.iter_mut().for_each(|v| *v = exp(*v - m));
     let s: f32 = row.iter().sum();
@@ -128,7 +128,7 @@ fn softmax_in_place(row: &mut [f32]) {
 
 /// One head's probabilities `p` after its dropout `mask` (written into `buf`), or `p` itself
 /// without dropout.
-fn after_dropout<'a>(
+pub(crate) fn after_dropout<'a>(
     p: &'a [f32],
     mask: Option<&[f32]>,
     buf: &'a mut Option<Vec<f32>>,

@@ -9,9 +9,11 @@
 //! concepts (the "collapsed" form of multi-skill problems); models then average over the
 //! concept set where pyKT would read one concept.
 
+mod akt;
 mod dkt;
 mod sakt;
 
+pub use akt::Akt;
 pub use dkt::Dkt;
 pub use sakt::Sakt;
 
@@ -87,6 +89,11 @@ pub const REGISTRY: &[KtEntry] = &[
         name: "SAKT",
         keys: sakt::KEYS,
         build: |cfg, shape, seed| Ok(Box::new(Sakt::new(cfg, shape, seed)?)),
+    },
+    KtEntry {
+        name: "AKT",
+        keys: akt::KEYS,
+        build: |cfg, shape, seed| Ok(Box::new(Akt::new(cfg, shape, seed)?)),
     },
 ];
 

@@ -54,22 +54,8 @@ impl Graph<'_> {
             "attention: segments do not cover the rows"
         );
         let scale = opts.score_scale(width / heads.max(1));
-        let drop = (self.train && opts.dropout > 0.0).then(|| {
-            let keep = 1.0 - opts.dropout;
-            segs.iter()
-                .map(|s| {
-                    (0..heads * s.len * s.len)
-                        .map(|_| {
-                            if rng.gen::<f32>() < keep {
-                                1.0 / keep
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect::<Vec<f32>>()
-                })
-                .collect::<Vec<_>>()
-        });
+        let drop = (self.train && opts.dropout > 0.0)
+            .then(|| dropout_masks(segs, heads, opts.dropout, rng));
         let mut out = Tensor::zeros(rows, width);
         let probs = transformer::attention_forward(
             &qv.data,
@@ -124,6 +110,30 @@ impl Graph<'_> {
             }
         }
     }
+}
+
+/// Inverted-dropout masks (`0` or `1/(1−p)`) over the attention probabilities of each
+/// segment (`heads × len × len`), drawn from `rng` in order.
+pub(crate) fn dropout_masks(
+    segs: &[Segment],
+    heads: usize,
+    p: f32,
+    rng: &mut impl Rng,
+) -> Vec<Vec<f32>> {
+    let keep = 1.0 - p;
+    segs.iter()
+        .map(|s| {
+            (0..heads * s.len * s.len)
+                .map(|_| {
+                    if rng.gen::<f32>() < keep {
+                        1.0 / keep
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

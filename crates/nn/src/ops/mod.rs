@@ -9,7 +9,8 @@
 //! lookups, concatenation, slices, NCE and pair scoring), `interaction` (the FM term), [`fields`] (pairing, pooling and transposing the field
 //! blocks of a row, for the field-interaction models),
 //! [`loss`], [`sparse`] (a CSR matrix times a dense one, and LightGCN's layer mean, for
-//! graph convolution) and `recurrent` (a GRU fused over time, for GRU4Rec). Adding a built-in op takes one variant, one match arm and the family
+//! graph convolution), `recurrent` (GRU and LSTM fused over time, for GRU4Rec and DKT) and
+//! [`decay_attention`] (AKT's distance-decayed attention). Adding a built-in op takes one variant, one match arm and the family
 //! file's builder and backward method.
 //!
 //! An op can instead implement [`CustomOp`], with no change to the tape: `forward` computes
@@ -19,6 +20,7 @@
 //! ranking losses, `spmm` and the reparameterisation here.
 
 mod attention;
+pub mod decay_attention;
 pub mod elementwise;
 pub mod fields;
 mod gather;
