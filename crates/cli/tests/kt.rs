@@ -1,11 +1,12 @@
-//! Knowledge tracing through the binary: DKT and SAKT trained from pyKT-style configs on
+//! Knowledge tracing through the binary: DKT, SAKT and AKT trained from pyKT-style configs on
 //! simulated students whose answers follow from what they mastered, `--metrics-json` with the
-//! multi-step metrics, `recforge evaluate` on a file, both line formats, and bad input.
+//! multi-step metrics, `recforge evaluate` on a file, both line formats, bad input, and
+//! serving (`/v1/kt/*` and the MCP tool `diagnose_student`).
 
 mod common;
 
-use common::{recforge, train_experiment};
-use serde_json::Value;
+use common::{post_json as post, recforge, start_server, train_experiment};
+use serde_json::{json, Value};
 use std::path::Path;
 
 /// Students over 6 concepts: each masters a random subset and answers a question on a mastered
@@ -86,17 +87,26 @@ Base:
 DKT_mastery: {model: DKT, dataset_id: mastery, emb_size: 32, dropout: 0.1}
 SAKT_mastery: {model: SAKT, dataset_id: mastery, emb_size: 32, num_attn_heads: 2, num_en: 1, dropout: 0.1}
 DKT_mastery4: {model: DKT, dataset_id: mastery4, emb_size: 32, dropout: 0.1}
+AKT_mastery: {model: AKT, dataset_id: mastery, d_model: 16, d_ff: 16, num_attn_heads: 2, n_blocks: 1, final_fc_dim: 16, dropout: 0.05}
+AKT_mastery4: {model: AKT, dataset_id: mastery4, d_model: 16, d_ff: 16, num_attn_heads: 2, n_blocks: 1, final_fc_dim: 16, dropout: 0.05}
 "#,
     )
     .unwrap();
 }
 
 #[test]
-fn dkt_and_sakt_learn_mastery_and_report_next_and_multi_step_metrics() {
+fn dkt_sakt_and_akt_learn_mastery_and_report_next_and_multi_step_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_data(d);
-    for (model, suffix) in [("DKT", "mastery"), ("SAKT", "mastery"), ("DKT", "mastery4")] {
+    for (model, suffix) in [
+        ("DKT", "mastery"),
+        ("SAKT", "mastery"),
+        ("DKT", "mastery4"),
+        ("AKT", "mastery"),
+        // with problem ids: the Rasch term
+        ("AKT", "mastery4"),
+    ] {
         let (out, m) = train_experiment(d, model, suffix, &[]);
         assert!(out.contains("test  auc"), "{out}");
         let test = m["test"].as_object().unwrap();
@@ -179,4 +189,159 @@ fn evaluate_on_the_test_file_reproduces_the_test_metrics_and_names_bad_lines() {
         d,
     );
     assert!(!ok && err.contains("num_head"), "{err}");
+}
+
+/// `n` answers on concept `c`, all right or all wrong.
+fn answers(c: u32, correct: bool, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|_| json!({"concepts": [c], "correct": correct}))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_predicts_recommends_and_diagnoses_from_a_students_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_data(d);
+    train_experiment(d, "DKT", "mastery", &[]);
+    let server = start_server(d, Path::new("runs/DKT"), &[]);
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", server.base);
+
+    // concept 1 answered right five times, concept 2 wrong five times: the simulated
+    // student has mastered 1 and not 2
+    let mut history = answers(1, true, 5);
+    history.extend(answers(2, false, 5));
+    let questions = json!([{"concepts": [1]}, {"concepts": [2]}]);
+    let (s, r) = post(
+        &c,
+        url("/v1/kt/predict"),
+        json!({"history": history, "questions": questions}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let p: Vec<f64> = r["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(p[0] > 0.7 && p[1] < 0.3, "{r}");
+
+    // every concept's mastery, and the same numbers as predict
+    let (s, r) = post(&c, url("/v1/kt/diagnose"), json!({"history": history})).await;
+    assert_eq!(s, 200, "{r}");
+    let concepts = r["concepts"].as_array().unwrap();
+    assert_eq!(concepts.len(), 6, "{r}");
+    assert_eq!(concepts[0]["concept"], 1);
+    let mastery = |k: usize| concepts[k]["mastery"].as_f64().unwrap();
+    assert!((mastery(0) - p[0]).abs() < 1e-6 && (mastery(1) - p[1]).abs() < 1e-6);
+
+    // recommend: nearest the target first, over every concept by default
+    let (s, r) = post(
+        &c,
+        url("/v1/kt/recommend"),
+        json!({"history": history, "target": 0.5, "top_k": 6}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let gaps: Vec<f64> = r["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["success"].as_f64().unwrap() - 0.5).abs())
+        .collect();
+    assert_eq!(gaps.len(), 6);
+    assert!(gaps.windows(2).all(|w| w[0] <= w[1]), "{r}");
+    let (_, r) = post(
+        &c,
+        url("/v1/kt/recommend"),
+        json!({"history": history, "questions": questions, "target": 0.9, "top_k": 1}),
+    )
+    .await;
+    assert_eq!(r["questions"][0]["question"]["concepts"], json!([1]), "{r}");
+
+    // bad requests name their field
+    for (route, body, field) in [
+        (
+            "/v1/kt/predict",
+            json!({"history": [], "questions": questions}),
+            "history",
+        ),
+        (
+            "/v1/kt/predict",
+            json!({"history": history, "questions": [{"concepts": [7]}]}),
+            "questions[0].concepts[0]",
+        ),
+        (
+            "/v1/kt/predict",
+            json!({"history": [{"concepts": [1], "problem": 3, "correct": true}],
+                   "questions": questions}),
+            "history[0].problem",
+        ),
+        (
+            "/v1/kt/recommend",
+            json!({"history": history, "target": 1.5}),
+            "target",
+        ),
+        (
+            "/v1/kt/diagnose",
+            json!({"history": [{"concepts": [], "correct": true}]}),
+            "history[0].concepts",
+        ),
+    ] {
+        let (s, r) = post(&c, url(route), body.clone()).await;
+        assert_eq!(
+            (s, r["field"].as_str()),
+            (422, Some(field)),
+            "{route} {body} → {r}"
+        );
+    }
+    let (s, r) = post(&c, url("/v1/predict"), json!({"instances": [{}]})).await;
+    assert_eq!(s, 422);
+    assert!(
+        r["error"].as_str().unwrap().contains("knowledge-tracing"),
+        "{r}"
+    );
+    let get = |p: &str| {
+        let c = c.clone();
+        let u = url(p);
+        async move {
+            c.get(u)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get("/v1/models").await["models"][0]["family"], "kt");
+    let api = get("/openapi.json").await;
+    for route in ["/v1/kt/predict", "/v1/kt/recommend", "/v1/kt/diagnose"] {
+        assert!(
+            api["paths"][route]["post"].is_object(),
+            "{route} not in the OpenAPI document"
+        );
+    }
+
+    // MCP: diagnose_student appears for a KT model, and agrees with the route
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::ServiceExt;
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url("/mcp"));
+    let client = ().serve(transport).await.unwrap();
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["model_info", "diagnose_student"]);
+    let args = json!({"history": history}).as_object().unwrap().clone();
+    let r = client
+        .call_tool(CallToolRequestParams::new("diagnose_student").with_arguments(args))
+        .await
+        .unwrap();
+    let got = r.structured_content.unwrap();
+    assert!(
+        (got["concepts"][0]["mastery"].as_f64().unwrap() - p[0]).abs() < 1e-6,
+        "{got}"
+    );
+    client.cancel().await.unwrap();
 }

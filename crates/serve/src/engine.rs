@@ -7,6 +7,7 @@ use crate::error::ServeError;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use recforge_data::{FeatureMap, FieldKind};
+use recforge_train::kt::LoadedKt;
 use recforge_train::score::{load_model, LoadedModel};
 use recforge_train::seq::LoadedSeq;
 use recforge_train::topk::LoadedTopk;
@@ -24,6 +25,7 @@ pub enum Served {
     Ctr(LoadedModel),
     Topk(LoadedTopk),
     Seq(LoadedSeq),
+    Kt(LoadedKt),
 }
 
 /// A loaded checkpoint with the version number it is served under.
@@ -39,7 +41,7 @@ impl ServedModel {
     pub fn ctr(&self) -> Result<&LoadedModel, ServeError> {
         match &self.loaded {
             Served::Ctr(m) => Ok(m),
-            Served::Topk(_) | Served::Seq(_) => Err(self.wrong_family()),
+            Served::Topk(_) | Served::Seq(_) | Served::Kt(_) => Err(self.wrong_family()),
         }
     }
 
@@ -47,7 +49,7 @@ impl ServedModel {
     pub fn topk(&self) -> Result<&LoadedTopk, ServeError> {
         match &self.loaded {
             Served::Topk(t) => Ok(t),
-            Served::Ctr(_) | Served::Seq(_) => Err(self.wrong_family()),
+            Served::Ctr(_) | Served::Seq(_) | Served::Kt(_) => Err(self.wrong_family()),
         }
     }
 
@@ -56,8 +58,13 @@ impl ServedModel {
         matches!(self.loaded, Served::Topk(_) | Served::Seq(_))
     }
 
+    /// Whether the served model is a knowledge-tracing model (`/v1/kt/*`).
+    pub fn traces_knowledge(&self) -> bool {
+        matches!(self.loaded, Served::Kt(_))
+    }
+
     /// A 422 naming the served model's family and the routes that serve it.
-    fn wrong_family(&self) -> ServeError {
+    pub(crate) fn wrong_family(&self) -> ServeError {
         let msg = match &self.loaded {
             Served::Ctr(m) => format!(
                 "the served model is a CTR model ({}): use /v1/predict or /v1/rank",
@@ -70,6 +77,11 @@ impl ServedModel {
             Served::Seq(s) => format!(
                 "the served model is a sequential recommender ({}): use /v1/recommend",
                 s.meta.model
+            ),
+            Served::Kt(k) => format!(
+                "the served model is a knowledge-tracing model ({}): use /v1/kt/predict, \
+                 /v1/kt/recommend or /v1/kt/diagnose",
+                k.meta.model
             ),
         };
         ServeError::invalid("", msg)
@@ -150,6 +162,24 @@ fn load_checked(path: &Path, version: u64) -> Result<ServedModel, ServeError> {
         }
         return Ok(ServedModel {
             loaded: Served::Topk(loaded),
+            path: path.to_path_buf(),
+            version,
+            loaded_at_unix: unix_now(),
+        });
+    }
+    if format == recforge_train::kt::KT_FORMAT {
+        let loaded = recforge_train::kt::load_kt(&file).map_err(|e| load_err(e.to_string()))?;
+        // smoke: one answer, then a question of concept 1 (or 0 in a one-concept table)
+        let mut seq = recforge_data::kt::KtSequence::default();
+        let c = (loaded.meta.shape.num_concepts > 1) as u32;
+        seq.push(0, &[c], 1);
+        seq.push(0, &[c], 0);
+        let batch = recforge_models::kt::KtBatch::from_parts([(&seq, 0, 2, None)]);
+        if loaded.model.predict(&batch).iter().any(|p| !p.is_finite()) {
+            return Err(load_err("smoke scoring produced a non-finite score".into()));
+        }
+        return Ok(ServedModel {
+            loaded: Served::Kt(loaded),
             path: path.to_path_buf(),
             version,
             loaded_at_unix: unix_now(),
@@ -365,7 +395,7 @@ impl Engine {
         self.batcher.is_alive()
     }
 
-    fn check_count(&self, what: &str, n: usize) -> Result<(), ServeError> {
+    pub(crate) fn check_count(&self, what: &str, n: usize) -> Result<(), ServeError> {
         if n == 0 {
             return Err(ServeError::invalid(what, "must not be empty"));
         }
@@ -477,7 +507,7 @@ pub struct ModelInfo {
     pub name: String,
     /// Model type (`DeepFM`, `DCNv2`, `LightGCN`, …).
     pub model: String,
-    /// `ctr` (predict, rank) or `topk` (recommend, similar items).
+    /// `ctr` (predict, rank), `topk` / `seq` (recommend, similar items) or `kt` (`/v1/kt/*`).
     pub family: String,
     pub version: u64,
     pub loaded_at_unix: u64,
@@ -485,7 +515,7 @@ pub struct ModelInfo {
     pub checksum: String,
     /// Input fields of a CTR model (empty for top-K models).
     pub fields: Vec<FieldInfo>,
-    /// Users and items a top-K model knows.
+    /// Users and items a top-K model knows (a knowledge-tracing model: its concept ids).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -525,6 +555,20 @@ impl ModelInfo {
                     users: Some(s.meta.user_tokens.len()),
                     items: Some(s.meta.shape.n_items),
                     metrics: s.meta.metrics.clone(),
+                }
+            }
+            Served::Kt(k) => {
+                return ModelInfo {
+                    name: k.meta.model_config.expid.clone(),
+                    model: k.meta.model.clone(),
+                    family: "kt".into(),
+                    version: m.version,
+                    loaded_at_unix: m.loaded_at_unix,
+                    checksum: k.sha256.clone(),
+                    fields: Vec::new(),
+                    users: None,
+                    items: Some(k.meta.shape.num_concepts),
+                    metrics: k.meta.metrics.clone(),
                 }
             }
         };

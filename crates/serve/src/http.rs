@@ -4,6 +4,10 @@
 
 use crate::engine::{Engine, Instance, ModelInfo, Predictions, RankedCandidate, Ranking};
 use crate::error::ServeError;
+use crate::kt::{
+    ConceptMastery, KtAnswer, KtDiagnoseRequest, KtDiagnosis, KtPredictRequest, KtPredictions,
+    KtQuestion, KtRecommendRequest, KtRecommendation, KtScoredQuestion,
+};
 use crate::recommend::{RecommendRequest, Recommendation, ScoredItem, SimilarItemsRequest};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
@@ -269,6 +273,67 @@ async fn similar_items(
     Ok(Json(app.engine.similar_items(&body)?))
 }
 
+/// A student's probability of answering each question correctly (knowledge-tracing models).
+#[utoipa::path(post, path = "/v1/kt/predict", request_body = KtPredictRequest,
+    responses((status = 200, description = "one probability per question, in order",
+               body = KtPredictions),
+              (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 413,
+               description = "the body is larger than the server's limit",
+               body = ErrorBody),
+              (status = 422,
+               description = "an id beyond the model's, an empty history, or another family \
+                   served; `field` names it",
+               body = ErrorBody)))]
+async fn kt_predict(
+    State(app): State<AppState>,
+    req: Request,
+) -> Result<Json<KtPredictions>, ServeError> {
+    let JsonBody(body) = JsonBody::<KtPredictRequest>::from_request(req, &()).await?;
+    Ok(Json(app.engine.kt_predict(&body)?))
+}
+
+/// The questions whose predicted success is nearest a target (default 0.7): practice at a
+/// set difficulty (knowledge-tracing models).
+#[utoipa::path(post, path = "/v1/kt/recommend", request_body = KtRecommendRequest,
+    responses((status = 200, description = "questions, nearest the target first",
+               body = KtRecommendation),
+              (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 413,
+               description = "the body is larger than the server's limit",
+               body = ErrorBody),
+              (status = 422,
+               description = "an id beyond the model's, a target outside [0, 1], or another \
+                   family served; `field` names it",
+               body = ErrorBody)))]
+async fn kt_recommend(
+    State(app): State<AppState>,
+    req: Request,
+) -> Result<Json<KtRecommendation>, ServeError> {
+    let JsonBody(body) = JsonBody::<KtRecommendRequest>::from_request(req, &()).await?;
+    Ok(Json(app.engine.kt_recommend(&body)?))
+}
+
+/// Per-concept mastery: the predicted success on a question of each concept (the MCP tool
+/// `diagnose_student`).
+#[utoipa::path(post, path = "/v1/kt/diagnose", request_body = KtDiagnoseRequest,
+    responses((status = 200, description = "every concept's mastery", body = KtDiagnosis),
+              (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 413,
+               description = "the body is larger than the server's limit",
+               body = ErrorBody),
+              (status = 422,
+               description = "an id beyond the model's, an empty history, or another family \
+                   served; `field` names it",
+               body = ErrorBody)))]
+async fn kt_diagnose(
+    State(app): State<AppState>,
+    req: Request,
+) -> Result<Json<KtDiagnosis>, ServeError> {
+    let JsonBody(body) = JsonBody::<KtDiagnoseRequest>::from_request(req, &()).await?;
+    Ok(Json(app.engine.kt_diagnose(&body)?))
+}
+
 /// The model being served.
 #[utoipa::path(get, path = "/v1/models", responses((status = 200, description = "the model being \
     served", body = ModelsResponse)))]
@@ -428,9 +493,12 @@ impl utoipa::Modify for ReloadBodyOptional {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "recforge serving API", description = "Click-through-rate scoring and ranking \
-        (CTR models), and top-K recommendation (top-K models) with a trained recforge model. MCP tools are served at /mcp (streamable HTTP)."),
-    paths(predict, rank, recommend, similar_items, models, healthz, readyz, metrics, reload),
-    components(schemas(RankedCandidate, ScoredItem)),
+        (CTR models), top-K recommendation (top-K and sequential models) and knowledge tracing \
+        (`/v1/kt/*`) with a trained recforge model. MCP tools are served at /mcp (streamable HTTP)."),
+    paths(predict, rank, recommend, similar_items, kt_predict, kt_recommend, kt_diagnose, models,
+        healthz, readyz, metrics, reload),
+    components(schemas(RankedCandidate, ScoredItem, KtAnswer, KtQuestion, KtScoredQuestion,
+        ConceptMastery)),
     modifiers(&BearerScheme, &ReloadBodyOptional)
 )]
 pub struct ApiDoc;
@@ -442,6 +510,9 @@ pub fn router(app: AppState, mcp: Option<Router>) -> Router {
         .route("/v1/rank", post(rank))
         .route("/v1/recommend", post(recommend))
         .route("/v1/similar_items", post(similar_items))
+        .route("/v1/kt/predict", post(kt_predict))
+        .route("/v1/kt/recommend", post(kt_recommend))
+        .route("/v1/kt/diagnose", post(kt_diagnose))
         .route("/v1/models", get(models))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

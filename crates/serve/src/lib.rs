@@ -5,6 +5,7 @@ pub mod batcher;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod kt;
 pub mod mcp;
 pub mod metrics;
 pub mod recommend;

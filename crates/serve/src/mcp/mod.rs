@@ -106,6 +106,7 @@ pub fn registry() -> Registry {
         .with::<tools::model_info::ModelInfoTool>()
         .with::<tools::recommend_items::RecommendItems>()
         .with::<tools::similar_items::SimilarItems>()
+        .with::<tools::diagnose_student::DiagnoseStudent>()
 }
 
 #[derive(Clone)]
