@@ -8,6 +8,7 @@
 #   bench/pykt.sh parity MODEL DATASET  both to convergence (pyKT's stopping rule), test AUC
 #
 # env: THREADS (default 2: torch threads = recforge's rayon threads), SEEDS (parity, "42"),
+#      MODELS (speed, default "DKT SAKT AKT"),
 #      VENV (default .venv-pykt, made by bench/pykt_venv.sh), AKT_BATCHES (default 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +67,7 @@ import json, sys; r = json.loads(sys.stdin.read()); r['cpu'] = '$CPU'; print(jso
 case $MODE in
   speed)
     for data in statics assist2009; do
-      for model in DKT SAKT AKT; do
+      for model in ${MODELS:-DKT SAKT AKT}; do
         recforge_run "$model" "$data" 1 42
         if [ "$model" = AKT ] && [ "$data" = assist2009 ]; then
           pykt_run "$model" "$data" 42 --epochs 1 --max-batches "${AKT_BATCHES:-8}"

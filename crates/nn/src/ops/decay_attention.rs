@@ -21,7 +21,7 @@ use crate::graph::{Graph, NodeId};
 use crate::ops::CustomOp;
 use crate::tensor::Tensor;
 use crate::transformer::{
-    after_dropout, gemm_view, softmax_in_place, split_segments, Segment, View,
+    after_dropout, exp, gemm_view, softmax_in_place, split_segments, Segment, View,
 };
 use rand::Rng;
 use rayon::prelude::*;
@@ -128,27 +128,24 @@ fn allowed(i: usize, strict: bool) -> usize {
     }
 }
 
-/// For query `i`, whose first `scores.len()` keys are allowed: each key's decay factor, its
-/// distance and whether the factor lies inside the clamp (where it has a gradient), from the
-/// softmax of `scores` (the detached raw scores). `tmp` is scratch at least as long.
-fn decay_row(
-    scores: &[f32],
-    i: usize,
-    theta: f32,
-    tmp: &mut [f32],
-    mut each: impl FnMut(usize, f32, f32, bool),
-) {
+/// For query `i`, whose first `scores.len()` keys are allowed: each key's distance (into
+/// `dist`) and decay factor (into `decay`), from the softmax of `scores` (the detached raw
+/// scores). A factor above the clamp's floor has a gradient; at the floor it has none.
+fn decay_row(scores: &[f32], i: usize, theta: f32, dist: &mut [f32], decay: &mut [f32]) {
     let m = scores.len();
-    tmp[..m].copy_from_slice(scores);
-    softmax_in_place(&mut tmp[..m]);
-    let total: f32 = tmp[..m].iter().sum();
+    let (dist, decay) = (&mut dist[..m], &mut decay[..m]);
+    dist.copy_from_slice(scores);
+    softmax_in_place(dist);
+    let total: f32 = dist.iter().sum();
+    // the running sum first (serial), then straight loops that vectorise
     let mut cum = 0.0f32;
-    for j in 0..m {
-        cum += tmp[j];
-        let dist = ((total - cum) * (i - j) as f32).max(0.0).sqrt();
-        let raw = (theta * dist).exp();
-        let inside = (DECAY_MIN..=DECAY_MAX).contains(&raw);
-        each(j, raw.clamp(DECAY_MIN, DECAY_MAX), dist, inside);
+    for v in dist.iter_mut() {
+        cum += *v;
+        *v = total - cum;
+    }
+    for (j, (d, e)) in dist.iter_mut().zip(decay.iter_mut()).enumerate() {
+        *d = (*d * (i - j) as f32).max(0.0).sqrt();
+        *e = exp(theta * *d).clamp(DECAY_MIN, DECAY_MAX);
     }
 }
 
@@ -190,7 +187,7 @@ impl CustomOp for DecayAttention {
                 let n = s.len;
                 let mut probs = vec![0.0f32; heads * n * n];
                 let mut dropped = drop.map(|_| vec![0.0f32; n * n]);
-                let mut tmp = vec![0.0f32; n];
+                let (mut dist, mut decay) = (vec![0.0f32; n], vec![0.0f32; n]);
                 let mut raw = vec![0.0f32; n * n];
                 for (h, &theta) in thetas.iter().enumerate() {
                     let qkv = View::rows(s.start * width + h * d, width);
@@ -209,9 +206,8 @@ impl CustomOp for DecayAttention {
                         if m == 0 {
                             continue;
                         }
-                        decay_row(&raw[i * n..i * n + m], i, theta, &mut tmp, |j, e, _, _| {
-                            seen[j] *= e
-                        });
+                        decay_row(&raw[i * n..i * n + m], i, theta, &mut dist, &mut decay);
+                        seen.iter_mut().zip(&decay).for_each(|(v, e)| *v *= e);
                         softmax_in_place(seen);
                     }
                     let mask = drop.map(|m| &m[si][h * n * n..(h + 1) * n * n]);
@@ -269,7 +265,7 @@ impl CustomOp for DecayAttention {
                 let mut ds = vec![0.0f32; n * n];
                 let mut scores = vec![0.0f32; n * n];
                 let mut raw = detached.map(|_| vec![0.0f32; n * n]);
-                let mut tmp = vec![0.0f32; n];
+                let (mut dist, mut decay) = (vec![0.0f32; n], vec![0.0f32; n]);
                 let mut dropped = drop.map(|_| vec![0.0f32; n * n]);
                 for (h, &theta) in thetas.iter().enumerate() {
                     let global = View::rows(s.start * width + h * d, width);
@@ -325,12 +321,15 @@ impl CustomOp for DecayAttention {
                         let row = i * n..i * n + m;
                         let (srow, drow) = (&scores[row.clone()], &mut ds[row.clone()]);
                         let dist_src = raw.as_ref().map_or(srow, |r| &r[row]);
-                        decay_row(dist_src, i, theta, &mut tmp, |j, e, dist, inside| {
-                            if inside {
-                                gt += (drow[j] * srow[j] * e * dist) as f64;
+                        decay_row(dist_src, i, theta, &mut dist, &mut decay);
+                        let mut row_gt = 0.0f32;
+                        for (j, (g, &e)) in drow.iter_mut().zip(&decay).enumerate() {
+                            if e > DECAY_MIN {
+                                row_gt += *g * srow[j] * e * dist[j];
                             }
-                            drow[j] *= e;
-                        });
+                            *g *= e;
+                        }
+                        gt += row_gt as f64;
                     }
                     gtheta[h] = gt;
                     // dQ = scale · dS K, dK = scale · dSᵀ Q

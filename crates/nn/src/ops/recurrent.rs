@@ -358,14 +358,17 @@ impl CustomOp for Lstm {
                     &gi.data[row * four..(row + 1) * four],
                     &gh[s * four..(s + 1) * four],
                 );
-                for j in 0..four {
-                    let v = pre[j] + gh[j];
-                    a[j] = if (2 * hidden..3 * hidden).contains(&j) {
-                        crate::transformer::tanh(v)
-                    } else {
-                        sigmoid(v)
-                    };
+                // gates i, f, o through the sigmoid and g through tanh, in three straight
+                // loops the compiler vectorises
+                for (a, (p, q)) in a.iter_mut().zip(pre.iter().zip(gh)) {
+                    *a = p + q;
                 }
+                let (ifg, o) = a.split_at_mut(3 * hidden);
+                let (i_f, g) = ifg.split_at_mut(2 * hidden);
+                i_f.iter_mut()
+                    .chain(o.iter_mut())
+                    .for_each(|v| *v = sigmoid(*v));
+                g.iter_mut().for_each(|v| *v = crate::transformer::tanh(*v));
                 let (hp, cp) = (
                     &mut h_prev[s * hidden..(s + 1) * hidden],
                     &mut c_prev[s * hidden..(s + 1) * hidden],
