@@ -254,6 +254,45 @@ pub fn attention_forward(
         .collect()
 }
 
+/// One head's backward pass through `softmax → dropout → · V` of one segment: `dV = P̃ᵀ dO`
+/// into `gv_s` (P̃ the probabilities `p` after the dropout `mask`, built in `dropped`), and the
+/// scores' gradient into `ds`: `P ⊙ (dP − rowsum(dP ⊙ P))` with `dP = (dO Vᵀ) ⊙ mask`.
+/// `global` views this head's columns of the packed `dout`/`v`, `local` the segment's own
+/// rows of `gv_s`; `(n, d)` are the segment's length and the head width.
+pub(crate) fn probs_backward(
+    ds: &mut [f32],
+    gv_s: &mut [f32],
+    (p, mask, dropped): (&[f32], Option<&[f32]>, &mut Option<Vec<f32>>),
+    dout: &[f32],
+    v: &[f32],
+    (global, local): (View, View),
+    (n, d): (usize, usize),
+) {
+    let sq = View::rows(0, n);
+    let weights = after_dropout(p, mask, dropped);
+    gemm_view(
+        gv_s,
+        local,
+        weights,
+        sq.t(),
+        dout,
+        global,
+        (n, d, n),
+        1.0,
+        false,
+    );
+    gemm_view(ds, sq, dout, global, v, global.t(), (n, n, d), 1.0, false);
+    if let Some(m) = mask {
+        ds.iter_mut().zip(m).for_each(|(g, k)| *g *= k);
+    }
+    for (dr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+        let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+        dr.iter_mut()
+            .zip(pr)
+            .for_each(|(g, &pv)| *g = pv * (*g - dot));
+    }
+}
+
 /// Gradients of [`attention_forward`] with respect to `q`, `k` and `v` given `dout`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
@@ -290,40 +329,15 @@ pub fn attention_backward(
                 let p = &probs[h * n * n..(h + 1) * n * n];
                 let mask = drop.map(|m| &m[i][h * n * n..(h + 1) * n * n]);
                 let sq = View::rows(0, n);
-                // dV = P̃ᵀ dO with P̃ the probabilities after dropout
-                let weights = after_dropout(p, mask, &mut dropped);
-                gemm_view(
-                    gv_s,
-                    local,
-                    weights,
-                    sq.t(),
-                    dout,
-                    global,
-                    (n, d, n),
-                    1.0,
-                    false,
-                );
-                // dP̃ = dO Vᵀ, dP = dP̃ ⊙ mask, then dS = P ⊙ (dP − rowsum(dP ⊙ P))
-                gemm_view(
+                probs_backward(
                     &mut ds,
-                    sq,
+                    gv_s,
+                    (p, mask, &mut dropped),
                     dout,
-                    global,
                     v,
-                    global.t(),
-                    (n, n, d),
-                    1.0,
-                    false,
+                    (global, local),
+                    (n, d),
                 );
-                if let Some(m) = mask {
-                    ds.iter_mut().zip(m).for_each(|(g, k)| *g *= k);
-                }
-                for (dr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                    let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                    dr.iter_mut()
-                        .zip(pr)
-                        .for_each(|(g, &pv)| *g = pv * (*g - dot));
-                }
                 // dQ = scale · dS K, dK = scale · dSᵀ Q
                 gemm_view(gq_s, local, &ds, sq, k, global, (n, d, n), scale, false);
                 gemm_view(gk_s, local, &ds, sq.t(), q, global, (n, d, n), scale, false);

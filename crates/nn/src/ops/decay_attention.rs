@@ -21,7 +21,7 @@ use crate::graph::{Graph, NodeId};
 use crate::ops::CustomOp;
 use crate::tensor::Tensor;
 use crate::transformer::{
-    after_dropout, exp, gemm_view, softmax_in_place, split_segments, Segment, View,
+    after_dropout, exp, gemm_view, probs_backward, softmax_in_place, split_segments, Segment, View,
 };
 use rand::Rng;
 use rayon::prelude::*;
@@ -273,40 +273,16 @@ impl CustomOp for DecayAttention {
                     let sq = View::rows(0, n);
                     let p = &probs[h * n * n..(h + 1) * n * n];
                     let mask = drop.map(|m| &m[si][h * n * n..(h + 1) * n * n]);
-                    // dV = Ãᵀ dO with Ã the probabilities after dropout
-                    let weights = after_dropout(p, mask, &mut dropped);
-                    gemm_view(
-                        gv_s,
-                        local,
-                        weights,
-                        sq.t(),
-                        &grad.data,
-                        global,
-                        (n, d, n),
-                        1.0,
-                        false,
-                    );
-                    // dA = (dO Vᵀ) ⊙ mask; through the softmax: dS' = A ⊙ (dA − rowsum(dA ⊙ A))
-                    gemm_view(
+                    // dV, and the gradient of the decayed scores S' through the softmax
+                    probs_backward(
                         &mut ds,
-                        sq,
+                        gv_s,
+                        (p, mask, &mut dropped),
                         &grad.data,
-                        global,
                         &v.data,
-                        global.t(),
-                        (n, n, d),
-                        1.0,
-                        false,
+                        (global, local),
+                        (n, d),
                     );
-                    if let Some(m) = mask {
-                        ds.iter_mut().zip(m).for_each(|(g, k)| *g *= k);
-                    }
-                    for (dr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                        let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                        dr.iter_mut()
-                            .zip(pr)
-                            .for_each(|(g, &pv)| *g = pv * (*g - dot));
-                    }
                     // S' = S ⊙ e: dS = dS' ⊙ e, dθ = Σ dS' ⊙ S ⊙ e ⊙ dist (inside the clamp)
                     head_scores(&mut scores, &q.data, &k.data, *s, h, d, width, scale);
                     if let (Some(raw), Some((rq, rk))) = (raw.as_mut(), detached) {
