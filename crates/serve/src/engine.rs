@@ -53,6 +53,14 @@ impl ServedModel {
         }
     }
 
+    /// The knowledge-tracing model, or a 422 saying what is served instead.
+    pub fn kt(&self) -> Result<&LoadedKt, ServeError> {
+        match &self.loaded {
+            Served::Kt(k) => Ok(k),
+            Served::Ctr(_) | Served::Topk(_) | Served::Seq(_) => Err(self.wrong_family()),
+        }
+    }
+
     /// Whether the served model answers `/v1/recommend` (top-K and sequential models).
     pub fn recommends(&self) -> bool {
         matches!(self.loaded, Served::Topk(_) | Served::Seq(_))
@@ -64,7 +72,7 @@ impl ServedModel {
     }
 
     /// A 422 naming the served model's family and the routes that serve it.
-    pub(crate) fn wrong_family(&self) -> ServeError {
+    fn wrong_family(&self) -> ServeError {
         let msg = match &self.loaded {
             Served::Ctr(m) => format!(
                 "the served model is a CTR model ({}): use /v1/predict or /v1/rank",

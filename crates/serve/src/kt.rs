@@ -9,7 +9,7 @@
 //! uses, reads as a problem of average difficulty). The history is oldest first; only its
 //! last `max_seq_len − 1` answers fit the model's window beside the question asked.
 
-use crate::engine::{Engine, Served};
+use crate::engine::Engine;
 use crate::error::ServeError;
 use recforge_data::kt::KtSequence;
 use recforge_models::kt::KtBatch;
@@ -181,25 +181,17 @@ fn predict_after(m: &LoadedKt, history: &KtSequence, questions: &[KtQuestion]) -
         })
         .collect();
     // each window's last scored row is its question
+    let per = history.len();
     let mut out = Vec::with_capacity(questions.len());
     for chunk in seqs.chunks(256) {
         let batch = KtBatch::from_parts(chunk.iter().map(|s| (s, 0, s.len(), None)));
         let probs = m.model.predict(&batch);
-        let per = history.len();
         out.extend(probs.chunks(per).map(|c| c[per - 1]));
     }
     out
 }
 
 impl Engine {
-    fn kt_model(&self) -> Result<std::sync::Arc<crate::engine::ServedModel>, ServeError> {
-        let served = self.model();
-        match &served.loaded {
-            Served::Kt(_) => Ok(served),
-            _ => Err(served.wrong_family()),
-        }
-    }
-
     fn questions_checked(&self, m: &LoadedKt, questions: &[KtQuestion]) -> Result<(), ServeError> {
         self.check_count("questions", questions.len())?;
         for (i, q) in questions.iter().enumerate() {
@@ -210,10 +202,8 @@ impl Engine {
 
     /// The probability of a correct answer to each question after the history.
     pub fn kt_predict(&self, req: &KtPredictRequest) -> Result<KtPredictions, ServeError> {
-        let served = self.kt_model()?;
-        let Served::Kt(m) = &served.loaded else {
-            unreachable!("kt_model checked the family")
-        };
+        let served = self.model();
+        let m = served.kt()?;
         let history = history_sequence(m, &req.history)?;
         self.questions_checked(m, &req.questions)?;
         let predictions = predict_after(m, &history, &req.questions);
@@ -226,10 +216,8 @@ impl Engine {
 
     /// The `top_k` questions whose predicted success is nearest `target`.
     pub fn kt_recommend(&self, req: &KtRecommendRequest) -> Result<KtRecommendation, ServeError> {
-        let served = self.kt_model()?;
-        let Served::Kt(m) = &served.loaded else {
-            unreachable!("kt_model checked the family")
-        };
+        let served = self.model();
+        let m = served.kt()?;
         let target = req.target.unwrap_or(0.7);
         if !(0.0..=1.0).contains(&target) {
             return Err(ServeError::invalid("target", "must lie in [0, 1]"));
@@ -267,10 +255,8 @@ impl Engine {
 
     /// The predicted success on a question of every concept after the history.
     pub fn kt_diagnose(&self, req: &KtDiagnoseRequest) -> Result<KtDiagnosis, ServeError> {
-        let served = self.kt_model()?;
-        let Served::Kt(m) = &served.loaded else {
-            unreachable!("kt_model checked the family")
-        };
+        let served = self.model();
+        let m = served.kt()?;
         let history = history_sequence(m, &req.history)?;
         let questions = every_concept(m);
         let mastery = predict_after(m, &history, &questions);

@@ -188,16 +188,13 @@ impl CustomOp for DecayAttention {
                 let mut probs = vec![0.0f32; heads * n * n];
                 let mut dropped = drop.map(|_| vec![0.0f32; n * n]);
                 let (mut dist, mut decay) = (vec![0.0f32; n], vec![0.0f32; n]);
-                let mut raw = vec![0.0f32; n * n];
+                let mut raw = detached.map(|_| vec![0.0f32; n * n]);
                 for (h, &theta) in thetas.iter().enumerate() {
                     let qkv = View::rows(s.start * width + h * d, width);
                     let p = &mut probs[h * n * n..(h + 1) * n * n];
                     head_scores(p, &q.data, &k.data, *s, h, d, width, scale);
-                    match detached {
-                        Some((rq, rk)) => {
-                            head_scores(&mut raw, &rq.data, &rk.data, *s, h, d, width, scale)
-                        }
-                        None => raw.copy_from_slice(p),
+                    if let (Some(raw), Some((rq, rk))) = (raw.as_mut(), detached) {
+                        head_scores(raw, &rq.data, &rk.data, *s, h, d, width, scale);
                     }
                     for (i, row) in p.chunks_exact_mut(n).enumerate() {
                         let m = allowed(i, strict);
@@ -206,7 +203,9 @@ impl CustomOp for DecayAttention {
                         if m == 0 {
                             continue;
                         }
-                        decay_row(&raw[i * n..i * n + m], i, theta, &mut dist, &mut decay);
+                        // the distances read the raw scores: this row before it is decayed
+                        let dist_src = raw.as_ref().map_or(&*seen, |r| &r[i * n..i * n + m]);
+                        decay_row(dist_src, i, theta, &mut dist, &mut decay);
                         seen.iter_mut().zip(&decay).for_each(|(v, e)| *v *= e);
                         softmax_in_place(seen);
                     }

@@ -70,12 +70,82 @@ impl Schedule {
     fn steps(&self) -> usize {
         self.order.first().map_or(0, |s| s.len)
     }
+
+    /// How many segments run at step `t + 1` (the ones that end at `t` follow them).
+    fn running_after(&self, t: usize) -> usize {
+        if t + 1 < self.steps() {
+            self.running(t + 1)
+        } else {
+            0
+        }
+    }
 }
 
 impl std::ops::Deref for Schedule {
     type Target = [Segment];
     fn deref(&self) -> &[Segment] {
         &self.order
+    }
+}
+
+/// The recurrent side of the gates at step `t` for the `b` segments running then:
+/// `h_prev · W_hh` (`[b × gates]`), zero at step 0 (the states start at zero).
+fn recurrent_product(gh: &mut [f32], h_prev: &[f32], w_hh: &Tensor, b: usize, t: usize) {
+    let (hidden, gates) = (w_hh.rows, w_hh.cols);
+    let gh = &mut gh[..b * gates];
+    if t == 0 {
+        gh.fill(0.0);
+    } else {
+        matmul(
+            gh,
+            &h_prev[..b * hidden],
+            &w_hh.data,
+            b,
+            gates,
+            hidden,
+            false,
+            false,
+            false,
+        );
+    }
+}
+
+/// The backward pass through `h_prev · W_hh` at one step for the `b` running segments:
+/// `carry += dG · W_hhᵀ` (the gradient reaching each state from the step after it) and, when
+/// wanted, `dW_hh += h_prevᵀ · dG`.
+fn recurrent_product_backward(
+    carry: &mut [f32],
+    dg: &[f32],
+    h_prev: &[f32],
+    w_hh: &Tensor,
+    dw_hh: Option<&mut [f32]>,
+    b: usize,
+) {
+    let (hidden, gates) = (w_hh.rows, w_hh.cols);
+    let dg = &dg[..b * gates];
+    matmul(
+        &mut carry[..b * hidden],
+        dg,
+        &w_hh.data,
+        b,
+        hidden,
+        gates,
+        false,
+        true,
+        true,
+    );
+    if let Some(dw) = dw_hh {
+        matmul(
+            dw,
+            &h_prev[..b * hidden],
+            dg,
+            hidden,
+            gates,
+            b,
+            true,
+            false,
+            true,
+        );
     }
 }
 
@@ -136,22 +206,7 @@ impl CustomOp for Gru {
         let mut gh = vec![0.0f32; self.order.len() * three];
         for t in 0..self.order.steps() {
             let b = self.order.running(t);
-            let gh = &mut gh[..b * three];
-            if t == 0 {
-                gh.fill(0.0);
-            } else {
-                matmul(
-                    gh,
-                    &h_prev[..b * hidden],
-                    &w_hh.data,
-                    b,
-                    three,
-                    hidden,
-                    false,
-                    false,
-                    false,
-                );
-            }
+            recurrent_product(&mut gh, &h_prev, w_hh, b, t);
             for (s, seg) in self.order[..b].iter().enumerate() {
                 let row = seg.start + t;
                 let gi = &gi[row * three..(row + 1) * three];
@@ -199,14 +254,8 @@ impl CustomOp for Gru {
         let mut h_prev = vec![0.0f32; segs * hidden];
         for t in (0..self.order.steps()).rev() {
             let b = self.order.running(t);
-            let dgh = &mut dgh[..b * three];
             // segments that end at t start with no gradient from the future
-            let b_next = if t + 1 < self.order.steps() {
-                self.order.running(t + 1)
-            } else {
-                0
-            };
-            carry[b_next * hidden..b * hidden].fill(0.0);
+            carry[self.order.running_after(t) * hidden..b * hidden].fill(0.0);
             for (s, seg) in self.order[..b].iter().enumerate() {
                 let row = seg.start + t;
                 let at = row * hidden..(row + 1) * hidden;
@@ -245,31 +294,8 @@ impl CustomOp for Gru {
                 }
             }
             if t > 0 {
-                // dh_prev += dGh · W_hhᵀ, dW_hh += h_prevᵀ · dGh
-                matmul(
-                    &mut carry[..b * hidden],
-                    dgh,
-                    &w_hh.data,
-                    b,
-                    hidden,
-                    three,
-                    false,
-                    true,
-                    true,
-                );
-                if needs[2] {
-                    matmul(
-                        &mut dw_hh,
-                        &h_prev[..b * hidden],
-                        dgh,
-                        hidden,
-                        three,
-                        b,
-                        true,
-                        false,
-                        true,
-                    );
-                }
+                let dw = needs[2].then_some(dw_hh.as_mut_slice());
+                recurrent_product_backward(&mut carry, &dgh, &h_prev, w_hh, dw, b);
             }
         }
         let dx = needs[0].then(|| {
@@ -335,22 +361,7 @@ impl CustomOp for Lstm {
         let mut gh = vec![0.0f32; segs * four];
         for t in 0..self.order.steps() {
             let b = self.order.running(t);
-            let gh = &mut gh[..b * four];
-            if t == 0 {
-                gh.fill(0.0);
-            } else {
-                matmul(
-                    gh,
-                    &h_prev[..b * hidden],
-                    &w_hh.data,
-                    b,
-                    four,
-                    hidden,
-                    false,
-                    false,
-                    false,
-                );
-            }
+            recurrent_product(&mut gh, &h_prev, w_hh, b, t);
             for (s, seg) in self.order[..b].iter().enumerate() {
                 let row = seg.start + t;
                 let a = &mut self.acts[row * four..(row + 1) * four];
@@ -410,14 +421,10 @@ impl CustomOp for Lstm {
         let steps = self.order.steps();
         for t in (0..steps).rev() {
             let b = self.order.running(t);
-            let b_next = if t + 1 < steps {
-                self.order.running(t + 1)
-            } else {
-                0
-            };
             // segments that end at t start with no gradient from the future
-            carry_h[b_next * hidden..b * hidden].fill(0.0);
-            carry_c[b_next * hidden..b * hidden].fill(0.0);
+            let ended = self.order.running_after(t) * hidden..b * hidden;
+            carry_h[ended.clone()].fill(0.0);
+            carry_c[ended].fill(0.0);
             for (s, seg) in self.order[..b].iter().enumerate() {
                 let row = seg.start + t;
                 let a = &self.acts[row * four..(row + 1) * four];
@@ -454,32 +461,9 @@ impl CustomOp for Lstm {
                 dg_block[s * four..(s + 1) * four].copy_from_slice(d);
             }
             if t > 0 {
-                let dg = &dg_block[..b * four];
-                // dh_prev = dGates · W_hhᵀ, dW_hh += h_prevᵀ · dGates
-                matmul(
-                    &mut carry_h[..b * hidden],
-                    dg,
-                    &w_hh.data,
-                    b,
-                    hidden,
-                    four,
-                    false,
-                    true,
-                    false,
-                );
-                if needs[1] {
-                    matmul(
-                        &mut dw_hh,
-                        &h_prev[..b * hidden],
-                        dg,
-                        hidden,
-                        four,
-                        b,
-                        true,
-                        false,
-                        true,
-                    );
-                }
+                // the states' own gradients were moved into the gates above (dh = 0)
+                let dw = needs[1].then_some(dw_hh.as_mut_slice());
+                recurrent_product_backward(&mut carry_h, &dg_block, &h_prev, w_hh, dw, b);
             }
         }
         let dgi = needs[0].then(|| Tensor::from_vec(tokens, four, dgates));
