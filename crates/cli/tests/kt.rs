@@ -1,4 +1,4 @@
-//! Knowledge tracing through the binary: DKT, SAKT and AKT trained from pyKT-style configs on
+//! Knowledge tracing through the binary: DKT, SAKT, DKVMN and AKT trained from pyKT-style configs on
 //! simulated students whose answers follow from what they mastered, `--metrics-json` with the
 //! multi-step metrics, `recforge evaluate` on a file, both line formats, bad input, and
 //! serving (`/v1/kt/*` and the MCP tool `diagnose_student`).
@@ -87,6 +87,7 @@ Base:
 DKT_mastery: {model: DKT, dataset_id: mastery, emb_size: 32, dropout: 0.1}
 SAKT_mastery: {model: SAKT, dataset_id: mastery, emb_size: 32, num_attn_heads: 2, num_en: 1, dropout: 0.1}
 DKT_mastery4: {model: DKT, dataset_id: mastery4, emb_size: 32, dropout: 0.1}
+DKVMN_mastery: {model: DKVMN, dataset_id: mastery, dim_s: 32, size_m: 8, dropout: 0.1}
 AKT_mastery: {model: AKT, dataset_id: mastery, d_model: 16, d_ff: 16, num_attn_heads: 2, n_blocks: 1, final_fc_dim: 16, dropout: 0.05}
 AKT_mastery4: {model: AKT, dataset_id: mastery4, d_model: 16, d_ff: 16, num_attn_heads: 2, n_blocks: 1, final_fc_dim: 16, dropout: 0.05}
 "#,
@@ -95,7 +96,7 @@ AKT_mastery4: {model: AKT, dataset_id: mastery4, d_model: 16, d_ff: 16, num_attn
 }
 
 #[test]
-fn dkt_sakt_and_akt_learn_mastery_and_report_next_and_multi_step_metrics() {
+fn dkt_sakt_dkvmn_and_akt_learn_mastery_and_report_next_and_multi_step_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_data(d);
@@ -103,6 +104,7 @@ fn dkt_sakt_and_akt_learn_mastery_and_report_next_and_multi_step_metrics() {
         ("DKT", "mastery"),
         ("SAKT", "mastery"),
         ("DKT", "mastery4"),
+        ("DKVMN", "mastery"),
         ("AKT", "mastery"),
         // with problem ids: the Rasch term
         ("AKT", "mastery4"),

@@ -1,4 +1,4 @@
-//! recforge's DKT, SAKT and AKT (with and without its Rasch term) against pyKT 0.0.38's own classes on a tiny case: the same weights
+//! recforge's DKT, SAKT, DKVMN and AKT (with and without its Rasch term) against pyKT 0.0.38's own classes on a tiny case: the same weights
 //! (`fixtures/<model>_pykt.json`, written by `make_kt_reference.py`), a batch of sequences of
 //! different lengths, dropout off. The loss, every weight's gradient and the predictions must
 //! agree (pyKT ran in f64).
@@ -36,6 +36,11 @@ fn akt_matches_pykt_on_its_own_weights() {
 #[test]
 fn akt_without_problem_ids_matches_pykt_on_its_own_weights() {
     matches_pykt("AKT", include_str!("fixtures/akt_nopid_pykt.json"));
+}
+
+#[test]
+fn dkvmn_matches_pykt_on_its_own_weights() {
+    matches_pykt("DKVMN", include_str!("fixtures/dkvmn_pykt.json"));
 }
 
 fn matches_pykt(model: &str, text: &str) {

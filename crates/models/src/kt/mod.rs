@@ -11,10 +11,12 @@
 
 mod akt;
 mod dkt;
+mod dkvmn;
 mod sakt;
 
 pub use akt::Akt;
 pub use dkt::Dkt;
+pub use dkvmn::Dkvmn;
 pub use sakt::Sakt;
 
 use crate::Result;
@@ -94,6 +96,11 @@ pub const REGISTRY: &[KtEntry] = &[
         name: "AKT",
         keys: akt::KEYS,
         build: |cfg, shape, seed| Ok(Box::new(Akt::new(cfg, shape, seed)?)),
+    },
+    KtEntry {
+        name: "DKVMN",
+        keys: dkvmn::KEYS,
+        build: |cfg, shape, seed| Ok(Box::new(Dkvmn::new(cfg, shape, seed)?)),
     },
 ];
 

@@ -33,6 +33,15 @@ fn small_sakt(dropout: f64) -> Sakt {
     Sakt::new(&c, SHAPE, 5).unwrap()
 }
 
+fn small_dkvmn(dropout: f64) -> Dkvmn {
+    let c = cfg(&[
+        ("dim_s", 4.into()),
+        ("size_m", 3.into()),
+        ("dropout", dropout.into()),
+    ]);
+    Dkvmn::new(&c, SHAPE, 5).unwrap()
+}
+
 fn small_akt(dropout: f64, num_problems: usize) -> Akt {
     let c = cfg(&[
         ("d_model", 4.into()),
@@ -134,6 +143,7 @@ fn assert_causal(m: &dyn KtModel) {
 fn predictions_see_only_the_past_responses_and_the_current_question() {
     assert_causal(&small_dkt(0.0));
     assert_causal(&small_sakt(0.0));
+    assert_causal(&small_dkvmn(0.0));
     assert_causal(&small_akt(0.0, 0));
 }
 
@@ -185,6 +195,7 @@ fn windows_in_one_batch_do_not_see_each_other() {
     for m in [
         &small_dkt(0.0) as &dyn KtModel,
         &small_sakt(0.0),
+        &small_dkvmn(0.0),
         &small_akt(0.0, 0),
     ] {
         let a = seq(&[1, 2, 3, 4], &[1, 0, 1, 1]);
@@ -205,6 +216,7 @@ fn a_concept_set_of_one_is_the_single_concept_model() {
     for m in [
         &small_dkt(0.0) as &dyn KtModel,
         &small_sakt(0.0),
+        &small_dkvmn(0.0),
         &small_akt(0.0, 0),
     ] {
         let s = seq(&[1, 2, 3, 4, 2], &[1, 0, 1, 1, 0]);
@@ -258,9 +270,10 @@ fn check_loss_gradients(m: &dyn KtModel) {
 }
 
 #[test]
-fn dkt_and_sakt_losses_match_finite_differences() {
+fn dkt_sakt_and_dkvmn_losses_match_finite_differences() {
     check_loss_gradients(&small_dkt(0.2));
     check_loss_gradients(&small_sakt(0.2));
+    check_loss_gradients(&small_dkvmn(0.2));
 }
 
 #[test]

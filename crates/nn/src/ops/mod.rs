@@ -10,7 +10,9 @@
 //! blocks of a row, for the field-interaction models),
 //! [`loss`], [`sparse`] (a CSR matrix times a dense one, and LightGCN's layer mean, for
 //! graph convolution), `recurrent` (GRU and LSTM fused over time, for GRU4Rec and DKT) and
-//! [`decay_attention`] (AKT's distance-decayed attention). Adding a built-in op takes one variant, one match arm and the family
+//! [`decay_attention`] (AKT's distance-decayed attention) `memory` (DKVMN's key-value
+//! memory, written and read over time) [`attentive_gru`] (AdvKT's generator recurrence) and `gradient_penalty` (WGAN-GP's
+//! penalty in closed form, since the tape has no double backward). Adding a built-in op takes one variant, one match arm and the family
 //! file's builder and backward method.
 //!
 //! An op can instead implement [`CustomOp`], with no change to the tape: `forward` computes
@@ -20,13 +22,16 @@
 //! ranking losses, `spmm` and the reparameterisation here.
 
 mod attention;
+pub mod attentive_gru;
 pub mod decay_attention;
 pub mod elementwise;
 pub mod fields;
 mod gather;
+mod gradient_penalty;
 mod interaction;
 mod linear;
 pub mod loss;
+mod memory;
 mod norm;
 pub use norm::BatchNormStats;
 mod recurrent;
