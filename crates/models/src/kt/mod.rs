@@ -9,11 +9,13 @@
 //! concepts (the "collapsed" form of multi-skill problems); models then average over the
 //! concept set where pyKT would read one concept.
 
+mod advkt;
 mod akt;
 mod dkt;
 mod dkvmn;
 mod sakt;
 
+pub use advkt::{AdvKt, DiscOutput, Discriminator, Funcs, Rollout};
 pub use akt::Akt;
 pub use dkt::Dkt;
 pub use dkvmn::Dkvmn;
@@ -42,6 +44,11 @@ pub trait KtModel: Send + Sync {
     fn loss(&self, g: &mut Graph, batch: &KtBatch, rng: &mut StdRng) -> NodeId {
         let logits = self.logits(g, batch, rng);
         g.bce_with_logits(logits, &batch.labels)
+    }
+
+    /// The AdvKT generator behind this model, for the adversarial training loop.
+    fn as_advkt(&self) -> Option<&AdvKt> {
+        None
     }
 
     /// Probabilities of a correct answer at `batch.scored`, in evaluation mode.
@@ -96,6 +103,11 @@ pub const REGISTRY: &[KtEntry] = &[
         name: "AKT",
         keys: akt::KEYS,
         build: |cfg, shape, seed| Ok(Box::new(Akt::new(cfg, shape, seed)?)),
+    },
+    KtEntry {
+        name: "AdvKT",
+        keys: advkt::KEYS,
+        build: |cfg, shape, seed| Ok(Box::new(AdvKt::new(cfg, shape, seed)?)),
     },
     KtEntry {
         name: "DKVMN",

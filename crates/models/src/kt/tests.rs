@@ -42,6 +42,11 @@ fn small_dkvmn(dropout: f64) -> Dkvmn {
     Dkvmn::new(&c, SHAPE, 5).unwrap()
 }
 
+fn small_advkt(dropout: f64) -> AdvKt {
+    let c = cfg(&[("dim", 3.into()), ("dropout", dropout.into())]);
+    AdvKt::new(&c, SHAPE, 5).unwrap()
+}
+
 fn small_akt(dropout: f64, num_problems: usize) -> Akt {
     let c = cfg(&[
         ("d_model", 4.into()),
@@ -144,6 +149,7 @@ fn predictions_see_only_the_past_responses_and_the_current_question() {
     assert_causal(&small_dkt(0.0));
     assert_causal(&small_sakt(0.0));
     assert_causal(&small_dkvmn(0.0));
+    assert_causal(&small_advkt(0.0));
     assert_causal(&small_akt(0.0, 0));
 }
 
@@ -196,6 +202,7 @@ fn windows_in_one_batch_do_not_see_each_other() {
         &small_dkt(0.0) as &dyn KtModel,
         &small_sakt(0.0),
         &small_dkvmn(0.0),
+        &small_advkt(0.0),
         &small_akt(0.0, 0),
     ] {
         let a = seq(&[1, 2, 3, 4], &[1, 0, 1, 1]);
@@ -217,6 +224,7 @@ fn a_concept_set_of_one_is_the_single_concept_model() {
         &small_dkt(0.0) as &dyn KtModel,
         &small_sakt(0.0),
         &small_dkvmn(0.0),
+        &small_advkt(0.0),
         &small_akt(0.0, 0),
     ] {
         let s = seq(&[1, 2, 3, 4, 2], &[1, 0, 1, 1, 0]);
@@ -263,17 +271,22 @@ fn check_loss_gradients(m: &dyn KtModel) {
         atol: 2e-3,
         rtol: 3e-2,
     }
-    .run(m.params(), &[], |g, _| {
-        m.loss(g, &batch, &mut StdRng::seed_from_u64(3))
-    })
+    // AdvKT's critic is trained on the rollouts' advantages, not on this loss
+    .run_params(
+        m.params(),
+        &[],
+        |name| !name.starts_with("value_est"),
+        |g, _| m.loss(g, &batch, &mut StdRng::seed_from_u64(3)),
+    )
     .unwrap_or_else(|e| panic!("{}: {e}", m.name()));
 }
 
 #[test]
-fn dkt_sakt_and_dkvmn_losses_match_finite_differences() {
+fn dkt_sakt_dkvmn_and_advkt_losses_match_finite_differences() {
     check_loss_gradients(&small_dkt(0.2));
     check_loss_gradients(&small_sakt(0.2));
     check_loss_gradients(&small_dkvmn(0.2));
+    check_loss_gradients(&small_advkt(0.2));
 }
 
 #[test]
@@ -340,4 +353,59 @@ fn config_errors_name_the_key() {
     c.expid = "x".into();
     let err = build(&c, SHAPE).err().unwrap().to_string();
     assert!(err.contains("unknown model `DKVMN2`"), "{err}");
+}
+
+#[test]
+fn advkt_rollouts_are_seeded_and_follow_the_generators_own_probabilities() {
+    let m = small_advkt(0.0);
+    let a = seq(&[1, 2, 3, 4, 5, 1, 2, 3], &[1, 0, 1, 1, 0, 1, 0, 0]);
+    let b = seq(&[5, 4, 3], &[0, 1, 1]);
+    let batch = KtBatch::from_parts([(&a, 0, 8, None), (&b, 0, 3, None)]);
+    let s1 = m.rollout(&batch, Rollout::Sample, 7);
+    assert_eq!(s1, m.rollout(&batch, Rollout::Sample, 7));
+    assert!((0..20).any(|seed| m.rollout(&batch, Rollout::Sample, seed) != s1));
+    // thresholded: every action is the generator's own guess on the path it took
+    let acts = m.rollout(&batch, Rollout::Threshold, 0);
+    let mut g = Graph::inference(m.params());
+    let z = m.logits_under(&mut g, &batch, &acts, &mut StdRng::seed_from_u64(0));
+    for (t, (&zt, &at)) in g.value(z).data.iter().zip(&acts).enumerate() {
+        assert_eq!(u8::from(zt > 0.0), at, "token {t}");
+    }
+}
+
+#[test]
+fn the_discriminator_scores_each_window_alone_and_its_loss_matches_finite_differences() {
+    let c = cfg(&[("dim", 4.into())]);
+    let d = Discriminator::new(&c, SHAPE, 2).unwrap();
+    let a = seq(&[1, 2, 3, 4], &[1, 0, 1, 1]);
+    let mut b = KtSequence::default();
+    b.push(3, &[5, 2], 0);
+    b.push(4, &[1], 1);
+    let score = |batch: &KtBatch| {
+        let mut g = Graph::inference(d.params());
+        let o = d.score(&mut g, batch, &mut StdRng::seed_from_u64(0));
+        g.value(o.logits).data.clone()
+    };
+    let both = score(&KtBatch::from_parts([(&a, 0, 4, None), (&b, 0, 2, None)]));
+    let mut alone = score(&whole(&a));
+    alone.extend(score(&whole(&b)));
+    for (x, y) in both.iter().zip(&alone) {
+        assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+    }
+    // bidirectional: a later response moves an earlier score
+    let mut later = a.clone();
+    later.responses[3] ^= 1;
+    assert_ne!(score(&whole(&a))[0], score(&whole(&later))[0]);
+    let batch = KtBatch::from_parts([(&a, 0, 4, None), (&b, 0, 2, None)]);
+    GradCheck {
+        step: 1e-3,
+        atol: 2e-3,
+        rtol: 3e-2,
+    }
+    .run(d.params(), &[], |g, _| {
+        let o = d.score(g, &batch, &mut StdRng::seed_from_u64(3));
+        let l = g.bce_with_logits(o.logits, &[1.0, 0.0, 1.0, 1.0, 0.0, 1.0]);
+        g.add(l, o.response_loss)
+    })
+    .unwrap();
 }

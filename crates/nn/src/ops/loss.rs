@@ -1,7 +1,8 @@
 //! Losses, each a `[1×1]` node: binary cross-entropy on logits (CTR), softmax cross-entropy
 //! over classes (in-batch contrastive losses), BPR's pairwise loss, the multinomial likelihood
 //! of MultiVAE-style models, the Gaussian KL term, and the (not squared) Frobenius norm
-//! LightGCN regularises with.
+//! LightGCN regularises with, a weighted BCE (the policy-gradient term) and smooth L1 (a
+//! critic's regression).
 
 use super::{scalar_grad, CustomOp};
 use crate::graph::{accumulate, Graph, NodeId, Op};
@@ -397,12 +398,168 @@ impl Graph<'_> {
     }
 }
 
+/// `Σ_i w_i · bce(z_i, y_i) / denom`: the policy-gradient term `−log π(a) · A` of a Bernoulli
+/// policy with logit `z` (`−log π(a) = bce(z, a)`), or any weighted BCE.
+struct WeightedBce {
+    labels: Vec<f32>,
+    weights: Vec<f32>,
+    denom: f32,
+}
+
+fn bce_term(z: f32, y: f32) -> f64 {
+    let z = z as f64;
+    z.max(0.0) - z * y as f64 + (-z.abs()).exp().ln_1p()
+}
+
+impl CustomOp for WeightedBce {
+    fn name(&self) -> &'static str {
+        "weighted_bce_with_logits"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        let z = inputs[0];
+        assert_eq!(z.len(), self.labels.len(), "weighted_bce: label count");
+        let total: f64 = z
+            .data
+            .iter()
+            .zip(&self.labels)
+            .zip(&self.weights)
+            .map(|((&z, &y), &w)| w as f64 * bce_term(z, y))
+            .sum();
+        Tensor::from_vec(1, 1, vec![(total / self.denom as f64) as f32])
+    }
+
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        _needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let z = inputs[0];
+        let k = scalar_grad(grad) / self.denom;
+        let data = z
+            .data
+            .iter()
+            .zip(&self.labels)
+            .zip(&self.weights)
+            .map(|((&z, &y), &w)| (sigmoid(z) - y) * w * k)
+            .collect();
+        vec![Some(Tensor::from_vec(z.rows, z.cols, data))]
+    }
+}
+
+/// `Σ_i smoothL1(x_i − t_i) / denom` with PyTorch's β = 1 (`0.5 d²` below 1, `|d| − 0.5`
+/// above): the critic's regression onto its TD targets.
+struct SmoothL1 {
+    targets: Vec<f32>,
+    denom: f32,
+}
+
+impl CustomOp for SmoothL1 {
+    fn name(&self) -> &'static str {
+        "smooth_l1"
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor]) -> Tensor {
+        let x = inputs[0];
+        assert_eq!(x.len(), self.targets.len(), "smooth_l1: target count");
+        let total: f64 = x
+            .data
+            .iter()
+            .zip(&self.targets)
+            .map(|(&x, &t)| {
+                let d = (x - t).abs() as f64;
+                if d < 1.0 {
+                    0.5 * d * d
+                } else {
+                    d - 0.5
+                }
+            })
+            .sum();
+        Tensor::from_vec(1, 1, vec![(total / self.denom as f64) as f32])
+    }
+
+    fn backward(
+        &self,
+        inputs: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        _needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        let x = inputs[0];
+        let k = scalar_grad(grad) / self.denom;
+        let data = x
+            .data
+            .iter()
+            .zip(&self.targets)
+            .map(|(&x, &t)| (x - t).clamp(-1.0, 1.0) * k)
+            .collect();
+        vec![Some(Tensor::from_vec(x.rows, x.cols, data))]
+    }
+}
+
+impl Graph<'_> {
+    /// `Σ_i weights_i · bce(logits_i, labels_i) / denom` (a `[1×1]` node).
+    pub fn weighted_bce_with_logits(
+        &mut self,
+        logits: NodeId,
+        labels: &[f32],
+        weights: &[f32],
+        denom: f32,
+    ) -> NodeId {
+        assert_eq!(labels.len(), weights.len(), "weighted_bce: weight count");
+        let op = WeightedBce {
+            labels: labels.to_vec(),
+            weights: weights.to_vec(),
+            denom: denom.max(f32::MIN_POSITIVE),
+        };
+        self.custom(op, &[logits])
+    }
+
+    /// `Σ_i smoothL1(x_i − targets_i) / denom` (a `[1×1]` node; PyTorch's β = 1).
+    pub fn smooth_l1(&mut self, x: NodeId, targets: &[f32], denom: f32) -> NodeId {
+        let op = SmoothL1 {
+            targets: targets.to_vec(),
+            denom: denom.max(f32::MIN_POSITIVE),
+        };
+        self.custom(op, &[x])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::testing::check_gradients;
     use crate::{init, Graph, ParamStore, Tensor};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+
+    #[test]
+    fn weighted_bce_and_smooth_l1_match_hand_values_and_finite_differences() {
+        let store = ParamStore::new();
+        let mut g = Graph::inference(&store);
+        let z = g.input(Tensor::from_vec(3, 1, vec![0.0, 2.0, -1.0]), false);
+        // w = (1, 2, 0): ln 2 + 2·(ln(1 + e²) − 2)
+        let l = g.weighted_bce_with_logits(z, &[1.0, 1.0, 0.0], &[1.0, 2.0, 0.0], 2.0);
+        let want = (2f64.ln() + 2.0 * ((1.0 + 2f64.exp()).ln() - 2.0)) / 2.0;
+        assert!((g.value(l).data[0] as f64 - want).abs() < 1e-6);
+        // |0 − 0.5| < 1: 0.125; |2 − (−1)| = 3: 2.5; |−1 − (−1)| = 0
+        let s = g.smooth_l1(z, &[0.5, -1.0, -1.0], 1.0);
+        assert!((g.value(s).data[0] - 2.625).abs() < 1e-6);
+        let mut rng = StdRng::seed_from_u64(9);
+        let x = init::normal(&mut rng, 5, 1, 2.0);
+        check_gradients(&ParamStore::new(), &[x], |g, x| {
+            let a = g.weighted_bce_with_logits(
+                x[0],
+                &[1.0, 0.0, 1.0, 0.0, 1.0],
+                &[0.5, -1.0, 2.0, 0.0, 1.5],
+                3.0,
+            );
+            let b = g.smooth_l1(x[0], &[0.3, -2.5, 0.0, 4.0, 1.0], 2.0);
+            g.add(a, b)
+        })
+        .unwrap();
+    }
 
     #[test]
     fn bce_matches_closed_form() {
