@@ -15,7 +15,9 @@ mod dkt;
 mod dkvmn;
 mod sakt;
 
-pub use advkt::{AdvKt, DiscOutput, Discriminator, Funcs, Rollout};
+pub use advkt::{
+    question_rows as advkt_question_rows, AdvKt, DiscOutput, Discriminator, Funcs, Rollout,
+};
 pub use akt::Akt;
 pub use dkt::Dkt;
 pub use dkvmn::Dkvmn;

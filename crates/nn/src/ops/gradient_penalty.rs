@@ -113,9 +113,10 @@ impl CustomOp for GradientPenalty {
                 // g = 0: the penalty is 1 and flat in every direction the mask allows
                 continue;
             }
-            // dGP/dg = 2(‖g‖ − 1) g/‖g‖, g = c q
-            let k = scale * 2.0 * (norm - 1.0) / norm;
-            let dg: Vec<f32> = r.q.iter().map(|&q| k * c * q).collect();
+            // dGP/dg = 2(‖g‖ − 1) g/‖g‖ with g = c q, so g/‖g‖ = q/‖q‖: written without
+            // dividing by c, which underflows to 0 where the sigmoid saturates
+            let k = scale * 2.0 * (norm - 1.0) / qn;
+            let dg: Vec<f32> = r.q.iter().map(|&q| k * q).collect();
             // through c = s(1 − s): dc = dg·q; through q = W₁ u: dq = c dg
             let dc: f32 = dg.iter().zip(&r.q).map(|(a, b)| a * b).sum();
             let dq: Vec<f32> = dg.iter().map(|&g| c * g).collect();
@@ -204,6 +205,27 @@ mod tests {
         }
         let got = GradientPenalty.forward(&[&x, &w1, &b1, &w2, &b2]).data[0] as f64;
         assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
+
+    #[test]
+    fn a_saturated_head_gives_finite_gradients() {
+        // s = σ(≈ 200) rounds to 1, so s(1 − s) = 0: the penalty is 1 and its gradient finite
+        let w1 = Tensor::from_vec(1, 1, vec![1.0]);
+        let (b1, w2) = (Tensor::zeros(1, 1), Tensor::from_vec(1, 1, vec![100.0]));
+        let b2 = Tensor::zeros(1, 1);
+        let x = Tensor::from_vec(1, 1, vec![2.0]);
+        let inputs = [&x, &w1, &b1, &w2, &b2];
+        let out = GradientPenalty.forward(&inputs);
+        assert_eq!(out.data[0], 1.0);
+        let grads = GradientPenalty.backward(
+            &inputs,
+            &out,
+            &Tensor::from_vec(1, 1, vec![1.0]),
+            &[true; 5],
+        );
+        for g in grads.into_iter().flatten() {
+            assert!(g.data.iter().all(|v| v.is_finite()), "{:?}", g.data);
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! its stopping rule: evaluate every epoch, stop after `early_stop_patience` (10) epochs whose
 //! validation AUC does not beat the best by more than `min_delta` (1e-3).
 
+pub mod advkt;
+
 use crate::checkpoint::{open_params_file, read_params, write_params_file, TensorFile};
 use crate::fit::{EpochStats, FitConfig, Metrics, Monitor, Split, TrainObserver, TrainTask};
 use crate::topk::{check_finite, dense_step};
@@ -115,9 +117,17 @@ pub fn check_kt_config(cfg: &ModelConfig) -> Result<Vec<String>> {
             recforge_models::Family::Kt,
         ))
     })?;
-    let known: Vec<&str> = [kt::COMMON_KEYS, keys, KT_TRAIN_KEYS].concat();
+    let adversarial: &[&str] = if name == "AdvKT" {
+        advkt::ADVKT_TRAIN_KEYS
+    } else {
+        &[]
+    };
+    let known: Vec<&str> = [kt::COMMON_KEYS, keys, KT_TRAIN_KEYS, adversarial].concat();
     let warnings = cfg.check_keys(&known, &[])?;
     KtTrainConfig::from_config(cfg)?;
+    if name == "AdvKT" {
+        advkt::AdversarialConfig::from_config(cfg)?;
+    }
     Ok(warnings)
 }
 
@@ -359,6 +369,8 @@ pub struct KtTask<'a> {
     step: u64,
     /// the latest test evaluation's multi-step predictions
     pub test_multistep: Option<MultiStepResult>,
+    /// AdvKT's discriminator and adversarial loop, when the model is its generator
+    adversary: Option<advkt::Adversary>,
 }
 
 impl<'a> KtTask<'a> {
@@ -377,7 +389,12 @@ impl<'a> KtTask<'a> {
             ));
         }
         let opt = DenseOptimizer::new(cfg.optimizer, model.params());
+        let adversary = match model.as_advkt() {
+            Some(_) => Some(advkt::Adversary::new(mcfg, shape, &data.train, cfg.seed)?),
+            None => None,
+        };
         Ok(KtTask {
+            adversary,
             model,
             data,
             dataset,
@@ -401,16 +418,35 @@ impl<'a> KtTask<'a> {
 
     fn step(
         &mut self,
-        batch: &KtBatch,
+        windows: &[KtWindow],
         lr: f32,
         rng: &mut StdRng,
     ) -> std::result::Result<f64, NonFiniteStep> {
-        let (loss, grads) = {
-            let mut g = Graph::new(self.model.params(), true);
-            let l = self.model.loss(&mut g, batch, rng);
-            let v = g.value(l).data[0] as f64;
-            NonFiniteStep::check("loss", v)?;
-            (v, g.backward(l).params)
+        let batch = KtBatch::new(&self.data.train, windows);
+        let (loss, grads) = match (self.model.as_advkt(), self.adversary.as_mut()) {
+            (Some(gen), Some(adv)) => {
+                if self.step % adv.cfg.disc_every == 0 {
+                    let real: Vec<KtSequence> = windows
+                        .iter()
+                        .map(|w| {
+                            self.data.train[w.student as usize]
+                                .slice(w.start as usize, w.len as usize)
+                        })
+                        .collect();
+                    adv.disc_step(gen, &real, rng)?;
+                }
+                let mut g = Graph::new(gen.params(), true);
+                let (l, bce) = adv.generator_loss(&mut g, gen, &batch, rng);
+                NonFiniteStep::check("loss", g.value(l).data[0] as f64)?;
+                (bce, g.backward(l).params)
+            }
+            _ => {
+                let mut g = Graph::new(self.model.params(), true);
+                let l = self.model.loss(&mut g, &batch, rng);
+                let v = g.value(l).data[0] as f64;
+                NonFiniteStep::check("loss", v)?;
+                (v, g.backward(l).params)
+            }
         };
         dense_step(
             self.model.params_mut(),
@@ -444,12 +480,12 @@ impl TrainTask for KtTask<'_> {
         obs.on_epoch_start(epoch, batches.len());
         let (mut sum, mut seen) = (0.0, 0usize);
         for (k, chunk) in batches.iter().enumerate() {
-            let batch = KtBatch::new(&self.data.train, chunk);
             let l = self
-                .step(&batch, lr, &mut rng)
+                .step(chunk, lr, &mut rng)
                 .map_err(|e| e.at(epoch, self.step + 1))?;
-            sum += l * batch.scored.len() as f64;
-            seen += batch.scored.len();
+            let scored: usize = chunk.iter().map(|w| w.len as usize - 1).sum();
+            sum += l * scored as f64;
+            seen += scored;
             obs.on_batch(k + 1, seen, sum / seen.max(1) as f64);
         }
         Ok(EpochStats {
