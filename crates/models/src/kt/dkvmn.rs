@@ -72,13 +72,13 @@ impl Dkvmn {
         let mut linear = |name: &str, fan_in: usize, fan_out: usize| {
             let bound = 1.0 / (fan_in as f32).sqrt();
             let w = params.add(
-                &format!("{name}.weight"),
+                format!("{name}.weight"),
                 init::uniform(&mut rng, fan_in, fan_out, bound),
                 true,
                 true,
             );
             let b = params.add(
-                &format!("{name}.bias"),
+                format!("{name}.bias"),
                 init::uniform(&mut rng, 1, fan_out, bound),
                 true,
                 false,

@@ -5,9 +5,9 @@
 //!   positives are the real windows and their four augmentations (mask, replace, crop,
 //!   permute), fakes the generator's free-running answers on synthetic question walks and the
 //!   real windows with their responses flipped; the loss is
-//!   `−mean(pos − fake) − mean(real − aug) − mean D(single (q, r), no history)
-//!    + response-prediction BCE + 10·(GP(real, generated) + GP(real, flipped))`
-//!   (pairwise means of differences are differences of means);
+//!   `−mean(pos − fake) − mean(real − aug) − mean D(single (q, r), no history)`
+//!   `+ response-prediction BCE + 10·(GP(real, generated) + GP(real, flipped))`
+//!   — pairwise means of differences are differences of means;
 //! - one generator step: BCE of the generator running **free on its own sampled responses**
 //!   over the real windows (every position, the first too), plus the policy-gradient loss on
 //!   new walks: reward `r_t = −log(1 − D_t + 1e-10)` from the discriminator judging the

@@ -425,7 +425,7 @@ impl<'a> KtTask<'a> {
         let batch = KtBatch::new(&self.data.train, windows);
         let (loss, grads) = match (self.model.as_advkt(), self.adversary.as_mut()) {
             (Some(gen), Some(adv)) => {
-                if self.step % adv.cfg.disc_every == 0 {
+                if self.step.is_multiple_of(adv.cfg.disc_every) {
                     let real: Vec<KtSequence> = windows
                         .iter()
                         .map(|w| {
