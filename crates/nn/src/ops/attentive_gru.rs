@@ -18,7 +18,7 @@
 
 use super::CustomOp;
 use crate::graph::{Graph, NodeId};
-use crate::kernels::matmul;
+use crate::kernels::{matmul, sigmoid};
 use crate::tensor::Tensor;
 use crate::transformer::Segment;
 use rayon::prelude::*;
@@ -49,10 +49,6 @@ pub struct SegmentTrace {
     /// query `t`'s weights on keys `0..t` (the zero key left out), at offset `t(t−1)/2`
     pub alpha: Vec<f32>,
     pub actions: Vec<u8>,
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// `x_t` from `hw_t`, `v_t` and the action.
@@ -435,11 +431,7 @@ impl CustomOp for AttentiveGru {
             false,
         );
         let (db_ih, db_hh) = (col_sums(&dgi), col_sums(&dgh));
-        [dv, dw_ih, dw_hh, db_ih, db_hh]
-            .into_iter()
-            .zip(needs)
-            .map(|(g, &n)| n.then_some(g))
-            .collect()
+        super::wanted([dv, dw_ih, dw_hh, db_ih, db_hh], needs)
     }
 }
 

@@ -161,11 +161,7 @@ impl CustomOp for GradientPenalty {
                 }
             }
         }
-        [dx, dw1, db1, dw2, db2]
-            .into_iter()
-            .zip(needs)
-            .map(|(g, &n)| n.then_some(g))
-            .collect()
+        super::wanted([dx, dw1, db1, dw2, db2], needs)
     }
 }
 

@@ -21,11 +21,7 @@ impl Graph<'_> {
             .data
             .iter()
             .zip(labels)
-            .map(|(&z, &y)| {
-                let z = z as f64;
-                // log(1+e^z) - y z, written to avoid overflow
-                z.max(0.0) - z * y as f64 + (-z.abs()).exp().ln_1p()
-            })
+            .map(|(&z, &y)| bce_term(z, y))
             .sum::<f64>()
             / n;
         let rg = self.rg(logits);
@@ -406,6 +402,7 @@ struct WeightedBce {
     denom: f32,
 }
 
+/// `log(1 + e^z) − y z`, written to avoid overflow.
 fn bce_term(z: f32, y: f32) -> f64 {
     let z = z as f64;
     z.max(0.0) - z * y as f64 + (-z.abs()).exp().ln_1p()

@@ -194,11 +194,7 @@ impl CustomOp for KvMemory {
                 }
             }
         }
-        [gw, ge, ga, gm0]
-            .into_iter()
-            .zip(needs)
-            .map(|(g, &n)| n.then_some(g))
-            .collect()
+        super::wanted([gw, ge, ga, gm0], needs)
     }
 }
 

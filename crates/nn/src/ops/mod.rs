@@ -72,6 +72,15 @@ pub(crate) fn scalar_grad(grad: &Tensor) -> f32 {
     grad.data[0]
 }
 
+/// A custom op's input gradients, each kept where `needs` asks for it.
+pub(crate) fn wanted<const N: usize>(grads: [Tensor; N], needs: &[bool]) -> Vec<Option<Tensor>> {
+    grads
+        .into_iter()
+        .zip(needs)
+        .map(|(g, &n)| n.then_some(g))
+        .collect()
+}
+
 /// Finite-difference checks shared by the families' tests.
 #[cfg(test)]
 pub(crate) mod test_support {
