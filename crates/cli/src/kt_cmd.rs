@@ -54,6 +54,10 @@ pub(crate) fn train(
         data.num_concepts.saturating_sub(1),
         data.num_problems.saturating_sub(1),
     );
+    let mut columns = vec!["auc".to_string(), "acc".to_string()];
+    if tcfg.monitor != "auc" {
+        columns.push(tcfg.monitor.clone());
+    }
     let mut task = KtTask::new(model, &data, kcfg, shape, tcfg, &model_cfg)?;
     let (windows, predicted) = task.training_size();
     eprintln!(
@@ -73,7 +77,7 @@ pub(crate) fn train(
         &fit_cfg,
         &run,
         a.resume,
-        &mut Progress::with_columns(vec!["auc".into(), "acc".into()]),
+        &mut Progress::with_columns(columns),
     )?;
     print_fit_report(
         &report,

@@ -87,7 +87,7 @@ Base:
 DKT_mastery: {model: DKT, dataset_id: mastery, emb_size: 32, dropout: 0.1}
 SAKT_mastery: {model: SAKT, dataset_id: mastery, emb_size: 32, num_attn_heads: 2, num_en: 1, dropout: 0.1}
 DKT_mastery4: {model: DKT, dataset_id: mastery4, emb_size: 32, dropout: 0.1}
-AdvKT_mastery: {model: AdvKT, dataset_id: mastery, dim: 16, batch_size: 32, num_epochs: 12, walk_min_len: 20, walk_max_len: 30, short_questions: 6}
+AdvKT_mastery: {model: AdvKT, dataset_id: mastery, dim: 16, batch_size: 32, num_epochs: 12, monitor: multistep_auc, walk_min_len: 20, walk_max_len: 30, short_questions: 6}
 AdvKT_mastery4: {model: AdvKT, dataset_id: mastery4, dim: 16, batch_size: 32, num_epochs: 12, walk_min_len: 20, walk_max_len: 30, short_questions: 40}
 DKVMN_mastery: {model: DKVMN, dataset_id: mastery, dim_s: 32, size_m: 8, dropout: 0.1}
 AKT_mastery: {model: AKT, dataset_id: mastery, d_model: 16, d_ff: 16, num_attn_heads: 2, n_blocks: 1, final_fc_dim: 16, dropout: 0.05}
@@ -122,6 +122,8 @@ fn dkt_sakt_dkvmn_and_akt_learn_mastery_and_report_next_and_multi_step_metrics()
             "multistep_auc@1",
             "multistep_auc@4",
             "multistep_teacher_forced_auc",
+            "freerun_auc",
+            "freerun_acc",
         ] {
             assert!(test.contains_key(key), "{model}_{suffix}: no {key} in {m}");
         }
@@ -364,11 +366,14 @@ fn advkt_trains_adversarially_reports_every_metric_and_a_seeded_rerun_is_identic
             "acc",
             "multistep_auc",
             "multistep_teacher_forced_auc",
+            "freerun_auc",
         ] {
             let v = test[key].as_f64().unwrap_or(f64::NAN);
             assert!((0.0..=1.0).contains(&v), "AdvKT_{suffix}: {key} in {m}");
         }
         if suffix == "mastery" {
+            // the epoch was picked on the validation multi-step AUC, so validation has it
+            assert!(m["valid"]["multistep_auc"].is_number(), "{m}");
             // rollouts, walks, augmentations and both optimizers are all seeded
             let (_, again) = train_experiment(d, "AdvKT", suffix, &[]);
             assert_eq!(m, again);

@@ -30,7 +30,7 @@
 //! problem-id predictors (softmax over every problem at every position: ~14 GFLOP per batch on
 //! assist2009) are left out; the discriminator's response predictor is kept.
 
-use super::{config_error, probability, KtBatch, KtModel, KtShape};
+use super::{config_error, probability, torch_linear, KtBatch, KtModel, KtShape};
 use crate::Result;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -48,29 +48,6 @@ pub struct Funcs {
     hidden: Vec<(ParamId, ParamId)>,
     out: (ParamId, ParamId),
     dropout: f32,
-}
-
-fn torch_linear(
-    ps: &mut ParamStore,
-    rng: &mut StdRng,
-    name: &str,
-    fan_in: usize,
-    fan_out: usize,
-) -> (ParamId, ParamId) {
-    let bound = 1.0 / (fan_in as f32).sqrt();
-    let w = ps.add(
-        format!("{name}.weight"),
-        init::uniform(rng, fan_in, fan_out, bound),
-        true,
-        true,
-    );
-    let b = ps.add(
-        format!("{name}.bias"),
-        init::uniform(rng, 1, fan_out, bound),
-        true,
-        false,
-    );
-    (w, b)
 }
 
 impl Funcs {

@@ -21,7 +21,7 @@
 //! row 1) and the feed-forward layers of the retriever's first blocks (which pyKT builds but
 //! skips) are left out.
 
-use super::{config_error, probability, KtBatch, KtModel, KtShape};
+use super::{config_error, probability, torch_linear, KtBatch, KtModel, KtShape};
 use crate::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -99,13 +99,8 @@ impl Init<'_> {
 
     /// `nn.Linear(i, o)` with PyTorch's default U(±1/√i) weight and bias.
     fn linear(&mut self, name: &str, i: usize, o: usize) -> Dense {
-        let bound = 1.0 / (i as f32).sqrt();
-        let w = init::uniform(&mut self.rng, i, o, bound);
-        let b = init::uniform(&mut self.rng, 1, o, bound);
-        Dense {
-            w: self.add(format!("{name}.weight"), w, true),
-            b: self.add(format!("{name}.bias"), b, false),
-        }
+        let (w, b) = torch_linear(self.params, &mut self.rng, name, i, o);
+        Dense { w, b }
     }
 
     /// A linear layer with weight `w` and a zero bias.

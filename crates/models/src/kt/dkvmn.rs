@@ -10,7 +10,7 @@
 //! linear layers PyTorch's U(±1/√fan_in). Parameter names are pyKT's `state_dict` keys; the
 //! tape's linear weights are the transposes of PyTorch's.
 
-use super::{config_error, probability, KtBatch, KtModel, KtShape};
+use super::{config_error, probability, torch_linear, KtBatch, KtModel, KtShape};
 use crate::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -70,20 +70,7 @@ impl Dkvmn {
             false,
         );
         let mut linear = |name: &str, fan_in: usize, fan_out: usize| {
-            let bound = 1.0 / (fan_in as f32).sqrt();
-            let w = params.add(
-                format!("{name}.weight"),
-                init::uniform(&mut rng, fan_in, fan_out, bound),
-                true,
-                true,
-            );
-            let b = params.add(
-                format!("{name}.bias"),
-                init::uniform(&mut rng, 1, fan_out, bound),
-                true,
-                false,
-            );
-            (w, b)
+            torch_linear(&mut params, &mut rng, name, fan_in, fan_out)
         };
         let f = linear("f_layer", 2 * d, d);
         let p = linear("p_layer", d, 1);

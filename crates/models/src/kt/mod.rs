@@ -28,7 +28,7 @@ use rand::rngs::StdRng;
 use recforge_data::kt::{KtSequence, KtWindow};
 use recforge_data::ModelConfig;
 use recforge_nn::transformer::Segment;
-use recforge_nn::{Graph, NodeId, ParamId, ParamStore};
+use recforge_nn::{init, Graph, NodeId, ParamId, ParamStore};
 use serde::{Deserialize, Serialize};
 
 /// The contract every knowledge-tracing model keeps.
@@ -65,6 +65,31 @@ pub trait KtModel: Send + Sync {
             .map(|&z| 1.0 / (1.0 + (-z).exp()))
             .collect()
     }
+}
+
+/// `nn.Linear(fan_in, fan_out)` under pyKT's parameter names (`{name}.weight`, `{name}.bias`),
+/// both drawn from PyTorch's default U(±1/√fan_in), weight first; the weight decays.
+pub(crate) fn torch_linear(
+    ps: &mut ParamStore,
+    rng: &mut StdRng,
+    name: &str,
+    fan_in: usize,
+    fan_out: usize,
+) -> (ParamId, ParamId) {
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let w = ps.add(
+        format!("{name}.weight"),
+        init::uniform(rng, fan_in, fan_out, bound),
+        true,
+        true,
+    );
+    let b = ps.add(
+        format!("{name}.bias"),
+        init::uniform(rng, 1, fan_out, bound),
+        true,
+        false,
+    );
+    (w, b)
 }
 
 /// Shape facts a model is built for.

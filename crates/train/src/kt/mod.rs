@@ -9,6 +9,9 @@
 //! validation AUC does not beat the best by more than `min_delta` (1e-3).
 
 pub mod advkt;
+mod freerun;
+
+pub use freerun::{free_run, FreeRunConfig, FreeRunResult};
 
 use crate::checkpoint::{open_params_file, read_params, write_params_file, TensorFile};
 use crate::fit::{EpochStats, FitConfig, Metrics, Monitor, Split, TrainObserver, TrainTask};
@@ -40,7 +43,12 @@ pub const KT_TRAIN_KEYS: &[&str] = &[
     "eval_batch_size",
     "multistep_windows",
     "multistep_horizon",
+    "freerun_windows",
+    "monitor",
 ];
+
+/// What a knowledge-tracing run may select its epoch on (validation, higher is better).
+pub const KT_MONITORS: &[&str] = &["auc", "multistep_auc", "freerun_auc"];
 
 #[derive(Clone, Debug)]
 pub struct KtTrainConfig {
@@ -54,6 +62,9 @@ pub struct KtTrainConfig {
     /// Windows per forward pass in evaluation.
     pub eval_batch_size: usize,
     pub multistep: MultiStepConfig,
+    pub freerun: FreeRunConfig,
+    /// The validation metric that picks the epoch ([`KT_MONITORS`]; pyKT's: `auc`).
+    pub monitor: String,
     pub seed: u64,
 }
 
@@ -67,7 +78,15 @@ impl KtTrainConfig {
         let optimizer = OptimizerKind::parse(&name).ok_or_else(|| {
             TrainError::Config(format!("unknown optimizer `{name}` (adam, adagrad, sgd)"))
         })?;
+        let monitor = cfg.str_or("monitor", "auc");
+        if !KT_MONITORS.contains(&monitor.as_str()) {
+            return Err(TrainError::Config(format!(
+                "monitor `{monitor}`: a knowledge-tracing run monitors one of {}",
+                KT_MONITORS.join(", ")
+            )));
+        }
         Ok(KtTrainConfig {
+            monitor,
             epochs: cfg.positive_usize_or("num_epochs", 200).map_err(cfg_err)?,
             batch_size: cfg.positive_usize_or("batch_size", 64).map_err(cfg_err)?,
             learning_rate: cfg
@@ -91,6 +110,9 @@ impl KtTrainConfig {
                     .positive_usize_or("multistep_horizon", 10)
                     .map_err(cfg_err)?,
             },
+            freerun: FreeRunConfig {
+                windows: cfg.usize_or("freerun_windows", 200).map_err(cfg_err)?,
+            },
             seed: cfg.usize_or("seed", 42).map_err(cfg_err)? as u64,
         })
     }
@@ -101,7 +123,7 @@ impl KtTrainConfig {
             learning_rate: self.learning_rate,
             eval_step: 1,
             patience: self.patience,
-            monitor: Monitor::single("auc", true),
+            monitor: Monitor::single(&self.monitor, true),
             reduce_lr_on_plateau: false,
             min_delta: self.min_delta,
         }
@@ -506,7 +528,9 @@ impl TrainTask for KtTask<'_> {
         let block = self.cfg.eval_batch_size;
         let (labels, probs) = predict_windows(self.model.as_ref(), seqs, windows, block);
         let mut m = next_step_metrics(&labels, &probs);
-        if split == Split::Test {
+        // the test split gets every protocol; validation the one the monitor reads
+        let test = split == Split::Test;
+        if test || self.cfg.monitor == "multistep_auc" {
             let ms = multi_step(
                 self.model.as_ref(),
                 seqs,
@@ -515,7 +539,13 @@ impl TrainTask for KtTask<'_> {
                 block,
             );
             m.0.extend(ms.metrics().0);
-            self.test_multistep = Some(ms);
+            if test {
+                self.test_multistep = Some(ms);
+            }
+        }
+        if test || self.cfg.monitor == "freerun_auc" {
+            let fr = free_run(self.model.as_ref(), seqs, windows, self.cfg.freerun, block);
+            m.0.extend(fr.metrics().0);
         }
         Ok(Some(m))
     }
@@ -635,6 +665,14 @@ pub fn evaluate_file(
         cfg.eval_batch_size,
     );
     m.0.extend(ms.metrics().0);
+    let fr = free_run(
+        loaded.model.as_ref(),
+        &seqs,
+        &wins,
+        cfg.freerun,
+        cfg.eval_batch_size,
+    );
+    m.0.extend(fr.metrics().0);
     Ok((m, seqs.len(), skipped))
 }
 

@@ -204,3 +204,136 @@ fn dkt_on_bkt_students_comes_within_a_hundredth_of_the_oracle_auc() {
     // the multi-step metrics come with every test evaluation
     assert!(t.get("multistep_auc").is_some() && t.get("multistep_auc@1").is_some());
 }
+
+#[test]
+fn free_run_on_a_copy_last_oracle_gives_the_hand_computed_auc() {
+    // Free-running, copy-last repeats each window's first response forever: windows 1 and 3
+    // start right ("high" on labels [0 1 1 0 0 1 0] and [1 0]), window 2 wrong ("low" on
+    // [1 0 0 1 1]). Positives 7, negatives 7: high-vs-low wins 4·2 = 8, ties 4·5 + 3·2 = 26.
+    let seqs = [
+        seq(&[1, 0, 1, 1, 0, 0, 1, 0]),
+        seq(&[0, 1, 0, 0, 1, 1]),
+        seq(&[1, 1, 0]),
+    ];
+    let windows = windows(&seqs, 200);
+    let m = CopyLast(ParamStore::new());
+    for block in [1, 2, 64] {
+        let r = free_run(&m, &seqs, &windows, FreeRunConfig { windows: 10 }, block);
+        assert_eq!((r.windows, r.labels.len()), (3, 14));
+        let mt = r.metrics();
+        assert!((mt.get("freerun_auc").unwrap() - 21.0 / 49.0).abs() < 1e-12);
+        assert!((mt.get("freerun_acc").unwrap() - 6.0 / 14.0).abs() < 1e-12);
+        // the guesses start at 0: windows 1 and 3 settle one position a pass and need one
+        // more to see nothing change (8 and 3 passes), window 2 is at its answer at once
+        assert_eq!(r.passes, 8 + 1 + 3);
+    }
+    let r = free_run(&m, &seqs, &windows, FreeRunConfig { windows: 1 }, 4);
+    assert_eq!((r.windows, r.labels.len()), (1, 7));
+    assert!(
+        free_run(&m, &seqs, &windows, FreeRunConfig { windows: 0 }, 4)
+            .metrics()
+            .0
+            .is_empty()
+    );
+}
+
+/// The free-running predictions the slow way: position `j` from a pass over the window's
+/// first `j + 1` tokens, the guesses before it fed back.
+fn free_run_by_prefixes(model: &dyn KtModel, seqs: &[KtSequence], wins: &[KtWindow]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for w in wins {
+        let (seq, start, len) = (&seqs[w.student as usize], w.start as usize, w.len as usize);
+        let mut responses = vec![seq.responses[start]];
+        for j in 1..len {
+            responses.push(0);
+            let b = KtBatch::from_parts([(seq, start, j + 1, Some(&responses[..]))]);
+            let p = *model.predict(&b).last().unwrap();
+            out.push(p);
+            *responses.last_mut().unwrap() = u8::from(p >= 0.5);
+        }
+    }
+    out
+}
+
+#[test]
+fn free_run_passes_give_exactly_the_sequential_predictions_of_every_model() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let seqs: Vec<KtSequence> = (0..6)
+        .map(|_| {
+            let mut s = KtSequence::default();
+            for _ in 0..rng.gen_range(2..40) {
+                s.push(
+                    rng.gen_range(1..6),
+                    &[rng.gen_range(1..5)],
+                    rng.gen_range(0..2),
+                );
+            }
+            s
+        })
+        .collect();
+    let wins = windows(&seqs, 16);
+    let shape = KtShape {
+        num_concepts: 5,
+        num_problems: 6,
+        max_seq_len: 16,
+    };
+    for name in kt::model_names() {
+        let mcfg = ModelConfig::new(
+            "free_run",
+            [
+                ("model", name.into()),
+                ("emb_size", 8.into()),
+                ("d_model", 8.into()),
+                ("dim", 8.into()),
+                ("dim_s", 8.into()),
+                ("size_m", 4.into()),
+                ("num_attn_heads", 2.into()),
+                ("n_blocks", 1.into()),
+                ("num_en", 1.into()),
+                ("d_ff", 8.into()),
+                ("final_fc_dim", 8.into()),
+            ]
+            .into_iter()
+            .filter(|(k, _)| *k == "model" || kt::model_keys(name).unwrap().contains(k))
+            .map(|(k, v): (&str, Value)| (k.to_string(), v))
+            .collect(),
+        );
+        let model = kt::build(&mcfg, shape).unwrap();
+        let want = free_run_by_prefixes(model.as_ref(), &seqs, &wins);
+        let got = free_run(
+            model.as_ref(),
+            &seqs,
+            &wins,
+            FreeRunConfig { windows: 99 },
+            3,
+        );
+        assert_eq!(got.probs.len(), want.len(), "{name}");
+        for (a, b) in got.probs.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{name}: {a} vs {b}");
+        }
+        let naive: usize = wins.iter().map(|w| w.len as usize - 1).sum();
+        eprintln!(
+            "{name}: {} passes over a window, {naive} prefix passes",
+            got.passes
+        );
+    }
+}
+
+#[test]
+fn the_monitor_is_one_of_the_validation_metrics_a_run_computes() {
+    let with = |m: &str| {
+        ModelConfig::new(
+            "DKT_x",
+            [("model", "DKT".into()), ("monitor", m.into())]
+                .into_iter()
+                .map(|(k, v): (&str, Value)| (k.to_string(), v))
+                .collect(),
+        )
+    };
+    for m in KT_MONITORS {
+        let cfg = KtTrainConfig::from_config(&with(m)).unwrap();
+        assert_eq!(cfg.fit_config().monitor.describe(), *m);
+    }
+    let err = KtTrainConfig::from_config(&with("ndcg@10")).unwrap_err();
+    assert!(err.to_string().contains("monitor `ndcg@10`"), "{err}");
+}
