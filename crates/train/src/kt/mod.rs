@@ -525,27 +525,18 @@ impl TrainTask for KtTask<'_> {
         if windows.is_empty() {
             return Ok(None);
         }
-        let block = self.cfg.eval_batch_size;
-        let (labels, probs) = predict_windows(self.model.as_ref(), seqs, windows, block);
-        let mut m = next_step_metrics(&labels, &probs);
         // the test split gets every protocol; validation the one the monitor reads
         let test = split == Split::Test;
-        if test || self.cfg.monitor == "multistep_auc" {
-            let ms = multi_step(
-                self.model.as_ref(),
-                seqs,
-                windows,
-                self.cfg.multistep,
-                block,
-            );
-            m.0.extend(ms.metrics().0);
-            if test {
-                self.test_multistep = Some(ms);
-            }
-        }
-        if test || self.cfg.monitor == "freerun_auc" {
-            let fr = free_run(self.model.as_ref(), seqs, windows, self.cfg.freerun, block);
-            m.0.extend(fr.metrics().0);
+        let (m, ms) = evaluate_windows(
+            self.model.as_ref(),
+            seqs,
+            windows,
+            &self.cfg,
+            test || self.cfg.monitor == "multistep_auc",
+            test || self.cfg.monitor == "freerun_auc",
+        );
+        if test {
+            self.test_multistep = ms;
         }
         Ok(Some(m))
     }
@@ -603,6 +594,33 @@ impl TrainTask for KtTask<'_> {
     }
 }
 
+/// Next-step metrics of `windows`, and the multi-step and free-running ones where asked (with
+/// the multi-step predictions).
+fn evaluate_windows(
+    model: &dyn KtModel,
+    seqs: &[KtSequence],
+    windows: &[KtWindow],
+    cfg: &KtTrainConfig,
+    multistep: bool,
+    freerun: bool,
+) -> (Metrics, Option<MultiStepResult>) {
+    let block = cfg.eval_batch_size;
+    let (labels, probs) = predict_windows(model, seqs, windows, block);
+    let mut m = next_step_metrics(&labels, &probs);
+    let ms = multistep.then(|| multi_step(model, seqs, windows, cfg.multistep, block));
+    if let Some(ms) = &ms {
+        m.0.extend(ms.metrics().0);
+    }
+    if freerun {
+        m.0.extend(
+            free_run(model, seqs, windows, cfg.freerun, block)
+                .metrics()
+                .0,
+        );
+    }
+    (m, ms)
+}
+
 /// Next-step and multi-step metrics of a loaded model on one file in the format it was
 /// trained on, with the records read and the records skipped under `on_bad`.
 pub fn evaluate_file(
@@ -655,24 +673,7 @@ pub fn evaluate_file(
         )));
     }
     let cfg = KtTrainConfig::from_config(&loaded.meta.model_config)?;
-    let (labels, probs) = predict_windows(loaded.model.as_ref(), &seqs, &wins, cfg.eval_batch_size);
-    let mut m = next_step_metrics(&labels, &probs);
-    let ms = multi_step(
-        loaded.model.as_ref(),
-        &seqs,
-        &wins,
-        cfg.multistep,
-        cfg.eval_batch_size,
-    );
-    m.0.extend(ms.metrics().0);
-    let fr = free_run(
-        loaded.model.as_ref(),
-        &seqs,
-        &wins,
-        cfg.freerun,
-        cfg.eval_batch_size,
-    );
-    m.0.extend(fr.metrics().0);
+    let (m, _) = evaluate_windows(loaded.model.as_ref(), &seqs, &wins, &cfg, true, true);
     Ok((m, seqs.len(), skipped))
 }
 
