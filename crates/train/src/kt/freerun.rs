@@ -79,13 +79,12 @@ pub fn free_run(
                 start,
                 len,
                 responses,
-                probs: Vec::new(),
+                probs: vec![0.0; len - 1],
                 passes: 0,
                 done: false,
             }
         })
         .collect();
-    let mut passes = 0;
     let block = block.max(1);
     loop {
         let active: Vec<usize> = (0..cases.len()).filter(|&c| !cases[c].done).collect();
@@ -109,18 +108,17 @@ pub fn free_run(
                     changed |= *r != guess;
                     *r = guess;
                 }
-                case.probs = probs.to_vec();
+                case.probs.copy_from_slice(probs);
                 case.passes += 1;
                 // `len` passes settle every guess in exact arithmetic; the cap keeps a
                 // probability that rounds either side of 0.5 between passes from looping
                 case.done = !changed || case.passes >= case.len;
-                passes += 1;
             }
         }
     }
     let mut out = FreeRunResult {
         windows: cases.len(),
-        passes,
+        passes: cases.iter().map(|c| c.passes).sum(),
         ..Default::default()
     };
     for case in &cases {

@@ -621,7 +621,7 @@ fn evaluate_windows(
     (m, ms)
 }
 
-/// Next-step and multi-step metrics of a loaded model on one file in the format it was
+/// Next-step, multi-step and free-running metrics of a loaded model on one file in the format it was
 /// trained on, with the records read and the records skipped under `on_bad`.
 pub fn evaluate_file(
     loaded: &LoadedKt,
